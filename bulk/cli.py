@@ -1,0 +1,308 @@
+"""The bulk-backfill command line: a thin shell that parses options and calls the library."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import click
+import psycopg
+
+from bulk import db, demo, importer, scan
+from bulk.config import database_url, mask_url
+from bulk.demo_data import load_demo_data
+from bulk.errors import UserError
+from bulk.pool import RunSummary, run_local
+from bulk.sqlfiles import MODE_PREDICATES, PRICE_COLUMNS
+
+
+class _Moment(click.ParamType):
+    """A date (YYYY-MM-DD) or a date and time (YYYY-MM-DDTHH:MM[:SS])."""
+
+    name = "DATE"
+
+    def __init__(self, end_of_day: bool = False):
+        self.end_of_day = end_of_day
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a date like 2024-01-31 or 2024-01-31T18:00", param, ctx)
+        # --until 2024-01-31 means to the end of that day.
+        if self.end_of_day and len(value) == 10:
+            moment += timedelta(days=1)
+        return moment
+
+
+def database_option(f):
+    return click.option(
+        "--database-url",
+        envvar="DATABASE_URL",
+        show_envvar=True,
+        help="libpq URL of the killboard database.",
+    )(f)
+
+
+def selection_options(f):
+    """The options that choose which killmails a job covers (shared by run and queue)."""
+    options = [
+        click.option(
+            "--mode",
+            type=click.Choice(list(MODE_PREDICATES)),
+            default="null",
+            show_default=True,
+            help="null: never valued; zero: valued 0; all: every killmail.",
+        ),
+        click.option("--limit", type=click.IntRange(min=1), help="At most this many killmails."),
+        click.option("--id", "ids", type=int, multiple=True, help="Only this killmail (repeat)."),
+        click.option(
+            "--ship-type", "ship_types", type=int, multiple=True, help="Only this ship (repeat)."
+        ),
+        click.option("--since", type=_Moment(), help="killmail_time on or after this."),
+        click.option("--until", type=_Moment(end_of_day=True), help="killmail_time up to this."),
+        click.option(
+            "--after-id", type=int, help="Only killmail_id above this (resume a stopped job)."
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(1, 10_000),
+            default=500,
+            show_default=True,
+            help="Killmails per batch.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _selection(mode, limit, ids, ship_types, since, until, after_id) -> scan.Selection:
+    if since and until and since >= until:
+        raise UserError("--since must be before --until")
+    return scan.Selection(
+        mode=mode,
+        limit=limit,
+        ids=tuple(ids),
+        ship_types=tuple(ship_types),
+        since=since,
+        until=until,
+        after_id=after_id,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bulk-backfill")
+def cli():
+    """Compute and write the ISK values of EVE Online killmails in PostgreSQL, in bulk.
+
+    Example: bulk-backfill demo
+    """
+
+
+@cli.command("init-db")
+@database_option
+def init_db_cmd(database_url):
+    """Create the killboard tables that are missing. Never drops or alters existing data.
+
+    Example: DATABASE_URL=postgresql://postgres@127.0.0.1/killboard bulk-backfill init-db
+    """
+    url = database_url_or_fail(database_url)
+    with db.connect(url) as conn:
+        created = db.init_db(conn)
+    if created:
+        click.echo(f"created tables: {', '.join(created)} in {mask_url(url)}")
+    else:
+        click.echo(f"all killboard tables already exist in {mask_url(url)}; nothing changed")
+
+
+@cli.command("demo-data")
+@database_option
+@click.option("--killmails", type=click.IntRange(min=1), required=True, help="How many.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same data.")
+def demo_data_cmd(database_url, killmails, seed):
+    """Fill an empty killboard with generated killmails, items, types and prices.
+
+    Example: bulk-backfill demo-data --killmails 100000 --seed 7
+    """
+    url = database_url_or_fail(database_url)
+    with db.connect(url) as conn:
+        items = load_demo_data(conn, killmails, seed)
+    click.echo(f"loaded {killmails:,} killmails with {items:,} item rows (seed {seed})")
+
+
+@cli.command("import-killmails")
+@database_option
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def import_killmails_cmd(database_url, file):
+    """Load ESI-format killmails from a JSON-lines file (bare, or zKillboard/RedisQ wrapped).
+
+    Example: bulk-backfill import-killmails killmails.jsonl
+    """
+    url = database_url_or_fail(database_url)
+    with db.connect(url) as conn:
+        db.require_schema(conn)
+        result = importer.import_killmails(conn, file)
+    click.echo(
+        f"read {result.read:,} killmails: imported {result.imported:,} "
+        f"with {result.items:,} item rows"
+    )
+    if result.already_present:
+        click.echo(
+            f"skipped {len(result.already_present):,} already present: "
+            + _sample(result.already_present)
+        )
+    if result.repeated_in_file:
+        click.echo(
+            f"skipped {len(result.repeated_in_file):,} repeated in the file: "
+            + _sample(result.repeated_in_file)
+        )
+
+
+def _sample(ids, n: int = 10) -> str:
+    shown = ", ".join(str(i) for i in ids[:n])
+    return shown + (f", ... ({len(ids) - n} more)" if len(ids) > n else "")
+
+
+@cli.command("run")
+@database_option
+@selection_options
+@click.option("--procs", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option(
+    "--price-column", type=click.Choice(list(PRICE_COLUMNS)), default="sell", show_default=True
+)
+@click.option("--allow-empty-prices", is_flag=True, help="Run even with no market prices.")
+def run_cmd(database_url, procs, price_column, allow_empty_prices, batch_size, **selection):
+    """Value killmails on this machine with N processes, no broker needed.
+
+    Ctrl+C finishes the batches in hand and stops; the summary says how to resume.
+
+    Example: bulk-backfill run --mode zero --procs 2
+    """
+    url = database_url_or_fail(database_url)
+    sel = _selection(**selection)
+    click.echo(
+        f"run: mode {sel.mode}, {procs} processes, batch size {batch_size}, "
+        f"prices from {price_column}, database {mask_url(url)}",
+        err=True,
+    )
+    summary = run_local(
+        url,
+        sel,
+        procs=procs,
+        batch_size=batch_size,
+        price_column=price_column,
+        allow_empty_prices=allow_empty_prices,
+    )
+    print_summary(summary)
+    if summary.interrupted and summary.resume_after is not None:
+        click.echo(
+            f"interrupted: resume with the same command and --after-id {summary.resume_after}"
+        )
+    elif summary.interrupted:
+        click.echo("interrupted before any batch finished: run the same command again")
+    if summary.failures:
+        raise click.exceptions.Exit(1)
+
+
+def print_summary(summary: RunSummary) -> None:
+    other_skips = summary.skipped - summary.no_victim - len(summary.failures)
+    lines = [
+        f"selected   {summary.selected:>12,}",
+        f"processed  {summary.processed:>12,}",
+        f"updated    {summary.updated:>12,}",
+        f"skipped    {summary.skipped:>12,}  (no victim {summary.no_victim:,}; "
+        f"no longer matching the mode {other_skips:,}; failed {len(summary.failures):,})",
+        f"elapsed    {summary.elapsed:>12.1f} s  ({summary.rate:,.0f} killmails/s)",
+    ]
+    if summary.no_victim_sample:
+        lines.append(f"no victim: {_sample(summary.no_victim_sample)}")
+    for failure in summary.failures[:20]:
+        lines.append(f"failed {failure.killmail_id}: {failure.error}")
+    if len(summary.failures) > 20:
+        lines.append(f"... and {len(summary.failures) - 20} more failures")
+    if summary.restarts:
+        lines.append(f"child processes restarted: {summary.restarts}")
+    click.echo("\n".join(lines))
+
+
+@cli.command("demo")
+@click.option("--killmails", type=click.IntRange(min=1), default=50_000, show_default=True)
+@click.option("--procs", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--database",
+    default="bulk_backfill_demo",
+    show_default=True,
+    help="Name of the demo database (dropped and created anew).",
+)
+@click.option(
+    "--datadir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=demo.DEFAULT_DATADIR,
+    show_default=True,
+    help="Where the embedded PostgreSQL keeps its data when DATABASE_URL is not set.",
+)
+def demo_cmd(killmails, procs, seed, database, datadir):
+    """Run the whole job end to end on a generated killboard.
+
+    With DATABASE_URL set it uses a database named bulk_backfill_demo on that
+    server; without it, an embedded PostgreSQL (pip install 'bulk-backfill[demo]').
+
+    Example: bulk-backfill demo --killmails 20000
+    """
+    result = demo.run_demo(
+        killmails=killmails,
+        procs=procs,
+        seed=seed,
+        database=database,
+        server_url=demo.server_url_from_env(),
+        datadir=datadir,
+        say=click.echo,
+    )
+    print_summary(result.summary)
+    click.echo("\nvalue distribution (total_value, ISK):")
+    for band, label in zip(demo.BANDS, demo.BAND_LABELS):
+        click.echo(f"  {label:<9} {result.distribution[band]:>10,}")
+    click.echo(f"  biggest   {result.distribution['biggest'] or 0:>22,.2f}")
+    masked = mask_url(result.url)
+    click.echo(
+        "\nnext steps:\n"
+        f"  export DATABASE_URL='{masked}'\n"
+        "  bulk-backfill run --mode all --procs 2     # recalculate everything\n"
+        '  psql "$DATABASE_URL" -c \'SELECT killmail_id, total_value FROM killmails'
+        " ORDER BY total_value DESC NULLS LAST LIMIT 5'"
+    )
+    if result.embedded:
+        click.echo("  (the embedded server stops when this command ends; run demo again)")
+    if result.summary.failures:
+        raise click.exceptions.Exit(1)
+
+
+def database_url_or_fail(flag: str | None) -> str:
+    return database_url(flag)
+
+
+def main() -> None:
+    """Entry point: every error is one line on stderr and a non-zero exit, no traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"bulk-backfill: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("bulk-backfill: interrupted", err=True)
+        sys.exit(130)
+    except UserError as exc:
+        click.echo(f"bulk-backfill: error: {exc}", err=True)
+        sys.exit(2)
+    except psycopg.Error as exc:
+        click.echo(f"bulk-backfill: database error: {' '.join(str(exc).split())}", err=True)
+        sys.exit(1)
+    except BrokenPipeError:
+        sys.exit(1)

@@ -1,0 +1,70 @@
+"""PostgreSQL connections with one-line errors, and checks of the killboard schema."""
+
+from __future__ import annotations
+
+import psycopg
+
+from bulk import sqlfiles
+from bulk.config import mask_url, scrub
+from bulk.errors import UserError
+
+REQUIRED_TABLES = (
+    "killmails",
+    "victims",
+    "killmail_items",
+    "market_prices",
+    "types",
+    "item_groups",
+    "categories",
+)
+
+
+def connect(url: str, *, autocommit: bool = False, application: str = "bulk-backfill"):
+    """A psycopg connection, or a UserError naming the (masked) URL and the reason."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, application_name=application)
+    except psycopg.Error as exc:
+        reason = scrub(" ".join(str(exc).split()) or type(exc).__name__, url)
+        raise UserError(f"cannot connect to PostgreSQL at {mask_url(url)}: {reason}") from None
+
+
+def missing_tables(conn: psycopg.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT t FROM unnest(%s::text[]) AS t WHERE to_regclass(t) IS NULL",
+        [list(REQUIRED_TABLES)],
+    ).fetchall()
+    _end_read(conn)
+    return [r[0] for r in rows]
+
+
+def require_schema(conn: psycopg.Connection) -> None:
+    missing = missing_tables(conn)
+    if missing:
+        raise UserError(
+            f"the database lacks the killboard tables {', '.join(missing)}: "
+            "run `bulk-backfill init-db` first"
+        )
+
+
+def require_prices(conn: psycopg.Connection) -> None:
+    (has_price,) = conn.execute("SELECT EXISTS (SELECT 1 FROM market_prices)").fetchone()
+    _end_read(conn)
+    if not has_price:
+        raise UserError(
+            "market_prices is empty, so every value would be 0: load prices first "
+            "(or pass --allow-empty-prices to value with no prices)"
+        )
+
+
+def _end_read(conn: psycopg.Connection) -> None:
+    # A read-only check must not leave a transaction open (and its snapshot held).
+    if not conn.autocommit:
+        conn.rollback()
+
+
+def init_db(conn: psycopg.Connection) -> list[str]:
+    """Create the killboard tables that are missing; returns the ones it created."""
+    before = set(missing_tables(conn))
+    with conn.transaction():
+        conn.execute(sqlfiles.load("schema"))
+    return [t for t in REQUIRED_TABLES if t in before]

@@ -1,0 +1,96 @@
+"""`demo`: the whole job end to end on a generated killboard in a database of its own."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from bulk import db, sqlfiles
+from bulk.config import mask_url
+from bulk.demo_data import load_demo_data
+from bulk.errors import UserError
+from bulk.pool import RunSummary, run_local
+from bulk.scan import Selection
+
+DEFAULT_DATADIR = Path(".bulk-backfill-demo") / "pgdata"
+
+BANDS = ("under_1m", "m1_10m", "m10_100m", "m100m_1b", "over_1b", "no_value")
+BAND_LABELS = ("< 1M", "1-10M", "10-100M", "100M-1B", "> 1B", "no value")
+
+
+@dataclass
+class DemoResult:
+    url: str
+    embedded: bool
+    items: int
+    summary: RunSummary
+    distribution: dict
+
+
+def embedded_server_url(datadir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL of the pgserver package in datadir."""
+    try:
+        import pgserver
+    except ImportError:
+        raise UserError(
+            "no DATABASE_URL is set and the embedded PostgreSQL is not installed: "
+            "pip install 'bulk-backfill[demo]', or set DATABASE_URL"
+        ) from None
+    datadir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(datadir.resolve())
+    return server.get_uri()
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    """Drop and create the demo's own database on the server; returns its URL."""
+    with db.connect(server_url, autocommit=True) as conn:
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        conn.execute(drop.format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_conninfo(server_url, dbname=name)
+
+
+def value_distribution(conn: psycopg.Connection) -> dict:
+    row = conn.execute(sqlfiles.load("value_distribution")).fetchone()
+    return dict(zip((*BANDS, "biggest"), row))
+
+
+def run_demo(
+    *,
+    killmails: int,
+    procs: int,
+    seed: int,
+    database: str,
+    server_url: str | None = None,
+    datadir: Path = DEFAULT_DATADIR,
+    progress: bool = True,
+    say=print,
+) -> DemoResult:
+    embedded = server_url is None
+    if embedded:
+        say(f"No DATABASE_URL: starting an embedded PostgreSQL in {datadir}")
+        server_url = embedded_server_url(datadir)
+    url = fresh_database(server_url, database)
+    say(f"Demo database: {mask_url(url)} (created anew)")
+    with db.connect(url) as conn:
+        db.init_db(conn)
+        conn.commit()
+        say(f"Generating {killmails:,} killmails (seed {seed})")
+        items = load_demo_data(conn, killmails, seed, progress=progress)
+    say(f"Loaded {killmails:,} killmails with {items:,} item rows; valuing them (mode null)")
+    summary = run_local(url, Selection(mode="null"), procs=procs, progress=progress)
+    with db.connect(url, autocommit=True) as conn:
+        distribution = value_distribution(conn)
+    return DemoResult(url, embedded, items, summary, distribution)
+
+
+def server_url_from_env() -> str | None:
+    return os.environ.get("DATABASE_URL") or None

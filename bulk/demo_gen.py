@@ -1,0 +1,205 @@
+"""A realistic generated killboard, as numpy arrays. Pure computation, no I/O.
+
+Same seed, same data: everything comes from one numpy Generator consumed in a
+fixed order, killmails in fixed-size chunks (so N killmails are the first N of
+any larger run with the same seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+CAPSULE_TYPE_ID = 670
+CHUNK = 20_000
+
+# id, name, number of types, median price (ISK), lognormal sigma, min, max,
+# weight among item rows
+_CATEGORIES = [
+    (2, "Celestial", 10, 5e3, 1.0, 1.0, 1e5, 0.002),
+    (4, "Material", 40, 20.0, 1.5, 0.5, 1e4, 0.05),
+    (6, "Ship", 260, 3e7, 1.8, 2e5, 1.2e11, 0.01),
+    (7, "Module", 1400, 8e5, 1.8, 1e3, 6e9, 0.42),
+    (8, "Charge", 350, 120.0, 1.4, 0.05, 5e4, 0.25),
+    (9, "Blueprint", 120, 2e7, 2.0, 1e4, 5e10, 0.03),
+    (16, "Skill", 60, 2e6, 1.5, 1e4, 1e9, 0.01),
+    (17, "Commodity", 150, 3e3, 2.0, 1.0, 5e8, 0.08),
+    (18, "Drone", 90, 3e5, 1.5, 1e3, 1e9, 0.09),
+    (20, "Implant", 80, 3e7, 1.5, 1e5, 3e9, 0.04),
+    (65, "Structure", 8, 4e10, 1.6, 1e9, 2.5e12, 0.0),
+    (87, "Fighter", 24, 1e6, 1.0, 1e5, 5e7, 0.008),
+]
+_FLAGS = np.array([5, 11, 12, 13, 14, 19, 20, 21, 22, 27, 28, 29, 30, 87, 92, 93, 94, 158])
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    categories: list[tuple[int, str]]
+    groups: list[tuple[int, str, int]]  # id, name, category_id
+    type_ids: np.ndarray
+    type_names: list[str]
+    type_groups: np.ndarray
+    type_categories: np.ndarray
+    base_price: np.ndarray  # ISK, before the odd decimals of real price feeds
+    price_rows: np.ndarray  # indices of types that have a market_prices row
+    buy: np.ndarray
+    sell: np.ndarray
+    average: np.ndarray
+    volume: np.ndarray
+
+
+@dataclass(frozen=True)
+class KillmailChunk:
+    killmail_ids: np.ndarray
+    times: np.ndarray  # datetime64[s]
+    victim_ids: np.ndarray  # killmails that have a victim row
+    ship_type_ids: np.ndarray
+    item_killmail_ids: np.ndarray
+    item_type_ids: np.ndarray
+    item_flags: np.ndarray
+    qty_destroyed: np.ndarray
+    qty_dropped: np.ndarray
+    destroyed_null: np.ndarray  # True where quantity_destroyed is NULL
+    dropped_null: np.ndarray
+    singleton: np.ndarray
+
+
+def _feed_prices(rng: np.random.Generator, base: np.ndarray) -> np.ndarray:
+    """Prices with the decimals real feeds have: cents, more decimals, exact half cents, zeros."""
+    kind = rng.choice(5, size=base.size, p=[0.72, 0.14, 0.06, 0.05, 0.03])
+    price = np.round(base, 2)
+    price[kind == 1] = np.round(base[kind == 1], 4)
+    price[kind == 2] = base[kind == 2]  # adjusted-price style: all the decimals a double has
+    price[kind == 3] = np.floor(base[kind == 3] * 100) / 100 + 0.005  # half cents: 1234.565
+    price[kind == 4] = 0.0
+    return price
+
+
+def catalogue(rng: np.random.Generator) -> Catalogue:
+    categories, groups = [], []
+    ids, names, grp, cat, base = [], [], [], [], []
+    next_type, next_group = 1000, 100
+    for cid, cname, n, median, sigma, lo, hi, _w in _CATEGORIES:
+        categories.append((cid, cname))
+        n_groups = max(1, n // 40)
+        group_ids = list(range(next_group, next_group + n_groups))
+        groups += [(g, f"{cname} group {g}", cid) for g in group_ids]
+        next_group += n_groups
+        if cname == "Ship":
+            groups.append((29, "Capsule", cid))
+            ids.append(CAPSULE_TYPE_ID)
+            names.append("Capsule")
+            grp.append(29)
+            cat.append(cid)
+            base.append(10_000.0)
+        prices = np.clip(rng.lognormal(np.log(median), sigma, n), lo, hi)
+        for i in range(n):
+            ids.append(next_type)
+            names.append(f"{cname} {next_type}")
+            grp.append(group_ids[i % n_groups])
+            cat.append(cid)
+            base.append(float(prices[i]))
+            next_type += 1
+    type_ids = np.array(ids, dtype=np.int64)
+    base_price = np.array(base)
+    has_row = rng.random(type_ids.size) < 0.9
+    sell = _feed_prices(rng, base_price)
+    # Two prices every demo has, the classic traps of cent rounding.
+    sell[1], sell[2] = 1234.565, 0.125
+    has_row[[1, 2]] = True
+    buy = np.round(sell * rng.uniform(0.7, 0.99, sell.size), 2)
+    average = (buy + sell) / 2
+    volume = np.floor(rng.lognormal(8, 2, sell.size))
+    rows = np.flatnonzero(has_row)
+    return Catalogue(
+        categories=categories,
+        groups=groups,
+        type_ids=type_ids,
+        type_names=names,
+        type_groups=np.array(grp, dtype=np.int64),
+        type_categories=np.array(cat, dtype=np.int64),
+        base_price=base_price,
+        price_rows=rows,
+        buy=buy[rows],
+        sell=sell[rows],
+        average=average[rows],
+        volume=volume[rows],
+    )
+
+
+def _category_index(cat: Catalogue, name: str) -> np.ndarray:
+    cid = next(c for c, n in cat.categories if n == name)
+    return np.flatnonzero(cat.type_categories == cid)
+
+
+def _weights(rng: np.random.Generator, cat: Catalogue) -> tuple[np.ndarray, np.ndarray]:
+    """Item type and ship type sampling weights: cheap things are common."""
+    item_w = np.zeros(cat.type_ids.size)
+    for cid, _name, _n, _m, _s, _lo, _hi, weight in _CATEGORIES:
+        members = np.flatnonzero(cat.type_categories == cid)
+        zipf = 1.0 / np.arange(1, members.size + 1) ** 0.8
+        item_w[rng.permutation(members)] = weight * zipf / zipf.sum()
+    ships = _category_index(cat, "Ship")
+    ships = ships[cat.type_ids[ships] != CAPSULE_TYPE_ID]
+    ship_w = np.zeros(cat.type_ids.size)
+    ship_w[ships] = cat.base_price[ships] ** -0.6
+    ship_w /= ship_w.sum()
+    return item_w / item_w.sum(), ship_w
+
+
+def killmail_chunks(
+    rng: np.random.Generator, cat: Catalogue, n_killmails: int, first_id: int = 90_000_000
+) -> Iterator[KillmailChunk]:
+    item_w, ship_w = _weights(rng, cat)
+    structures = _category_index(cat, "Structure")
+    blueprint_cat = next(c for c, n in cat.categories if n == "Blueprint")
+    next_id = first_id
+    clock = np.datetime64("2014-01-01T00:00:00", "s")
+    for start in range(0, n_killmails, CHUNK):
+        n = min(CHUNK, n_killmails - start)
+        ids = next_id + np.cumsum(rng.integers(1, 4, n))
+        next_id = int(ids[-1])
+        times = clock + np.cumsum(rng.exponential(280.0, n)).astype("timedelta64[s]")
+        clock = times[-1]
+
+        kind = rng.choice(3, size=n, p=[0.15, 0.8495, 0.0005])  # capsule, ship, structure
+        ship = cat.type_ids[rng.choice(cat.type_ids.size, size=n, p=ship_w)]
+        ship[kind == 0] = CAPSULE_TYPE_ID
+        ship[kind == 2] = cat.type_ids[rng.choice(structures, size=int((kind == 2).sum()))]
+        n_items = rng.negative_binomial(1.3, 1.3 / (1.3 + 27.0), n)
+        n_items[kind == 0] = rng.poisson(1.5, int((kind == 0).sum()))
+        n_items[kind == 2] = 150 + rng.negative_binomial(2, 2 / 202, int((kind == 2).sum()))
+        n_items = np.minimum(n_items, 900)
+        has_victim = rng.random(n) >= 0.002
+
+        item_km = np.repeat(ids, n_items)
+        m = item_km.size
+        idx = rng.choice(cat.type_ids.size, size=m, p=item_w)
+        price = np.maximum(cat.base_price[idx], 0.5)
+        cheap = price < 2e4
+        stack = np.ones(m, dtype=np.int64)
+        scale = np.minimum(2e6 / price[cheap], 8000.0)
+        stack[cheap] = 1 + np.floor(rng.lognormal(np.log(scale), 1.0)).astype(np.int64)
+        stack = np.minimum(stack, 2_000_000)
+        few = ~cheap & (rng.random(m) < 0.08)
+        stack[few] = rng.integers(2, 8, int(few.sum()))
+        destroyed = rng.random(m) < 0.55
+        blueprint = cat.type_categories[idx] == blueprint_cat
+        singleton = np.where(blueprint & (rng.random(m) < 0.5), 2, 0)
+        singleton[~blueprint & (rng.random(m) < 0.03)] = 1
+        yield KillmailChunk(
+            killmail_ids=ids,
+            times=times,
+            victim_ids=ids[has_victim],
+            ship_type_ids=ship[has_victim],
+            item_killmail_ids=item_km,
+            item_type_ids=cat.type_ids[idx],
+            item_flags=rng.choice(_FLAGS, size=m),
+            qty_destroyed=np.where(destroyed, stack, 0),
+            qty_dropped=np.where(destroyed, 0, stack),
+            destroyed_null=~destroyed,
+            dropped_null=destroyed,
+            singleton=singleton,
+        )

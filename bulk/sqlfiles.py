@@ -1,0 +1,76 @@
+"""Loads the sql/*.sql files shipped in the package and fills their fixed placeholders.
+
+Only identifiers and predicates from the fixed tables below are ever pasted into
+SQL text; every user value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from bulk.errors import UserError
+
+# The mode guard, on alias k (killmails). The same text is used by the
+# scan that selects IDs and by the UPDATE that writes them.
+MODE_PREDICATES: dict[str, str] = {
+    "null": "k.total_value IS NULL",
+    "zero": "k.total_value = 0",
+    "all": "TRUE",
+}
+
+PRICE_COLUMNS: dict[str, str] = {"sell": "sell", "buy": "buy", "average": "average"}
+
+
+@cache
+def load(name: str) -> str:
+    """The statement in sql/NAME.sql, without its whole-line comments.
+
+    The comments document placeholders and parameters by name; dropping them
+    keeps those names from being filled in or counted as parameters.
+    """
+    text = resources.files("bulk.sql").joinpath(f"{name}.sql").read_text(encoding="utf-8")
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+
+
+def mode_predicate(mode: str) -> str:
+    try:
+        return MODE_PREDICATES[mode]
+    except KeyError:
+        raise UserError(
+            f"unknown mode {mode!r}: choose one of {', '.join(MODE_PREDICATES)}"
+        ) from None
+
+
+def price_column(column: str) -> str:
+    try:
+        return PRICE_COLUMNS[column]
+    except KeyError:
+        raise UserError(
+            f"unknown price column {column!r}: choose one of {', '.join(PRICE_COLUMNS)}"
+        ) from None
+
+
+@cache
+def load_batch_sql(mode: str, column: str) -> str:
+    return load("load_batch").format(
+        mode_predicate=mode_predicate(mode), price_column=price_column(column)
+    )
+
+
+@cache
+def update_batch_sql(mode: str, n_rows: int) -> str:
+    # Types on the first row fix the VALUES column types for every row.
+    first = "(%s::int4, %s::numeric, %s::numeric, %s::numeric)"
+    rows = ", ".join([first] + ["(%s, %s, %s, %s)"] * (n_rows - 1))
+    return load("update_batch").format(rows=rows, mode_predicate=mode_predicate(mode))
+
+
+@cache
+def reference_sql(column: str) -> str:
+    return load("reference_values").format(price_column=price_column(column))
+
+
+@cache
+def reference_mismatches_sql(column: str) -> str:
+    return load("reference_mismatches").format(reference=reference_sql(column))

@@ -1,0 +1,1 @@
+"""The SQL files of bulk-backfill, shipped inside the package and loaded by bulk.sqlfiles."""

@@ -1,0 +1,15 @@
+-- Killmails whose stored values differ from the reference (reference_values.sql,
+-- pasted in as {reference}). Equal means reference::float8 = stored, for all
+-- three columns; a NULL stored value is a mismatch.
+-- Parameters: those of reference_values.sql.
+SELECT r.killmail_id,
+       k.total_value, k.destroyed_value, k.dropped_value,
+       r.total::float8 AS expected_total,
+       r.destroyed::float8 AS expected_destroyed,
+       r.dropped::float8 AS expected_dropped
+FROM ({reference}) AS r
+JOIN killmails AS k ON k.killmail_id = r.killmail_id
+WHERE k.total_value IS DISTINCT FROM r.total::float8
+   OR k.destroyed_value IS DISTINCT FROM r.destroyed::float8
+   OR k.dropped_value IS DISTINCT FROM r.dropped::float8
+ORDER BY r.killmail_id
