@@ -184,11 +184,14 @@ def run_cmd(database_url, procs, price_column, allow_empty_prices, batch_size, *
     """
     url = database_url_or_fail(database_url)
     sel = _selection(**selection)
-    click.echo(
-        f"run: mode {sel.mode}, {procs} processes, batch size {batch_size}, "
-        f"prices from {price_column}, database {mask_url(url)}",
-        err=True,
-    )
+
+    def announce(selected: int) -> None:
+        click.echo(
+            f"run: mode {sel.mode}, {selected:,} killmails match, {procs} processes, "
+            f"batch size {batch_size}, prices from {price_column}, database {mask_url(url)}",
+            err=True,
+        )
+
     summary = run_local(
         url,
         sel,
@@ -196,6 +199,7 @@ def run_cmd(database_url, procs, price_column, allow_empty_prices, batch_size, *
         batch_size=batch_size,
         price_column=price_column,
         allow_empty_prices=allow_empty_prices,
+        announce=announce,
     )
     print_summary(summary)
     if summary.interrupted and summary.resume_after is not None:

@@ -14,6 +14,7 @@ import os
 import queue
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -269,8 +270,13 @@ def run_local(
     price_column: str = "sell",
     allow_empty_prices: bool = False,
     progress: bool = True,
+    announce: Callable[[int], None] | None = None,
 ) -> RunSummary:
-    """Value every killmail the selection covers, with `procs` child processes."""
+    """Value every killmail the selection covers, with `procs` child processes.
+
+    `announce` is called with the number of matching killmails once the
+    database has been checked, before any work starts.
+    """
     if procs < 1:
         raise ValueError("procs must be at least 1")
     if batch_size < 1:
@@ -281,6 +287,8 @@ def run_local(
         if not allow_empty_prices:
             db.require_prices(conn)
         summary = RunSummary(selected=scan.count(conn, selection))
+        if announce is not None:
+            announce(summary.selected)
         bar = Progress(summary.selected, desc=f"run {selection.mode}", enabled=progress)
         run = _Run(url, selection, procs, batch_size, price_column, bar)
 

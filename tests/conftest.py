@@ -1,0 +1,123 @@
+"""Fixtures: every test gets a database of its own on the real PostgreSQL server.
+
+The server is TEST_DATABASE_URL, else DATABASE_URL, else the local one
+(postgresql://postgres@127.0.0.1:5432/postgres). Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+SERVER_URL = (
+    os.environ.get("TEST_DATABASE_URL")
+    or os.environ.get("DATABASE_URL")
+    or "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+
+
+def _admin():
+    return psycopg.connect(SERVER_URL, autocommit=True)
+
+
+@pytest.fixture
+def fresh_db():
+    """The URL of a new, empty database, dropped after the test."""
+    name = f"bbt_{uuid.uuid4().hex[:12]}"
+    with _admin() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(SERVER_URL, dbname=name)
+    finally:
+        with _admin() as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def schema_db(fresh_db):
+    """A new database with the killboard tables and no rows."""
+    from bulk import db
+
+    with psycopg.connect(fresh_db) as conn:
+        db.init_db(conn)
+    return fresh_db
+
+
+def make_demo_db(url: str, killmails: int, seed: int = 1) -> str:
+    from bulk import db
+    from bulk.demo_data import load_demo_data
+
+    with psycopg.connect(url) as conn:
+        db.init_db(conn)
+        load_demo_data(conn, killmails, seed, progress=False)
+    return url
+
+
+@pytest.fixture
+def demo_db(fresh_db):
+    """A new database with 3,000 generated killmails, none valued yet."""
+    return make_demo_db(fresh_db, 3_000)
+
+
+def cli(*args: str, url: str | None = None, env: dict | None = None, timeout: float = 300):
+    """Run bulk-backfill as a user would, in a subprocess; returns CompletedProcess."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "RABBITMQ_URL")}
+    if url is not None:
+        full_env["DATABASE_URL"] = url
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "bulk", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+
+
+def cli_popen(*args: str, url: str, **kwargs) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["DATABASE_URL"] = url
+    return subprocess.Popen(
+        [sys.executable, "-m", "bulk", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kwargs,
+    )
+
+
+def values(url: str) -> dict[int, tuple]:
+    """killmail_id -> (total, destroyed, dropped) as stored."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT killmail_id, total_value, destroyed_value, dropped_value FROM killmails"
+        ).fetchall()
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+def mismatches(url: str, price_column: str = "sell") -> list:
+    from bulk import reference
+
+    with psycopg.connect(url) as conn:
+        return reference.mismatches(conn, price_column=price_column)
+
+
+def summary_count(output: str, label: str) -> int:
+    """A count from the run summary, e.g. summary_count(out, 'updated')."""
+    for line in output.splitlines():
+        parts = line.split()
+        if parts and parts[0] == label:
+            return int(parts[1].replace(",", ""))
+    raise AssertionError(f"no {label!r} line in:\n{output}")

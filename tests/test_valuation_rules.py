@@ -1,0 +1,129 @@
+"""The engine and the SQL reference on hand-made killmails whose values are worked out
+here in Python Decimal arithmetic, straight from the rules in DESIGN.md."""
+
+from decimal import ROUND_HALF_UP, Decimal
+
+import psycopg
+import pytest
+
+from bulk.batch import process_batch
+from tests.conftest import mismatches, values
+
+BLUEPRINT_CATEGORY = 9
+
+
+def cents(price: float) -> Decimal:
+    # PostgreSQL casts float8 to numeric with 15 significant digits, then rounds half away
+    # from zero; Decimal(repr) of the 15-digit form does the same for these prices.
+    return Decimal(f"{price:.15g}").quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+PRICES = {
+    100: 1234.565,  # a double just below the half cent: still rounds up, as numeric does
+    101: 0.125,
+    102: 0.0,  # a zero price values at 0
+    104: 99.994999,  # many decimals
+    105: 1_000_000_000_000.0,  # a Keepstar-sized unit price
+    670: 5_000_000.0,  # the capsule has a price row, but is worth 10 ISK as a ship
+    200: 12_345_678.9,  # a blueprint type (original or copy)
+    300: 55.5,
+}
+# 103 has no price row at all.
+
+
+def _setup(conn):
+    conn.execute("INSERT INTO categories VALUES (6, 'Ship'), (7, 'Module'), (9, 'Blueprint')")
+    conn.execute("INSERT INTO item_groups VALUES (1, 'g', 7), (2, 'bp', 9), (3, 'caps', 6)")
+    conn.execute(
+        "INSERT INTO types VALUES (100,'a',1),(101,'b',1),(102,'c',1),(103,'d',1),(104,'e',1),"
+        "(105,'f',1),(670,'Capsule',3),(200,'bp',2),(300,'m',1)"
+    )
+    for type_id, price in PRICES.items():
+        conn.execute(
+            "INSERT INTO market_prices (type_id, buy, sell, average, volume, updated_at)"
+            " VALUES (%s, %s, %s, %s, 1, now())",
+            (type_id, price / 2, price, price * 0.75),
+        )
+
+
+# killmail_id -> (ship, [(type, qty_destroyed, qty_dropped, singleton)])
+KILLMAILS = {
+    1: (300, [(100, 1, None, 0), (101, None, 3, 0), (102, 5, None, 0), (103, 2, None, 0)]),
+    2: (670, [(104, 3, 4, 0)]),  # a capsule loss
+    3: (300, [(200, 7, None, 2), (200, None, 2, 0)]),  # a copy at 0.01, an original priced
+    4: (300, [(300, None, None, 2)]),  # singleton 2 outside Blueprint: priced normally
+    5: (105, [(105, 1000, 24, 0)]),  # far above 2^53 cents
+    6: (103, []),  # unpriced ship, no items
+    7: (300, [(100, 1, None, 0)]),  # no victim row: skipped, never guessed at
+}
+
+
+def _expected(ship, items):
+    unit = {t: cents(p) for t, p in PRICES.items()}
+    destroyed = Decimal("10.00") if ship == 670 else unit.get(ship, Decimal(0))
+    dropped = Decimal(0)
+    for type_id, qd, qr, singleton in items:
+        price = Decimal("0.01") if (singleton == 2 and type_id == 200) else unit.get(type_id, 0)
+        destroyed += price * (qd or 0)
+        dropped += price * (qr or 0)
+    return destroyed + dropped, destroyed, dropped
+
+
+@pytest.fixture
+def rules_db(schema_db):
+    with psycopg.connect(schema_db) as conn:
+        _setup(conn)
+        for kid, (ship, items) in KILLMAILS.items():
+            conn.execute(
+                "INSERT INTO killmails (killmail_id, killmail_time) VALUES (%s, now())", [kid]
+            )
+            if kid != 7:
+                conn.execute("INSERT INTO victims VALUES (%s, %s)", (kid, ship))
+            for type_id, qd, qr, singleton in items:
+                conn.execute(
+                    "INSERT INTO killmail_items (killmail_id, item_type_id, flag,"
+                    " quantity_destroyed, quantity_dropped, singleton) VALUES (%s,%s,5,%s,%s,%s)",
+                    (kid, type_id, qd, qr, singleton),
+                )
+    return schema_db
+
+
+def test_engine_values_follow_the_rules_to_the_cent(rules_db):
+    with psycopg.connect(rules_db) as conn:
+        result = process_batch(conn, list(KILLMAILS), "null")
+    assert (result.updated, result.skipped, result.no_victim) == (6, 1, 1)
+    assert result.no_victim_ids == [7]
+    stored = values(rules_db)
+    for kid, (ship, items) in KILLMAILS.items():
+        if kid == 7:
+            assert stored[kid] == (None, None, None)
+            continue
+        expected = tuple(float(v) for v in _expected(ship, items))
+        assert stored[kid] == expected, kid
+    assert mismatches(rules_db) == []
+
+
+def test_half_cent_and_huge_values_are_exact(rules_db):
+    with psycopg.connect(rules_db) as conn:
+        process_batch(conn, list(KILLMAILS), "null")
+    stored = values(rules_db)
+    # 1234.565 -> 1234.57, 0.125 -> 0.13 (half away from zero)
+    assert stored[1][0] == float(Decimal("55.50") + Decimal("1234.57") + 3 * Decimal("0.13"))
+    total = Decimal("1000000000000.00") * 1025
+    assert stored[5][0] == float(total) and total * 100 > 2**53
+
+
+def test_reference_catches_a_wrong_value(rules_db):
+    with psycopg.connect(rules_db) as conn:
+        process_batch(conn, list(KILLMAILS), "null")
+        conn.execute(
+            "UPDATE killmails SET dropped_value = dropped_value + 0.01 WHERE killmail_id = 1"
+        )
+    assert [m.killmail_id for m in mismatches(rules_db)] == [1]
+
+
+def test_price_column_choice(rules_db):
+    with psycopg.connect(rules_db) as conn:
+        process_batch(conn, list(KILLMAILS), "null", price_column="buy")
+    assert mismatches(rules_db, "buy") == []
+    assert mismatches(rules_db, "sell") != []
