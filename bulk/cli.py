@@ -272,16 +272,23 @@ def demo_cmd(killmails, procs, seed, database, datadir):
     for band, label in zip(demo.BANDS, demo.BAND_LABELS):
         click.echo(f"  {label:<9} {result.distribution[band]:>10,}")
     click.echo(f"  biggest   {result.distribution['biggest'] or 0:>22,.2f}")
-    masked = mask_url(result.url)
-    click.echo(
-        "\nnext steps:\n"
-        f"  export DATABASE_URL='{masked}'\n"
-        "  bulk-backfill run --mode all --procs 2     # recalculate everything\n"
-        '  psql "$DATABASE_URL" -c \'SELECT killmail_id, total_value FROM killmails'
-        " ORDER BY total_value DESC NULLS LAST LIMIT 5'"
-    )
     if result.embedded:
-        click.echo("  (the embedded server stops when this command ends; run demo again)")
+        click.echo(
+            "\nnext steps (the embedded PostgreSQL stops with this command):\n"
+            "  # the same demo on your own server, where you can look around afterwards:\n"
+            "  DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres bulk-backfill demo\n"
+            "  # then on your killboard:\n"
+            "  export DATABASE_URL=postgresql://USER@HOST/KILLBOARD\n"
+            "  bulk-backfill run --mode null --procs 2"
+        )
+    else:
+        click.echo(
+            "\nnext steps:\n"
+            f"  export DATABASE_URL='{mask_url(result.url)}'\n"
+            "  bulk-backfill run --mode all --procs 2     # recalculate everything\n"
+            '  psql "$DATABASE_URL" -c \'SELECT killmail_id, total_value FROM killmails'
+            " ORDER BY total_value DESC NULLS LAST LIMIT 5'"
+        )
     if result.summary.failures:
         raise click.exceptions.Exit(1)
 

@@ -35,16 +35,17 @@ class DemoResult:
 
 def embedded_server_url(datadir: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL of the pgserver package in datadir."""
-    try:
-        import pgserver
-    except ImportError:
-        raise UserError(
-            "no DATABASE_URL is set and the embedded PostgreSQL is not installed: "
-            "pip install 'bulk-backfill[demo]', or set DATABASE_URL"
-        ) from None
     datadir.mkdir(parents=True, exist_ok=True)
+    # pgserver warns about XDG_RUNTIME_DIR on import on servers; it is harmless here.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        try:
+            import pgserver
+        except ImportError:
+            raise UserError(
+                "no DATABASE_URL is set and the embedded PostgreSQL is not installed: "
+                "pip install 'bulk-backfill[demo]', or set DATABASE_URL"
+            ) from None
         server = pgserver.get_server(datadir.resolve())
     return server.get_uri()
 

@@ -1,8 +1,7 @@
 """A realistic generated killboard, as numpy arrays. Pure computation, no I/O.
 
-Same seed, same data: everything comes from one numpy Generator consumed in a
-fixed order, killmails in fixed-size chunks (so N killmails are the first N of
-any larger run with the same seed).
+Same seed and size, same data: everything comes from one numpy Generator
+consumed in a fixed order, killmails in fixed-size chunks.
 """
 
 from __future__ import annotations
@@ -156,12 +155,14 @@ def killmail_chunks(
     structures = _category_index(cat, "Structure")
     blueprint_cat = next(c for c, n in cat.categories if n == "Blueprint")
     next_id = first_id
-    clock = np.datetime64("2014-01-01T00:00:00", "s")
+    clock = np.datetime64("2008-01-01T00:00:00", "s")
+    # Any size spreads over the same 18 years of killboard history.
+    mean_gap = 18 * 365 * 86400 / n_killmails
     for start in range(0, n_killmails, CHUNK):
         n = min(CHUNK, n_killmails - start)
         ids = next_id + np.cumsum(rng.integers(1, 4, n))
         next_id = int(ids[-1])
-        times = clock + np.cumsum(rng.exponential(280.0, n)).astype("timedelta64[s]")
+        times = clock + np.cumsum(rng.exponential(mean_gap, n)).astype("timedelta64[s]")
         clock = times[-1]
 
         kind = rng.choice(3, size=n, p=[0.15, 0.8495, 0.0005])  # capsule, ship, structure

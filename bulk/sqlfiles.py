@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 from bulk.errors import UserError
 
@@ -22,6 +23,14 @@ MODE_PREDICATES: dict[str, str] = {
 PRICE_COLUMNS: dict[str, str] = {"sell": "sell", "buy": "buy", "average": "average"}
 
 
+def _sql_dir():
+    try:
+        return resources.files("bulk.sql")
+    except ModuleNotFoundError:
+        # Imported from a source checkout (tests run in the repo): sql/ sits beside bulk/.
+        return Path(__file__).resolve().parent.parent / "sql"
+
+
 @cache
 def load(name: str) -> str:
     """The statement in sql/NAME.sql, without its whole-line comments.
@@ -29,7 +38,7 @@ def load(name: str) -> str:
     The comments document placeholders and parameters by name; dropping them
     keeps those names from being filled in or counted as parameters.
     """
-    text = resources.files("bulk.sql").joinpath(f"{name}.sql").read_text(encoding="utf-8")
+    text = _sql_dir().joinpath(f"{name}.sql").read_text(encoding="utf-8")
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
 
 

@@ -23,6 +23,10 @@ SERVER_URL = (
     or "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+# The installed console script: CLI tests exercise the installed package, not the
+# source tree (a console script does not put the working directory on sys.path).
+_SCRIPT = Path(sys.executable).with_name("bulk-backfill")
+COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "bulk"]
 
 
 def _admin():
@@ -77,7 +81,7 @@ def cli(*args: str, url: str | None = None, env: dict | None = None, timeout: fl
         full_env["DATABASE_URL"] = url
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "bulk", *args],
+        [*COMMAND, *args],
         capture_output=True,
         text=True,
         env=full_env,
@@ -89,7 +93,7 @@ def cli_popen(*args: str, url: str, **kwargs) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["DATABASE_URL"] = url
     return subprocess.Popen(
-        [sys.executable, "-m", "bulk", *args],
+        [*COMMAND, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

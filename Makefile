@@ -1,0 +1,30 @@
+# The two commands of the README's quick start, and the tools around them.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: demo test lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Installs the project as a plain (non-editable) package, as a user would.
+demo: $(BIN)/python
+	$(BIN)/python -m pip install --quiet '.[demo]'
+	$(BIN)/bulk-backfill demo
+
+test: $(BIN)/python
+	$(BIN)/python -m pip install --quiet '.[test]'
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/python
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/python
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .bulk-backfill-demo
