@@ -170,9 +170,19 @@ def _sample(ids, n: int = 10) -> str:
 @cli.command("run")
 @database_option
 @selection_options
-@click.option("--procs", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option(
-    "--price-column", type=click.Choice(list(PRICE_COLUMNS)), default="sell", show_default=True
+    "--procs",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Child processes; about the number of cores is right.",
+)
+@click.option(
+    "--price-column",
+    type=click.Choice(list(PRICE_COLUMNS)),
+    default="sell",
+    show_default=True,
+    help="Which market_prices column is the unit price.",
 )
 @click.option("--allow-empty-prices", is_flag=True, help="Run even with no market prices.")
 def run_cmd(database_url, procs, price_column, allow_empty_prices, batch_size, **selection):
