@@ -1,21 +1,24 @@
 """`run`: the broker-less batch pipeline on one machine.
 
-The parent scans IDs (keyset) and feeds batches to N child processes through a
-bounded local queue; each child has its own PostgreSQL connection and runs
-each batch with bulk.retry. The parent merges the children's counts into one
-progress display, restarts a child that dies (its batch in hand is fed again),
-and on SIGINT/SIGTERM stops feeding and lets every child finish its batch.
+The parent scans IDs (keyset) and hands one batch at a time to each of N
+child processes over a pipe of its own; each child has its own PostgreSQL
+connection and runs each batch with bulk.retry. A pipe per child, rather than
+a shared queue, means a child killed at any moment cannot leave a lock held:
+the parent sees its pipe close, feeds its batch to a new child, and goes on.
+On SIGINT/SIGTERM the parent stops handing out batches and lets every child
+finish the one in hand.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import queue
 import signal
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 
 import psycopg
 
@@ -46,7 +49,7 @@ class RunSummary:
         return self.processed / self.elapsed if self.elapsed > 0 else 0.0
 
 
-def _child(url: str, mode: str, price_column: str, tasks, results, stop) -> None:
+def _child(url: str, mode: str, price_column: str, pipe) -> None:
     # The parent decides when to stop; a Ctrl+C reaching the whole process
     # group must not interrupt a batch half way through its transaction.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -54,211 +57,191 @@ def _child(url: str, mode: str, price_column: str, tasks, results, stop) -> None
     parent = os.getppid()
     holder = ConnectionHolder(lambda: psycopg.connect(url, application_name="bulk-backfill run"))
     try:
-        while not stop.is_set():
-            try:
-                task = tasks.get(timeout=_POLL)
-            except queue.Empty:
+        while True:
+            if not pipe.poll(_POLL):
                 if os.getppid() != parent:
                     return
                 continue
+            try:
+                task = pipe.recv()
+            except EOFError:
+                return
             if task is None:
                 return
-            seq, ids = task
-            results.put(("start", seq, os.getpid()))
-            try:
-                outcome = run_batch(holder, ids, mode, price_column)
-            except Exception as exc:  # transient retries exhausted: report, never drop silently
-                message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-                results.put(("failed", seq, len(ids), [(i, message) for i in ids]))
-                continue
-            r = outcome.result
-            results.put(
-                (
-                    "done",
-                    seq,
-                    len(set(ids)),
-                    r.updated,
-                    r.skipped,
-                    r.no_victim,
-                    r.no_victim_ids[:_SAMPLE],
-                    [(f.killmail_id, f.error) for f in outcome.failures],
-                )
-            )
+            pipe.send(_value(holder, task, mode, price_column))
     finally:
         holder.discard()
+
+
+def _value(holder: ConnectionHolder, ids: list[int], mode: str, price_column: str) -> tuple:
+    """One batch as (ids, updated, skipped, no_victim, no-victim sample, failures)."""
+    try:
+        outcome = run_batch(holder, ids, mode, price_column)
+    except Exception as exc:  # transient retries exhausted: report, never drop silently
+        message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        return (len(ids), 0, len(ids), 0, [], [(i, message) for i in ids])
+    r = outcome.result
+    failures = [(f.killmail_id, f.error) for f in outcome.failures]
+    return (len(set(ids)), r.updated, r.skipped, r.no_victim, r.no_victim_ids[:_SAMPLE], failures)
 
 
 class _Stopper:
     """First SIGINT/SIGTERM asks for a clean stop; a second one quits at once."""
 
-    def __init__(self, on_first):
+    def __init__(self, on_first: Callable[[], None]):
         self.requested = False
         self._on_first = on_first
-        self._previous = {}
+        self._previous: dict = {}
 
-    def __enter__(self):
+    def __enter__(self) -> _Stopper:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
         self._on_first()
 
 
-class _Run:
-    def __init__(self, url, selection, procs, batch_size, price_column, progress):
-        self.url = url
-        self.selection = selection
-        self.procs = procs
-        self.batch_size = batch_size
-        self.price_column = price_column
-        self.progress = progress
+@dataclass
+class _Child:
+    process: mp.Process
+    pipe: object
+    batch: tuple[int, list[int]] | None = None  # (seq, ids) in hand
+
+
+class _Pool:
+    def __init__(self, url, mode, price_column, procs, summary: RunSummary, progress: Progress):
+        self.args = (url, mode, price_column)
         self.ctx = mp.get_context("spawn")
-        self.tasks = self.ctx.Queue(maxsize=max(2, procs * 2))
-        self.results = self.ctx.Queue()
-        self.stop = self.ctx.Event()
-        self.children: list = []
-        self.batches: dict[int, list[int]] = {}  # dispatched, not yet finished
-        self.last_id: dict[int, int] = {}
-        self.in_hand: dict[int, int] = {}  # child pid -> seq
-        self.finished: set[int] = set()
-        self.requeue: list[tuple[int, list[int]]] = []
+        self.summary = summary
+        self.progress = progress
+        self.children: list[_Child] = []
         self.max_restarts = procs * 3
+        self.last_id: dict[int, int] = {}  # seq -> last id of that batch
+        self.finished: set[int] = set()
+        for _ in range(procs):
+            self._start()
 
-    def start_child(self):
-        p = self.ctx.Process(
-            target=_child,
-            args=(
-                self.url,
-                self.selection.mode,
-                self.price_column,
-                self.tasks,
-                self.results,
-                self.stop,
-            ),
-            daemon=True,
-        )
-        p.start()
-        self.children.append(p)
+    def _start(self) -> None:
+        parent_end, child_end = self.ctx.Pipe()
+        process = self.ctx.Process(target=_child, args=(*self.args, child_end), daemon=True)
+        process.start()
+        child_end.close()
+        self.children.append(_Child(process, parent_end))
 
-    def drain(self, summary: RunSummary, timeout: float = 0.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                msg = self.results.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                return
-            kind, seq = msg[0], msg[1]
-            if kind == "start":
-                self.in_hand[msg[2]] = seq
-                continue
-            if seq in self.finished:  # a batch fed again after its child died
-                continue
-            self.finished.add(seq)
-            self.batches.pop(seq, None)
-            if kind == "failed":
-                _, _, n, failed = msg
-                summary.failures += [Failure(i, e) for i, e in failed]
-                summary.processed += n
-                summary.skipped += n
-                self.progress.add(n, failed=n)
-            else:
-                _, _, n, updated, skipped, no_victim, sample, failed = msg
-                summary.processed += n
-                summary.updated += updated
-                summary.skipped += skipped
-                summary.no_victim += no_victim
-                summary.no_victim_sample += sample[: _SAMPLE - len(summary.no_victim_sample)]
-                summary.failures += [Failure(i, e) for i, e in failed]
-                self.progress.add(
-                    n, updated=updated, skipped=skipped - len(failed), failed=len(failed)
-                )
+    def busy(self) -> list[_Child]:
+        return [c for c in self.children if c.batch is not None]
 
-    def reap(self, summary: RunSummary) -> None:
-        """Replace children that died; their batch in hand is fed again."""
-        for p in list(self.children):
-            if p.is_alive() or p.exitcode == 0:
-                continue
-            self.children.remove(p)
-            self.drain(summary)
-            seq = self.in_hand.pop(p.pid, None)
-            if seq is not None and seq not in self.finished:
-                self.requeue.append((seq, self.batches[seq]))
-            if summary.restarts >= self.max_restarts:
-                raise RuntimeError(
-                    f"child processes keep dying (exit code {p.exitcode}); "
-                    f"gave up after {summary.restarts} restarts"
-                )
-            summary.restarts += 1
-            print(
-                f"child process {p.pid} died (exit code {p.exitcode}); restarting it",
-                file=self.progress.stream,
-                flush=True,
-            )
-            self.start_child()
+    def idle(self) -> list[_Child]:
+        return [c for c in self.children if c.batch is None]
 
-    def put(self, summary: RunSummary, item, stopper: _Stopper) -> bool:
-        while not stopper.requested:
-            try:
-                self.tasks.put(item, timeout=_POLL)
-                return True
-            except queue.Full:
-                self.drain(summary)
-                self.reap(summary)
-        return False
-
-    def dispatch(self, summary: RunSummary, seq: int, ids: list[int], stopper) -> bool:
-        self.batches[seq] = ids
+    def give(self, child: _Child, seq: int, ids: list[int]) -> None:
         self.last_id[seq] = ids[-1]
-        if not self.put(summary, (seq, ids), stopper):
-            return False
-        self.drain(summary)
-        while self.requeue and not stopper.requested:
-            again = self.requeue.pop()
-            self.put(summary, again, stopper)
-        return True
+        child.batch = (seq, ids)
+        try:
+            child.pipe.send(ids)
+        except OSError:
+            pass  # the child just died: collect() sees it and feeds the batch again
 
-    def finish(self, summary: RunSummary, stopper: _Stopper) -> None:
-        """Wait for every batch; feed again any whose child died after the scan ended."""
-        for _ in range(self.procs):
-            self.put(summary, None, stopper)
-        while True:
-            self.drain(summary, timeout=_POLL)
-            if not stopper.requested:
-                self.reap(summary)
-            if any(p.is_alive() for p in self.children):
+    def collect(self, timeout: float, requeue: deque) -> None:
+        """Take finished batches; replace dead children (busy or idle), feed their batch again."""
+        busy = self.busy()
+        waitables = [c.pipe for c in busy] + [c.process.sentinel for c in self.children]
+        ready = wait(waitables, timeout)
+        for child in list(self.children):
+            if child.pipe not in ready and child.process.sentinel not in ready:
                 continue
-            self.drain(summary)
-            if stopper.requested or not self.batches:
-                return
-            # Every child has exited but batches are unfinished: the queue may
-            # still hold some of them, so empty it and feed them all once more.
-            self.requeue.clear()
-            while True:
+            if child.batch is not None:
                 try:
-                    self.tasks.get(timeout=_POLL)
-                except queue.Empty:
-                    break
-            self.start_child()
-            for item in sorted(self.batches.items()):
-                self.put(summary, item, stopper)
-            self.put(summary, None, stopper)
+                    if child.pipe.poll():
+                        self._record(child.batch[0], child.pipe.recv())
+                        child.batch = None
+                except (EOFError, OSError):
+                    pass
+            if child.process.sentinel in ready and not child.process.is_alive():
+                self._replace(child, requeue)
+
+    def _record(self, seq: int, result: tuple) -> None:
+        n, updated, skipped, no_victim, sample, failed = result
+        self.finished.add(seq)
+        s = self.summary
+        s.processed += n
+        s.updated += updated
+        s.skipped += skipped
+        s.no_victim += no_victim
+        s.no_victim_sample += sample[: _SAMPLE - len(s.no_victim_sample)]
+        s.failures += [Failure(i, e) for i, e in failed]
+        self.progress.add(n, updated=updated, skipped=skipped - len(failed), failed=len(failed))
+
+    def _replace(self, child: _Child, requeue: deque) -> None:
+        self.children.remove(child)
+        child.pipe.close()
+        if child.batch is not None:
+            requeue.append(child.batch)
+        if self.summary.restarts >= self.max_restarts:
+            raise RuntimeError(
+                f"child processes keep dying (last exit code {child.process.exitcode}); "
+                f"gave up after {self.summary.restarts} restarts"
+            )
+        self.summary.restarts += 1
+        print(
+            f"child process {child.process.pid} died (exit code {child.process.exitcode});"
+            " restarting it and feeding its batch again",
+            file=self.progress.stream,
+            flush=True,
+        )
+        self._start()
+
+    def close(self, kill: bool = False) -> None:
+        for child in self.children:
+            if kill:
+                child.process.kill()
+            else:
+                try:
+                    child.pipe.send(None)
+                except OSError:
+                    pass
+        for child in self.children:
+            child.process.join(timeout=10)
+            if child.process.is_alive():
+                child.process.kill()
+            child.pipe.close()
 
     def resume_point(self) -> int | None:
-        """The highest id up to which every dispatched batch finished."""
+        """The highest id up to which every handed-out batch finished."""
         point = None
         for seq in sorted(self.last_id):
             if seq not in self.finished:
                 break
             point = self.last_id[seq]
         return point
+
+
+def _feed(pool: _Pool, batches: Iterator[list[int]], stopper: _Stopper) -> None:
+    requeue: deque = deque()
+    seq = 0
+    scanning = True
+    while True:
+        while not stopper.requested and pool.idle() and (requeue or scanning):
+            if requeue:
+                pool.give(pool.idle()[0], *requeue.popleft())
+                continue
+            ids = next(batches, None)
+            if ids is None:
+                scanning = False
+                break
+            pool.give(pool.idle()[0], seq, ids)
+            seq += 1
+        if not pool.busy() and (stopper.requested or not (requeue or scanning)):
+            return
+        pool.collect(_POLL, requeue)
 
 
 def run_local(
@@ -290,37 +273,28 @@ def run_local(
         if announce is not None:
             announce(summary.selected)
         bar = Progress(summary.selected, desc=f"run {selection.mode}", enabled=progress)
-        run = _Run(url, selection, procs, batch_size, price_column, bar)
 
-        def on_first_signal():
-            run.stop.set()
+        def on_first_signal() -> None:
             print(
                 "\nstopping: finishing the batches in hand (press Ctrl+C again to quit at once)",
                 file=bar.stream,
                 flush=True,
             )
 
+        pool = None
+        killed = False
         try:
             with _Stopper(on_first_signal) as stopper:
-                for _ in range(procs):
-                    run.start_child()
-                seq = 0
-                for ids in scan.scan_batches(conn, selection, batch_size):
-                    if stopper.requested or not run.dispatch(summary, seq, ids, stopper):
-                        break
-                    seq += 1
-                run.finish(summary, stopper)
-                run.drain(summary)
+                pool = _Pool(url, selection.mode, price_column, procs, summary, bar)
+                _feed(pool, scan.scan_batches(conn, selection, batch_size), stopper)
                 summary.interrupted = stopper.requested
         except KeyboardInterrupt:
-            summary.interrupted = True
-            for p in run.children:
-                p.kill()
+            summary.interrupted = killed = True
         finally:
-            run.stop.set()
-            for p in run.children:
-                p.join(timeout=5)
+            if pool is not None:
+                pool.close(kill=killed)
             bar.close()
-        summary.resume_after = run.resume_point() if summary.interrupted else None
+        if summary.interrupted and pool is not None:
+            summary.resume_after = pool.resume_point()
     summary.elapsed = time.monotonic() - started
     return summary
