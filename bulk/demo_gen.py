@@ -27,7 +27,7 @@ _CATEGORIES = [
     (17, "Commodity", 150, 3e3, 2.0, 1.0, 5e8, 0.08),
     (18, "Drone", 90, 3e5, 1.5, 1e3, 1e9, 0.09),
     (20, "Implant", 80, 3e7, 1.5, 1e5, 3e9, 0.04),
-    (65, "Structure", 8, 4e10, 1.6, 1e9, 2.5e12, 0.0),
+    (65, "Structure", 8, 4e10, 1.6, 2e9, 2.4e12, 0.0),
     (87, "Fighter", 24, 1e6, 1.0, 1e5, 5e7, 0.008),
 ]
 _FLAGS = np.array([5, 11, 12, 13, 14, 19, 20, 21, 22, 27, 28, 29, 30, 87, 92, 93, 94, 158])
@@ -94,6 +94,10 @@ def catalogue(rng: np.random.Generator) -> Catalogue:
             cat.append(cid)
             base.append(10_000.0)
         prices = np.clip(rng.lognormal(np.log(median), sigma, n), lo, hi)
+        if cname == "Structure":
+            # Citadels span three orders of magnitude, Astrahus to Keepstar: the
+            # trillion-ISK tail of a real killboard must be there in every demo.
+            prices = np.geomspace(lo, hi, n) * rng.uniform(0.9, 1.1, n)
         for i in range(n):
             ids.append(next_type)
             names.append(f"{cname} {next_type}")
@@ -105,6 +109,9 @@ def catalogue(rng: np.random.Generator) -> Catalogue:
     base_price = np.array(base)
     has_row = rng.random(type_ids.size) < 0.9
     sell = _feed_prices(rng, base_price)
+    structures = np.array(cat) == 65
+    has_row[structures] = True
+    sell[structures] = np.round(base_price[structures], 2)
     # Two prices every demo has, the classic traps of cent rounding.
     sell[1], sell[2] = 1234.565, 0.125
     has_row[[1, 2]] = True
