@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 import psycopg
 
-from bulk import db, demo, importer, scan
-from bulk.config import database_url, mask_url
+from bulk import config, db, demo, importer, scan
+from bulk.config import mask_url
 from bulk.demo_data import load_demo_data
 from bulk.errors import UserError
 from bulk.pool import RunSummary, run_local
@@ -110,7 +110,7 @@ def init_db_cmd(database_url):
 
     Example: DATABASE_URL=postgresql://postgres@127.0.0.1/killboard bulk-backfill init-db
     """
-    url = database_url_or_fail(database_url)
+    url = config.database_url(database_url)
     with db.connect(url) as conn:
         created = db.init_db(conn)
     if created:
@@ -128,7 +128,7 @@ def demo_data_cmd(database_url, killmails, seed):
 
     Example: bulk-backfill demo-data --killmails 100000 --seed 7
     """
-    url = database_url_or_fail(database_url)
+    url = config.database_url(database_url)
     with db.connect(url) as conn:
         items = load_demo_data(conn, killmails, seed)
     click.echo(f"loaded {killmails:,} killmails with {items:,} item rows (seed {seed})")
@@ -142,7 +142,7 @@ def import_killmails_cmd(database_url, file):
 
     Example: bulk-backfill import-killmails killmails.jsonl
     """
-    url = database_url_or_fail(database_url)
+    url = config.database_url(database_url)
     with db.connect(url) as conn:
         db.require_schema(conn)
         result = importer.import_killmails(conn, file)
@@ -192,7 +192,7 @@ def run_cmd(database_url, procs, price_column, allow_empty_prices, batch_size, *
 
     Example: bulk-backfill run --mode zero --procs 2
     """
-    url = database_url_or_fail(database_url)
+    url = config.database_url(database_url)
     sel = _selection(**selection)
 
     def announce(selected: int) -> None:
@@ -301,10 +301,6 @@ def demo_cmd(killmails, procs, seed, database, datadir):
         )
     if result.summary.failures:
         raise click.exceptions.Exit(1)
-
-
-def database_url_or_fail(flag: str | None) -> str:
-    return database_url(flag)
 
 
 def main() -> None:

@@ -42,22 +42,19 @@ def load(name: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
 
 
-def mode_predicate(mode: str) -> str:
+def _fixed(table: dict[str, str], key: str, what: str) -> str:
     try:
-        return MODE_PREDICATES[mode]
+        return table[key]
     except KeyError:
-        raise UserError(
-            f"unknown mode {mode!r}: choose one of {', '.join(MODE_PREDICATES)}"
-        ) from None
+        raise UserError(f"unknown {what} {key!r}: choose one of {', '.join(table)}") from None
+
+
+def mode_predicate(mode: str) -> str:
+    return _fixed(MODE_PREDICATES, mode, "mode")
 
 
 def price_column(column: str) -> str:
-    try:
-        return PRICE_COLUMNS[column]
-    except KeyError:
-        raise UserError(
-            f"unknown price column {column!r}: choose one of {', '.join(PRICE_COLUMNS)}"
-        ) from None
+    return _fixed(PRICE_COLUMNS, column, "price column")
 
 
 @cache
