@@ -10,12 +10,13 @@ import os
 import subprocess
 import sys
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 SERVER_URL = (
     os.environ.get("TEST_DATABASE_URL")
@@ -33,19 +34,33 @@ def _admin():
     return psycopg.connect(SERVER_URL, autocommit=True)
 
 
-@pytest.fixture
-def fresh_db():
-    """The URL of a new, empty database, dropped after the test."""
+def drop_database(name: str) -> None:
+    with _admin() as conn:
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        conn.execute(drop.format(sql.Identifier(name)))
+
+
+@contextmanager
+def new_database():
+    """The URL of a new, empty database of its own, dropped on the way out."""
     name = f"bbt_{uuid.uuid4().hex[:12]}"
     with _admin() as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         yield make_conninfo(SERVER_URL, dbname=name)
     finally:
-        with _admin() as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        drop_database(name)
+
+
+def database_name(url: str) -> str:
+    return conninfo_to_dict(url)["dbname"]
+
+
+@pytest.fixture
+def fresh_db():
+    """The URL of a new, empty database, dropped after the test."""
+    with new_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,8 +4,17 @@ import hashlib
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
-from tests.conftest import SERVER_URL, cli, make_demo_db, mismatches
+from tests.conftest import (
+    SERVER_URL,
+    cli,
+    database_name,
+    drop_database,
+    make_demo_db,
+    mismatches,
+    new_database,
+)
 
 
 def _one_line_error(out):
@@ -92,24 +101,12 @@ def _table_digest(url):
 
 
 def test_same_seed_same_data_other_seed_other_data(fresh_db):
-    from tests.conftest import _admin
-
     make_demo_db(fresh_db, 2_000, seed=5)
-    other = fresh_db.replace("dbname=", "dbname=x")
-    third = fresh_db.replace("dbname=", "dbname=y")
-    with _admin() as conn:
-        for url in (other, third):
-            conn.execute(f"CREATE DATABASE {url.split('dbname=')[1].split()[0]}")
-    try:
+    with new_database() as other, new_database() as third:
         make_demo_db(other, 2_000, seed=5)
         make_demo_db(third, 2_000, seed=6)
         assert _table_digest(fresh_db) == _table_digest(other)
         assert _table_digest(fresh_db) != _table_digest(third)
-    finally:
-        with _admin() as conn:
-            for url in (other, third):
-                name = url.split("dbname=")[1].split()[0]
-                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def test_demo_data_is_realistic(demo_db):
@@ -138,15 +135,11 @@ def test_demo_data_is_realistic(demo_db):
 
 
 def test_demo_command_end_to_end(fresh_db):
-    name = fresh_db.split("dbname=")[1].split()[0] + "_demo"
+    name = database_name(fresh_db) + "_demo"
     out = cli("demo", "--killmails", "3000", "--database", name, env={"DATABASE_URL": SERVER_URL})
     try:
         assert out.returncode == 0, out.stderr
         assert "value distribution" in out.stdout and "next steps" in out.stdout
-        demo_url = fresh_db.replace(fresh_db.split("dbname=")[1].split()[0], name)
-        assert mismatches(demo_url) == []
+        assert mismatches(make_conninfo(fresh_db, dbname=name)) == []
     finally:
-        from tests.conftest import _admin
-
-        with _admin() as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        drop_database(name)
