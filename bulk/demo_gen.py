@@ -109,7 +109,7 @@ def catalogue(rng: np.random.Generator) -> Catalogue:
     base_price = np.array(base)
     has_row = rng.random(type_ids.size) < 0.9
     sell = _feed_prices(rng, base_price)
-    structures = np.array(cat) == 65
+    structures = np.array(cat) == _category_id("Structure")
     has_row[structures] = True
     sell[structures] = np.round(base_price[structures], 2)
     # Two prices every demo has, the classic traps of cent rounding.
@@ -135,9 +135,12 @@ def catalogue(rng: np.random.Generator) -> Catalogue:
     )
 
 
+def _category_id(name: str) -> int:
+    return next(row[0] for row in _CATEGORIES if row[1] == name)
+
+
 def _category_index(cat: Catalogue, name: str) -> np.ndarray:
-    cid = next(c for c, n in cat.categories if n == name)
-    return np.flatnonzero(cat.type_categories == cid)
+    return np.flatnonzero(cat.type_categories == _category_id(name))
 
 
 def _weights(rng: np.random.Generator, cat: Catalogue) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +163,7 @@ def killmail_chunks(
 ) -> Iterator[KillmailChunk]:
     item_w, ship_w = _weights(rng, cat)
     structures = _category_index(cat, "Structure")
-    blueprint_cat = next(c for c, n in cat.categories if n == "Blueprint")
+    blueprint_cat = _category_id("Blueprint")
     next_id = first_id
     clock = np.datetime64("2008-01-01T00:00:00", "s")
     # Any size spreads over the same 18 years of killboard history.

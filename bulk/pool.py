@@ -23,6 +23,7 @@ from multiprocessing.connection import wait
 import psycopg
 
 from bulk import db, scan
+from bulk.errors import UserError
 from bulk.progress import Progress
 from bulk.retry import ConnectionHolder, Failure, run_batch
 
@@ -79,7 +80,8 @@ def _value(holder: ConnectionHolder, ids: list[int], mode: str, price_column: st
         outcome = run_batch(holder, ids, mode, price_column)
     except Exception as exc:  # transient retries exhausted: report, never drop silently
         message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-        return (len(ids), 0, len(ids), 0, [], [(i, message) for i in ids])
+        unique = sorted(set(ids))
+        return (len(unique), 0, len(unique), 0, [], [(i, message) for i in unique])
     r = outcome.result
     failures = [(f.killmail_id, f.error) for f in outcome.failures]
     return (len(set(ids)), r.updated, r.skipped, r.no_victim, r.no_victim_ids[:_SAMPLE], failures)
@@ -186,7 +188,7 @@ class _Pool:
         if child.batch is not None:
             requeue.append(child.batch)
         if self.summary.restarts >= self.max_restarts:
-            raise RuntimeError(
+            raise UserError(
                 f"child processes keep dying (last exit code {child.process.exitcode}); "
                 f"gave up after {self.summary.restarts} restarts"
             )
