@@ -7,9 +7,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
+import pika.exceptions
 import psycopg
 
-from bulk import config, db, demo, importer, scan
+from bulk import broker, config, db, demo, importer, producer, scan, supervisor
 from bulk.config import mask_url
 from bulk.demo_data import load_demo_data
 from bulk.errors import UserError
@@ -44,6 +45,49 @@ def database_option(f):
         envvar="DATABASE_URL",
         show_envvar=True,
         help="libpq URL of the killboard database.",
+    )(f)
+
+
+def broker_options(f):
+    """--rabbitmq-url and --queue (shared by queue and work)."""
+    f = click.option(
+        "--queue",
+        envvar="BACKFILL_QUEUE",
+        show_envvar=True,
+        default=broker.DEFAULT_QUEUE,
+        show_default=True,
+        help="Queue name; its dead letters go to <queue>.dead.",
+    )(f)
+    return click.option(
+        "--rabbitmq-url",
+        envvar="RABBITMQ_URL",
+        show_envvar=True,
+        default=broker.DEFAULT_URL,
+        show_default="amqp://guest:***@127.0.0.1:5672/%2F",
+        help="amqp URL of the broker.",
+    )(f)
+
+
+def price_options(f):
+    f = click.option(
+        "--allow-empty-prices", is_flag=True, help="Go on even with no market prices."
+    )(f)
+    return click.option(
+        "--price-column",
+        type=click.Choice(list(PRICE_COLUMNS)),
+        default="sell",
+        show_default=True,
+        help="Which market_prices column is the unit price.",
+    )(f)
+
+
+def procs_option(f):
+    return click.option(
+        "--procs",
+        type=click.IntRange(1, 64),
+        default=2,
+        show_default=True,
+        help="Child processes; about the number of cores is right.",
     )(f)
 
 
@@ -170,21 +214,8 @@ def _sample(ids, n: int = 10) -> str:
 @cli.command("run")
 @database_option
 @selection_options
-@click.option(
-    "--procs",
-    type=click.IntRange(1, 64),
-    default=2,
-    show_default=True,
-    help="Child processes; about the number of cores is right.",
-)
-@click.option(
-    "--price-column",
-    type=click.Choice(list(PRICE_COLUMNS)),
-    default="sell",
-    show_default=True,
-    help="Which market_prices column is the unit price.",
-)
-@click.option("--allow-empty-prices", is_flag=True, help="Run even with no market prices.")
+@procs_option
+@price_options
 def run_cmd(database_url, procs, price_column, allow_empty_prices, batch_size, **selection):
     """Value killmails on this machine with N processes, no broker needed.
 
@@ -220,6 +251,163 @@ def run_cmd(database_url, procs, price_column, allow_empty_prices, batch_size, *
         click.echo("interrupted before any batch finished: run the same command again")
     if summary.failures:
         raise click.exceptions.Exit(1)
+
+
+@cli.command("queue")
+@database_option
+@broker_options
+@selection_options
+@click.option("--dry-run", is_flag=True, help="Count the batches; publish nothing.")
+@click.option("--allow-empty-prices", is_flag=True, help="Go on even with no market prices.")
+def queue_cmd(database_url, rabbitmq_url, queue, batch_size, dry_run, allow_empty_prices, **sel):
+    """Publish the matching killmails to RabbitMQ as batches for `work`.
+
+    Every message is persistent and confirmed by the broker. The summary
+    gives the last confirmed killmail_id; --after-id resumes from there.
+
+    Example: bulk-backfill queue --mode zero --since 2024-01-01
+    """
+    url = config.database_url(database_url)
+    selection = _selection(**sel)
+
+    def announce(selected: int, batches: int) -> None:
+        target = "dry run, nothing published" if dry_run else mask_url(rabbitmq_url)
+        click.echo(
+            f"queue: mode {selection.mode}, {selected:,} killmails match, queue {queue}, "
+            f"batch size {batch_size} ({batches:,} batches), {target}",
+            err=True,
+        )
+
+    summary = producer.queue_killmails(
+        url,
+        rabbitmq_url,
+        selection,
+        queue=queue,
+        batch_size=batch_size,
+        dry_run=dry_run,
+        allow_empty_prices=allow_empty_prices,
+        announce=announce,
+    )
+    verb = "would queue" if dry_run else "queued"
+    click.echo(
+        f"{verb} {summary.queued:,} killmails in {summary.batches:,} batches "
+        f"to {queue} in {summary.elapsed:.1f} s"
+    )
+    if summary.reconnects:
+        click.echo(f"reconnected to the broker {summary.reconnects} times")
+    if summary.last_confirmed_id is not None and not dry_run:
+        click.echo(f"last confirmed killmail_id: {summary.last_confirmed_id}")
+    if not summary.complete:
+        unconfirmed = len(summary.unconfirmed)
+        resume = (
+            f"queue again with --after-id {summary.last_confirmed_id}"
+            if summary.last_confirmed_id is not None
+            else "queue again with the same command"
+        )
+        why = f" ({summary.stopped_early})" if summary.stopped_early else ""
+        raise click.ClickException(
+            f"{unconfirmed:,} batch{'es were' if unconfirmed != 1 else ' was'} not confirmed "
+            f"by the broker{why}; {resume}"
+        )
+    if not dry_run and summary.queued:
+        queue_flag = "" if queue == broker.DEFAULT_QUEUE else f" --queue {queue}"
+        click.echo(
+            "start the workers (on this machine or on several):\n"
+            f"  bulk-backfill work --procs 2{queue_flag}"
+        )
+
+
+@cli.command("work")
+@database_option
+@broker_options
+@procs_option
+@price_options
+@click.option(
+    "--prefetch",
+    type=click.IntRange(1, 1000),
+    default=2,
+    show_default=True,
+    help="Batch messages each process holds ahead of the one it works on.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=500,
+    show_default=True,
+    help="Old single-killmail messages are gathered into batches of up to this many.",
+)
+@click.option("--until-empty", is_flag=True, help="Exit once the queue is drained.")
+def work_cmd(
+    database_url,
+    rabbitmq_url,
+    queue,
+    procs,
+    price_column,
+    allow_empty_prices,
+    prefetch,
+    batch_size,
+    until_empty,
+):
+    """Consume batches from RabbitMQ with N processes and write the values.
+
+    Acks each batch after its COMMIT. Ctrl+C (or SIGTERM) finishes the
+    batches in hand and exits 0. Run it on as many machines as you like.
+
+    Example: bulk-backfill work --procs 2 --until-empty
+    """
+    settings = supervisor.WorkSettings(
+        db_url=config.database_url(database_url),
+        amqp_url=rabbitmq_url,
+        queue=queue,
+        prefetch=prefetch,
+        batch_size=batch_size,
+        price_column=price_column,
+    )
+
+    def announce(ready: int) -> None:
+        ending = "until the queue is empty" if until_empty else "until stopped"
+        click.echo(
+            f"work: {procs} processes on queue {queue} ({ready:,} messages ready), "
+            f"{ending}, broker {mask_url(rabbitmq_url)}, database {mask_url(settings.db_url)}",
+            err=True,
+        )
+
+    summary = supervisor.work(
+        settings,
+        procs=procs,
+        until_empty=until_empty,
+        allow_empty_prices=allow_empty_prices,
+        announce=announce,
+    )
+    print_work_summary(summary)
+    if summary.fatal:
+        raise click.ClickException(f"workers stopped: {summary.fatal}")
+    if until_empty and not summary.interrupted and (summary.dead or summary.invalid):
+        raise click.exceptions.Exit(1)
+
+
+def print_work_summary(summary: supervisor.WorkSummary) -> None:
+    other_skips = summary.skipped - summary.no_victim - summary.dead
+    lines = [
+        f"batches    {summary.batches:>12,}  (messages acked)",
+        f"processed  {summary.processed:>12,}",
+        f"updated    {summary.updated:>12,}",
+        f"skipped    {summary.skipped:>12,}  (no victim {summary.no_victim:,}; "
+        f"no longer matching the mode {other_skips:,}; dead-lettered {summary.dead:,})",
+        f"elapsed    {summary.elapsed:>12.1f} s  ({summary.rate:,.0f} killmails/s)",
+    ]
+    if summary.retried:
+        lines.append(f"retried    {summary.retried:>12,}  killmails republished after an error")
+    if summary.invalid:
+        lines.append(f"invalid    {summary.invalid:>12,}  messages dead-lettered as invalid")
+    dead_queue = broker.dead_letter_queue(summary.queue)
+    if summary.dead or summary.invalid:
+        lines.append(f"see the reasons in the dead-letter queue {dead_queue}")
+    if summary.restarts:
+        lines.append(f"worker processes restarted: {summary.restarts}")
+    if summary.interrupted:
+        lines.append("stopped on request; unfinished messages are back in the queue")
+    click.echo("\n".join(lines))
 
 
 def print_summary(summary: RunSummary) -> None:
@@ -306,7 +494,10 @@ def demo_cmd(killmails, procs, seed, database, datadir):
 def main() -> None:
     """Entry point: every error is one line on stderr and a non-zero exit, no traceback."""
     try:
-        cli.main(standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of an Exit.
+        code = cli.main(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -320,6 +511,10 @@ def main() -> None:
         sys.exit(2)
     except psycopg.Error as exc:
         click.echo(f"bulk-backfill: database error: {' '.join(str(exc).split())}", err=True)
+        sys.exit(1)
+    except pika.exceptions.AMQPError as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        click.echo(f"bulk-backfill: broker error: {reason}", err=True)
         sys.exit(1)
     except BrokenPipeError:
         sys.exit(1)

@@ -99,7 +99,7 @@ def load_demo_data(
     db.require_schema(conn)
     rng = np.random.default_rng(seed)
     items = 0
-    bar = Progress(killmails, desc="demo-data", enabled=progress)
+    bar = Progress(killmails, desc="demo-data", counts=(), enabled=progress)
     try:
         with conn.transaction(), conn.cursor() as cur:
             _require_empty(conn)

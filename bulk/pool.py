@@ -26,6 +26,7 @@ from bulk import db, scan
 from bulk.errors import UserError
 from bulk.progress import Progress
 from bulk.retry import ConnectionHolder, Failure, run_batch
+from bulk.stopper import Stopper
 
 _POLL = 0.2
 _SAMPLE = 20  # how many no-victim IDs a summary names
@@ -85,30 +86,6 @@ def _value(holder: ConnectionHolder, ids: list[int], mode: str, price_column: st
     r = outcome.result
     failures = [(f.killmail_id, f.error) for f in outcome.failures]
     return (len(set(ids)), r.updated, r.skipped, r.no_victim, r.no_victim_ids[:_SAMPLE], failures)
-
-
-class _Stopper:
-    """First SIGINT/SIGTERM asks for a clean stop; a second one quits at once."""
-
-    def __init__(self, on_first: Callable[[], None]):
-        self.requested = False
-        self._on_first = on_first
-        self._previous: dict = {}
-
-    def __enter__(self) -> _Stopper:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self._on_first()
 
 
 @dataclass
@@ -226,7 +203,7 @@ class _Pool:
         return point
 
 
-def _feed(pool: _Pool, batches: Iterator[list[int]], stopper: _Stopper) -> None:
+def _feed(pool: _Pool, batches: Iterator[list[int]], stopper: Stopper) -> None:
     requeue: deque = deque()
     seq = 0
     scanning = True
@@ -286,7 +263,7 @@ def run_local(
         pool = None
         killed = False
         try:
-            with _Stopper(on_first_signal) as stopper:
+            with Stopper(on_first_signal) as stopper:
                 pool = _Pool(url, selection.mode, price_column, procs, summary, bar)
                 _feed(pool, scan.scan_batches(conn, selection, batch_size), stopper)
                 summary.interrupted = stopper.requested
