@@ -84,6 +84,16 @@ def make_demo_db(url: str, killmails: int, seed: int = 1) -> str:
 
 
 @pytest.fixture
+def queue_name():
+    """A queue (and dead-letter queue) name of this test's own, deleted afterwards."""
+    from tests import rabbit
+
+    name = rabbit.new_queue_name()
+    yield name
+    rabbit.delete_queues(name)
+
+
+@pytest.fixture
 def demo_db(fresh_db):
     """A new database with 3,000 generated killmails, none valued yet."""
     return make_demo_db(fresh_db, 3_000)
@@ -104,15 +114,16 @@ def cli(*args: str, url: str | None = None, env: dict | None = None, timeout: fl
     )
 
 
-def cli_popen(*args: str, url: str, **kwargs) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["DATABASE_URL"] = url
+def cli_popen(*args: str, url: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    full_env["DATABASE_URL"] = url
+    full_env.update(env or {})
     return subprocess.Popen(
         [*COMMAND, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=full_env,
         **kwargs,
     )
 
@@ -131,6 +142,16 @@ def mismatches(url: str, price_column: str = "sell") -> list:
 
     with psycopg.connect(url) as conn:
         return reference.mismatches(conn, price_column=price_column)
+
+
+def victimless(url: str) -> set[int]:
+    """IDs of the killmails that have no victim row (the engine leaves them unvalued)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT killmail_id FROM killmails k"
+            " WHERE NOT EXISTS (SELECT 1 FROM victims v WHERE v.killmail_id = k.killmail_id)"
+        ).fetchall()
+    return {r[0] for r in rows}
 
 
 def summary_count(output: str, label: str) -> int:

@@ -6,16 +6,15 @@ import time
 import psycopg
 import pytest
 
-from tests.conftest import cli, cli_popen, make_demo_db, mismatches, summary_count, values
-
-
-def _victimless(url):
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT killmail_id FROM killmails k"
-            " WHERE NOT EXISTS (SELECT 1 FROM victims v WHERE v.killmail_id = k.killmail_id)"
-        ).fetchall()
-    return {r[0] for r in rows}
+from tests.conftest import (
+    cli,
+    cli_popen,
+    make_demo_db,
+    mismatches,
+    summary_count,
+    values,
+    victimless,
+)
 
 
 def test_run_values_every_killmail_of_a_50k_demo(fresh_db):
@@ -23,7 +22,7 @@ def test_run_values_every_killmail_of_a_50k_demo(fresh_db):
     out = cli("run", "--mode", "null", "--procs", "2", url=url)
     assert out.returncode == 0, out.stderr
     stored = values(url)
-    no_victim = _victimless(url)
+    no_victim = victimless(url)
     assert no_victim, "the demo should hold a few killmails without a victim"
     assert all(v != (None, None, None) for k, v in stored.items() if k not in no_victim)
     assert all(stored[k] == (None, None, None) for k in no_victim)
@@ -58,7 +57,7 @@ def test_modes_change_exactly_their_rows(demo_db):
             " dropped_value = 2.5 WHERE killmail_id = ANY(%s)",
             [others],
         )
-    no_victim = _victimless(demo_db)
+    no_victim = victimless(demo_db)
 
     def check(before, after, target):
         # Rows outside the mode's set are untouched; rows inside now equal the reference.
@@ -108,7 +107,7 @@ def test_two_runs_at_once_agree_with_one(demo_db):
             assert "failed 0" in stdout and "failed " not in stdout.split("failed 0")[1]
         assert mismatches(demo_db) == []
         if mode == "null":
-            victims = len(values(demo_db)) - len(_victimless(demo_db))
+            victims = len(values(demo_db)) - len(victimless(demo_db))
             assert sum(summary_count(o[0], "updated") for o in outs) == victims
 
 

@@ -1,0 +1,83 @@
+"""Helpers for tests against the real RabbitMQ: a queue name per test, raw publishing, depths."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+
+import pika
+
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def connection() -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+
+
+def new_queue_name() -> str:
+    return f"bbt_{uuid.uuid4().hex[:12]}"
+
+
+def delete_queues(name: str) -> None:
+    with connection() as conn:
+        channel = conn.channel()
+        for queue in (name, f"{name}.dead"):
+            channel.queue_delete(queue)
+
+
+def publish_raw(queue: str, bodies: list) -> None:
+    """Publish bodies (bytes, or objects to be sent as JSON) the way another producer would."""
+    with connection() as conn:
+        channel = conn.channel()
+        channel.queue_declare(queue, durable=True, arguments={"x-max-priority": 10})
+        channel.confirm_delivery()
+        for body in bodies:
+            if not isinstance(body, bytes):
+                body = json.dumps(body).encode()
+            channel.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2))
+
+
+def counts(queue: str) -> tuple[int, int]:
+    """(ready, unacked) messages of a queue, from rabbitmqctl when it is on this machine.
+
+    A passive declare sees only ready messages; rabbitmqctl also sees the
+    unacknowledged ones held by consumers.
+    """
+    if shutil.which("rabbitmqctl"):
+        out = subprocess.run(
+            [
+                "rabbitmqctl",
+                "-q",
+                "list_queues",
+                "name",
+                "messages_ready",
+                "messages_unacknowledged",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == queue:
+                return int(parts[1]), int(parts[2])
+        raise AssertionError(f"queue {queue} not listed by rabbitmqctl")
+    with connection() as conn:
+        ready = conn.channel().queue_declare(queue, passive=True).method.message_count
+    return ready, 0
+
+
+def drain(queue: str) -> list[tuple[bytes, dict]]:
+    """Take every ready message off a queue: (body, headers) each."""
+    taken = []
+    with connection() as conn:
+        channel = conn.channel()
+        while True:
+            method, properties, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return taken
+            taken.append((body, properties.headers or {}))
