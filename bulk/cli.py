@@ -206,6 +206,10 @@ def import_killmails_cmd(database_url, file):
         )
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "es" if noun.endswith("ch") else "s")
+
+
 def _sample(ids, n: int = 10) -> str:
     shown = ", ".join(str(i) for i in ids[:n])
     return shown + (f", ... ({len(ids) - n} more)" if len(ids) > n else "")
@@ -274,7 +278,7 @@ def queue_cmd(database_url, rabbitmq_url, queue, batch_size, dry_run, allow_empt
         target = "dry run, nothing published" if dry_run else mask_url(rabbitmq_url)
         click.echo(
             f"queue: mode {selection.mode}, {selected:,} killmails match, queue {queue}, "
-            f"batch size {batch_size} ({batches:,} batches), {target}",
+            f"batch size {batch_size} ({_plural(batches, 'batch')}), {target}",
             err=True,
         )
 
@@ -290,7 +294,7 @@ def queue_cmd(database_url, rabbitmq_url, queue, batch_size, dry_run, allow_empt
     )
     verb = "would queue" if dry_run else "queued"
     click.echo(
-        f"{verb} {summary.queued:,} killmails in {summary.batches:,} batches "
+        f"{verb} {summary.queued:,} killmails in {_plural(summary.batches, 'batch')} "
         f"to {queue} in {summary.elapsed:.1f} s"
     )
     if summary.reconnects:

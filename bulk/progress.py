@@ -68,7 +68,7 @@ class Progress:
             self._bar.refresh()
 
     def _postfix(self) -> dict:
-        if self._noun == "killmails" or "killmails" not in self.counts:
+        if self._noun == "killmails" or "updated" not in self.counts:
             return self.counts
         # Progress counted in batches: killmails per second is the figure that matters.
         elapsed = time.monotonic() - self.started

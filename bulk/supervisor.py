@@ -24,7 +24,7 @@ from bulk.stopper import Stopper
 from bulk.worker import FatalError, Worker, WorkSettings
 
 _POLL = 0.25
-_DEPTH_EVERY = 1.0  # seconds between queue-depth checks
+_DEPTH_EVERY = 0.5  # seconds between queue-depth checks
 _EXIT_FATAL = 3
 
 
