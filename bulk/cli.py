@@ -10,7 +10,7 @@ import click
 import pika.exceptions
 import psycopg
 
-from bulk import broker, config, db, demo, importer, producer, scan, supervisor
+from bulk import broker, config, db, dead_letters, demo, importer, producer, scan, supervisor
 from bulk.config import mask_url
 from bulk.demo_data import load_demo_data
 from bulk.errors import UserError
@@ -390,6 +390,54 @@ def work_cmd(
         raise click.exceptions.Exit(1)
 
 
+@cli.group("dead")
+def dead_group():
+    """Look at and requeue the dead-letter queue <queue>.dead."""
+
+
+@dead_group.command("list")
+@broker_options
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+def dead_list_cmd(rabbitmq_url, queue, limit):
+    """Show each dead letter's reason, number of IDs and attempts; nothing is removed.
+
+    Example: bulk-backfill dead list --limit 50
+    """
+    total, shown = dead_letters.list_dead(rabbitmq_url, queue, limit)
+    dead = broker.dead_letter_queue(queue)
+    click.echo(f"{dead}: {_plural(total, 'message')}")
+    for n, letter in enumerate(shown, 1):
+        ids = "invalid" if letter.ids is None else _plural(letter.ids, "ID")
+        attempts = "-" if letter.attempts is None else letter.attempts
+        when = letter.last_failure or "?"
+        click.echo(
+            f"{n:>4}. {ids}, attempts {attempts}, last failed {when} on {letter.host or '?'}: "
+            f"{letter.reason}"
+        )
+        click.echo(f"      {letter.preview}")
+    if total > len(shown):
+        click.echo(f"... {total - len(shown):,} more (--limit)")
+
+
+@dead_group.command("requeue")
+@broker_options
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many messages.")
+def dead_requeue_cmd(rabbitmq_url, queue, limit):
+    """Put dead-lettered batches back on the work queue, once the cause is fixed.
+
+    Invalid messages stay in the dead-letter queue: they would fail again.
+
+    Example: bulk-backfill dead requeue
+    """
+    summary = dead_letters.requeue_dead(rabbitmq_url, queue, limit)
+    click.echo(
+        f"requeued {_plural(summary.requeued_messages, 'message')} "
+        f"({_plural(summary.requeued_ids, 'killmail')}) to {queue}; "
+        f"{_plural(summary.remaining, 'message')} left in {broker.dead_letter_queue(queue)}"
+        + (f" ({summary.left_invalid:,} invalid)" if summary.left_invalid else "")
+    )
+
+
 def print_work_summary(summary: supervisor.WorkSummary) -> None:
     other_skips = summary.skipped - summary.no_victim - summary.dead
     lines = [
@@ -406,7 +454,7 @@ def print_work_summary(summary: supervisor.WorkSummary) -> None:
         lines.append(f"invalid    {summary.invalid:>12,}  messages dead-lettered as invalid")
     dead_queue = broker.dead_letter_queue(summary.queue)
     if summary.dead or summary.invalid:
-        lines.append(f"see the reasons in the dead-letter queue {dead_queue}")
+        lines.append(f"dead letters are in {dead_queue}: bulk-backfill dead list")
     if summary.restarts:
         lines.append(f"worker processes restarted: {summary.restarts}")
     if summary.interrupted:

@@ -1,0 +1,129 @@
+"""`dead list` and `dead requeue`: look at and retry what the workers dead-lettered."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+import pika
+
+from bulk import broker, messages
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    reason: str
+    ids: int | None  # None when the message is not a valid batch
+    attempts: int | None
+    first_failure: str | None
+    last_failure: str | None
+    host: str | None
+    preview: str  # the first IDs, or the start of an invalid body
+
+
+@dataclass
+class RequeueSummary:
+    requeued_messages: int = 0
+    requeued_ids: int = 0
+    left_invalid: int = 0
+    remaining: int = 0
+
+
+def _text(value) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return None if value is None else str(value)
+
+
+def describe(body: bytes, headers: dict) -> DeadLetter:
+    try:
+        message = messages.decode(body)
+    except messages.InvalidMessage:
+        message = None
+    if isinstance(message, messages.Batch):
+        ids = list(message.ids)
+    elif isinstance(message, messages.Single):
+        ids = [message.killmail_id]
+    else:
+        ids = None
+    if ids is None:
+        preview = repr(body[:60]) + ("..." if len(body) > 60 else "")
+    else:
+        preview = ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else "")
+    attempts = headers.get("x-attempts")
+    return DeadLetter(
+        reason=_text(headers.get("x-reason")) or "(no reason recorded)",
+        ids=None if ids is None else len(ids),
+        attempts=attempts if isinstance(attempts, int) else None,
+        first_failure=_text(headers.get("x-first-failure")),
+        last_failure=_text(headers.get("x-last-failure")),
+        host=_text(headers.get("x-host")),
+        preview=preview,
+    )
+
+
+def list_dead(amqp_url: str, queue: str, limit: int | None = None) -> tuple[int, list[DeadLetter]]:
+    """(messages in the dead-letter queue, the first `limit` of them), leaving them in place."""
+    dead = broker.dead_letter_queue(queue)
+    connection = broker.connect(amqp_url)
+    try:
+        channel = connection.channel()
+        broker.declare(channel, queue)
+        total = broker.depth(channel, dead).ready
+        shown = []
+        # Unacked gets are returned to the queue when the channel closes: a browse.
+        while limit is None or len(shown) < limit:
+            method, properties, body = channel.basic_get(dead, auto_ack=False)
+            if method is None:
+                break
+            shown.append(describe(body, properties.headers or {}))
+        channel.close()
+    finally:
+        connection.close()
+    return total, shown
+
+
+def requeue_dead(amqp_url: str, queue: str, limit: int | None = None) -> RequeueSummary:
+    """Move dead batches back to the work queue with their attempts reset.
+
+    Invalid messages stay where they are: they would only fail again. Each
+    message is republished and confirmed before it is acked off the
+    dead-letter queue, so a crash can duplicate one but never lose it.
+    """
+    dead = broker.dead_letter_queue(queue)
+    connection = broker.connect(amqp_url)
+    summary = RequeueSummary()
+    try:
+        channel = connection.channel()
+        broker.declare(channel, queue)
+        publisher = broker.Publisher(connection)
+        kept: list[int] = []
+        source = f"bulk-backfill dead requeue@{socket.gethostname()}"
+        while limit is None or summary.requeued_messages < limit:
+            method, properties, body = channel.basic_get(dead, auto_ack=False)
+            if method is None:
+                break
+            try:
+                message = messages.decode(body)
+            except messages.InvalidMessage:
+                kept.append(method.delivery_tag)
+                summary.left_invalid += 1
+                continue
+            if isinstance(message, messages.Batch):
+                ids, mode = list(message.ids), message.mode
+            else:
+                ids, mode = [message.killmail_id], message.mode
+            publisher.publish(queue, messages.encode_batch(ids, mode, source))
+            channel.basic_ack(method.delivery_tag)
+            summary.requeued_messages += 1
+            summary.requeued_ids += len(ids)
+        for tag in kept:
+            channel.basic_nack(tag, requeue=True)
+        summary.remaining = broker.depth(channel, dead).ready
+        channel.close()
+    except pika.exceptions.AMQPError as exc:
+        raise broker.BrokerError(f"dead requeue stopped: {type(exc).__name__}: {exc}") from None
+    finally:
+        if connection.is_open:
+            connection.close()
+    return summary
