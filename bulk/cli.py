@@ -263,7 +263,23 @@ def run_cmd(database_url, procs, price_column, allow_empty_prices, batch_size, *
 @selection_options
 @click.option("--dry-run", is_flag=True, help="Count the batches; publish nothing.")
 @click.option("--allow-empty-prices", is_flag=True, help="Go on even with no market prices.")
-def queue_cmd(database_url, rabbitmq_url, queue, batch_size, dry_run, allow_empty_prices, **sel):
+@click.option(
+    "--broker-patience",
+    type=click.FloatRange(min=0),
+    default=60,
+    show_default=True,
+    help="Seconds to wait for a lost broker before stopping with a resume point.",
+)
+def queue_cmd(
+    database_url,
+    rabbitmq_url,
+    queue,
+    batch_size,
+    dry_run,
+    allow_empty_prices,
+    broker_patience,
+    **sel,
+):
     """Publish the matching killmails to RabbitMQ as batches for `work`.
 
     Every message is persistent and confirmed by the broker. The summary
@@ -290,6 +306,7 @@ def queue_cmd(database_url, rabbitmq_url, queue, batch_size, dry_run, allow_empt
         batch_size=batch_size,
         dry_run=dry_run,
         allow_empty_prices=allow_empty_prices,
+        broker_patience=broker_patience,
         announce=announce,
     )
     verb = "would queue" if dry_run else "queued"
@@ -298,7 +315,7 @@ def queue_cmd(database_url, rabbitmq_url, queue, batch_size, dry_run, allow_empt
         f"to {queue} in {summary.elapsed:.1f} s"
     )
     if summary.reconnects:
-        click.echo(f"reconnected to the broker {summary.reconnects} times")
+        click.echo(f"lost the broker and reconnected {_plural(summary.reconnects, 'time')}")
     if summary.last_confirmed_id is not None and not dry_run:
         click.echo(f"last confirmed killmail_id: {summary.last_confirmed_id}")
     if not summary.complete:

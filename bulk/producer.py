@@ -16,8 +16,6 @@ from bulk import broker, db, messages, scan
 from bulk.progress import Progress
 from bulk.retry import backoff_delay
 
-_RECONNECT_ATTEMPTS = 8  # about a minute of backoff: long enough for a broker restart
-
 
 @dataclass
 class QueueSummary:
@@ -43,9 +41,10 @@ def _source() -> str:
 class _Link:
     """A confirming publisher that reconnects when the broker goes away."""
 
-    def __init__(self, url: str, queue: str):
+    def __init__(self, url: str, queue: str, patience: float):
         self.url = url
         self.queue = queue
+        self.patience = patience
         self.reconnects = 0
         self._publisher: broker.Publisher | None = None
         self._open()
@@ -56,12 +55,17 @@ class _Link:
         self._publisher = broker.Publisher(connection)
 
     def publish(self, body: bytes, sleep: Callable[[float], None]) -> None:
-        """Publish until confirmed; PublishFailed on a nack, BrokerError when it stays gone."""
-        for attempt in range(_RECONNECT_ATTEMPTS + 1):
+        """Publish until confirmed; PublishFailed on a nack, BrokerError when it stays gone.
+
+        A broker that goes away is waited for, with backoff, for `patience` seconds.
+        """
+        lost_at = None
+        attempt = 0
+        while True:
             try:
                 if self._publisher is None:
-                    self.reconnects += 1
                     self._open()
+                    self.reconnects += 1
                 self._publisher.publish(self.queue, body)
                 return
             except broker.CONNECTION_ERRORS + (broker.BrokerError,):
@@ -69,9 +73,11 @@ class _Link:
                 # again can queue this batch twice, which is harmless (the write is
                 # idempotent), whereas not publishing it could lose it.
                 self.close()
-                if attempt == _RECONNECT_ATTEMPTS:
+                lost_at = lost_at or time.monotonic()
+                if time.monotonic() - lost_at >= self.patience:
                     raise
-                sleep(backoff_delay(attempt, base=0.5, cap=15.0))
+                sleep(backoff_delay(attempt, base=0.5, cap=10.0))
+                attempt += 1
 
     def close(self) -> None:
         if self._publisher is not None:
@@ -91,6 +97,7 @@ def queue_killmails(
     batch_size: int = 500,
     dry_run: bool = False,
     allow_empty_prices: bool = False,
+    broker_patience: float = 60.0,
     progress: bool = True,
     announce: Callable[[int, int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
@@ -109,7 +116,7 @@ def queue_killmails(
             db.require_prices(conn)
         selected = scan.count(conn, selection)
         summary = QueueSummary(selected, batches_planned=-(-selected // batch_size))
-        link = None if dry_run else _Link(amqp_url, queue)
+        link = None if dry_run else _Link(amqp_url, queue, broker_patience)
         if announce is not None:
             announce(summary.selected, summary.batches_planned)
         bar = Progress(

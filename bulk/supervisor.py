@@ -130,28 +130,26 @@ class _Children:
         s = self.summary
         if kind == "idle":
             child.idle = rest[0]
-        elif kind == "done":
-            messages, killmails, updated, skipped, no_victim, dead = rest
+        elif kind == "written":
+            killmails, updated, skipped, no_victim, dead = rest
             self.events += 1
-            s.batches += messages
             s.processed += killmails
             s.updated += updated
             s.skipped += skipped
             s.no_victim += no_victim
             s.dead += dead
-            self.bar.add(
-                messages, killmails=killmails, updated=updated, skipped=skipped, failed=dead
-            )
-        elif kind == "retried":
-            self.events += 1
-            s.batches += 1
-            s.retried += rest[0]
-            self.bar.add(1)
-        elif kind == "invalid":
+            self.bar.add(0, killmails=killmails, updated=updated, skipped=skipped, failed=dead)
+        elif kind == "acked":
             self.events += 1
             s.batches += rest[0]
+            self.bar.add(rest[0])
+        elif kind == "retried":
+            self.events += 1
+            s.retried += rest[0]
+        elif kind == "invalid":
+            self.events += 1
             s.invalid += rest[0]
-            self.bar.add(rest[0], invalid=rest[0])
+            self.bar.add(0, invalid=rest[0])
         elif kind == "note":
             self._say(rest[0])
         elif kind == "fatal":

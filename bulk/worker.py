@@ -159,8 +159,8 @@ class Worker:
             message = messages.decode(body)
         except messages.InvalidMessage as exc:
             self._dead_letter(body, headers, reason=f"invalid message: {exc}", attempts=0)
-            self.channel.basic_ack(tag)
             self.report(("invalid", 1))
+            self._ack([tag])
             return
         if isinstance(message, messages.Single):
             if not self.singles:
@@ -188,12 +188,12 @@ class Worker:
         """Value one batch and ack its messages, or hand it on (retry, split, dead letter)."""
         outcome = self._value(ids, mode, tags)
         if isinstance(outcome, BatchResult):
-            for tag in tags:
-                self.channel.basic_ack(tag)
+            # Reported at COMMIT, before the ack: if the ack is lost with the
+            # connection, the redelivered batch finds its rows written and counts
+            # them as skipped, so "updated" stays the number of rows changed.
             self.report(
                 (
-                    "done",
-                    len(tags),
+                    "written",
                     outcome.updated + outcome.skipped,
                     outcome.updated,
                     outcome.skipped,
@@ -201,6 +201,7 @@ class Worker:
                     0,
                 )
             )
+            self._ack(tags)
             return
         error = outcome
         unique = sorted(set(ids))
@@ -217,20 +218,26 @@ class Worker:
         if attempts < self.s.max_attempts:
             self._republish([unique], mode, attempts, failure_headers)
         elif len(unique) > 1:
+            # The whole batch has had its retries, so a failure is not a passing
+            # fluke: each half gets one try, and a half that fails splits again.
             middle = len(unique) // 2
-            self._republish([unique[:middle], unique[middle:]], mode, 0, failure_headers)
+            halves = [unique[:middle], unique[middle:]]
+            self._republish(halves, mode, self.s.max_attempts - 1, failure_headers)
         else:
             body = messages.encode_batch(unique, mode, self._source(), attempts=attempts)
             self._dead_letter(
                 body, failure_headers, reason=error, attempts=failure_headers["x-attempts"]
             )
-            for tag in tags:
-                self.channel.basic_ack(tag)
-            self.report(("done", len(tags), 1, 0, 1, 0, 1))
+            self.report(("written", 1, 0, 1, 0, 1))
+            self._ack(tags)
             return
+        self.report(("retried", len(unique)))
+        self._ack(tags)
+
+    def _ack(self, tags: list[int]) -> None:
         for tag in tags:
             self.channel.basic_ack(tag)
-        self.report(("retried", len(unique)))
+        self.report(("acked", len(tags)))
 
     def _value(self, ids: list[int], mode: str, tags: list[int]) -> BatchResult | str:
         """The batch written, or the text of a non-transient error."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -161,3 +162,23 @@ def summary_count(output: str, label: str) -> int:
         if parts and parts[0] == label:
             return int(parts[1].replace(",", ""))
     raise AssertionError(f"no {label!r} line in:\n{output}")
+
+
+def wait_until_valued(url: str, n: int, timeout: float = 60) -> None:
+    """Block until at least n killmails have a total_value (a job is under way)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            query = "SELECT count(*) FROM killmails WHERE total_value IS NOT NULL"
+            if conn.execute(query).fetchone()[0] >= n:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"fewer than {n} killmails valued after {timeout}s")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The worker children of a bulk-backfill process, not multiprocessing's resource tracker."""
+    found = subprocess.run(
+        ["pgrep", "-P", str(pid), "-f", "spawn_main"], capture_output=True, text=True
+    )
+    return [int(x) for x in found.stdout.split()]

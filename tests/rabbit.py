@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
 import uuid
 
 import pika
+
+# A passive declare of a queue not yet made is an expected answer, not a warning.
+logging.getLogger("pika").setLevel(logging.ERROR)
 
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
@@ -69,6 +73,15 @@ def counts(queue: str) -> tuple[int, int]:
     with connection() as conn:
         ready = conn.channel().queue_declare(queue, passive=True).method.message_count
     return ready, 0
+
+
+def ready(queue: str) -> int:
+    """Ready messages (a passive declare: fast, unlike rabbitmqctl); 0 if there is no such queue."""
+    try:
+        with connection() as conn:
+            return conn.channel().queue_declare(queue, passive=True).method.message_count
+    except pika.exceptions.ChannelClosedByBroker:
+        return 0
 
 
 def drain(queue: str) -> list[tuple[bytes, dict]]:

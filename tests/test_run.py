@@ -1,12 +1,13 @@
 """`bulk-backfill run` end to end on generated killboards, checked against the SQL reference."""
 
+import os
 import signal
-import time
 
 import psycopg
 import pytest
 
 from tests.conftest import (
+    child_pids,
     cli,
     cli_popen,
     make_demo_db,
@@ -14,6 +15,7 @@ from tests.conftest import (
     summary_count,
     values,
     victimless,
+    wait_until_valued,
 )
 
 
@@ -156,22 +158,11 @@ def test_filters_select_the_right_killmails(demo_db):
     assert all(v[0] is None for k, v in values(demo_db).items() if k not in valued())
 
 
-def _wait_until_valued(url, n, timeout=60):
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            query = "SELECT count(*) FROM killmails WHERE total_value IS NOT NULL"
-            if conn.execute(query).fetchone()[0] >= n:
-                return
-            time.sleep(0.05)
-    raise AssertionError(f"fewer than {n} killmails valued after {timeout}s")
-
-
 @pytest.mark.slow
 def test_ctrl_c_finishes_batches_in_hand_and_resumes(fresh_db):
     url = make_demo_db(fresh_db, 60_000)
     p = cli_popen("run", "--procs", "2", "--batch-size", "20", url=url)
-    _wait_until_valued(url, 2_000)
+    wait_until_valued(url, 2_000)
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=60)
     assert p.returncode == 0, stderr
@@ -190,18 +181,11 @@ def test_ctrl_c_finishes_batches_in_hand_and_resumes(fresh_db):
 
 @pytest.mark.slow
 def test_a_killed_child_is_replaced_and_nothing_is_lost(fresh_db):
-    import os
-    import subprocess
-
     url = make_demo_db(fresh_db, 60_000)
     p = cli_popen("run", "--mode", "null", "--procs", "2", "--batch-size", "20", url=url)
     for round_ in range(3):
-        _wait_until_valued(url, 2_000 * (round_ + 1))
-        # The batch children, not multiprocessing's resource tracker.
-        children = subprocess.run(
-            ["pgrep", "-P", str(p.pid), "-f", "spawn_main"], capture_output=True, text=True
-        )
-        pids = [int(x) for x in children.stdout.split()]
+        wait_until_valued(url, 2_000 * (round_ + 1))
+        pids = child_pids(p.pid)
         assert pids, "run should have child processes"
         os.kill(pids[-1], signal.SIGKILL)
     stdout, stderr = p.communicate(timeout=120)
