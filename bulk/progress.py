@@ -48,7 +48,9 @@ class Progress:
         for key, value in counts.items():
             self.counts[key] = self.counts.get(key, 0) + value
         if self._bar is not None:
-            self._bar.set_postfix(self._postfix(), refresh=False)
+            # Strings: tqdm would shorten a number such as 20000 to "2e+4".
+            postfix = {k: str(v) for k, v in self._postfix().items()}
+            self._bar.set_postfix(postfix, refresh=False)
             self._bar.update(done)
         else:
             self.tick()
