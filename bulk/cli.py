@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,20 @@ import click
 import pika.exceptions
 import psycopg
 
-from bulk import broker, config, db, dead_letters, demo, importer, producer, scan, supervisor
+from bulk import (
+    broker,
+    config,
+    db,
+    dead_letters,
+    demo,
+    importer,
+    producer,
+    reference,
+    scan,
+    status,
+    supervisor,
+    verify,
+)
 from bulk.config import mask_url
 from bulk.demo_data import load_demo_data
 from bulk.errors import UserError
@@ -407,6 +421,181 @@ def work_cmd(
         raise click.exceptions.Exit(1)
 
 
+@cli.command("status")
+@database_option
+@broker_options
+@click.option("--no-queue", is_flag=True, help="Leave out the queue (no RabbitMQ in use).")
+@click.option(
+    "--management-url",
+    help="RabbitMQ management API, for the unacked count [default: http://<broker host>:15672].",
+)
+@click.option(
+    "--price-column",
+    type=click.Choice(list(PRICE_COLUMNS)),
+    default="sell",
+    show_default=True,
+    help="The price column the values are computed from.",
+)
+@click.option(
+    "--stale-days",
+    type=click.FloatRange(min=0),
+    default=7,
+    show_default=True,
+    help="Warn when the newest price is older than this.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (keys in the README).")
+def status_cmd(
+    database_url, rabbitmq_url, queue, no_queue, management_url, price_column, stale_days, as_json
+):
+    """Queue depth, valuation progress and price freshness, in about a second.
+
+    Example: bulk-backfill status --stale-days 3
+    """
+    url = config.database_url(database_url)
+    with db.connect(url, autocommit=True) as conn:
+        db.require_schema(conn)
+        result = status.status(
+            conn,
+            amqp_url=None if no_queue else rabbitmq_url,
+            queue=queue,
+            management_url=management_url,
+            price_column=price_column,
+            stale_days=stale_days,
+        )
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    click.echo("\n".join(_status_lines(result)))
+
+
+def _status_lines(result: status.Status) -> list[str]:
+    est = set(result.estimates)
+    d, p, q = result.database, result.prices, result.queue
+    lines = []
+    if q is not None:
+        unacked = f"{q.unacked:,}" if q.unacked is not None else "?"
+        lines += [
+            f"queue {q.name}",
+            f"  ready messages      {q.ready:>12,}",
+            f"  unacked messages    {unacked:>12}  ({q.unacked_note})",
+            f"  consumers           {q.consumers:>12,}",
+            f"  killmails waiting   {q.killmails_waiting:>12,}  (estimate: ready messages"
+            " times the IDs in the first one)",
+            f"  dead letters        {q.dead_letters:>12,}",
+        ]
+    share = "-" if p.priced_share is None else f"{p.priced_share:.1%}"
+    sampled = "  (estimate: 2% sample of killmail_items)" if "prices.types_used" in est else ""
+    lines += [
+        "database",
+        f"  killmails           {d.killmails:>12,}",
+        f"  valued              {d.valued:>12,}",
+        f"  NULL (not valued)   {d.null_value:>12,}",
+        f"  zero                {d.zero_value:>12,}",
+        f"  without a victim    {d.no_victim:>12,}  (never valued: nothing to value)",
+        "prices",
+        f"  rows                {p.rows:>12,}",
+        f"  types in killmails  {p.types_used:>12,}{sampled}",
+        f"  priced              {p.types_priced:>12,}  ({share} have {p.price_column} > 0)",
+        f"  oldest update       {p.oldest_update or '-':>19}",
+        f"  newest update       {p.newest_update or '-':>19}",
+    ]
+    lines += [f"warning: {w}" for w in result.warnings]
+    return lines
+
+
+@cli.command("verify")
+@database_option
+@click.option("--sample", type=click.IntRange(min=1), help="Check this many, chosen at random.")
+@click.option("--all", "check_all", is_flag=True, help="Check every valued killmail.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same sample.")
+@click.option(
+    "--price-column",
+    type=click.Choice(list(PRICE_COLUMNS)),
+    default="sell",
+    show_default=True,
+    help="The price column the values were computed from.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (keys in the README).")
+def verify_cmd(database_url, sample, check_all, seed, price_column, as_json):
+    """Recompute written values with the independent SQL reference; exit 1 on any mismatch.
+
+    Without --sample or --all it checks a sample of 2,000.
+
+    Example: bulk-backfill verify --sample 5000 --seed 42
+    """
+    if sample and check_all:
+        raise click.UsageError("give --sample N or --all, not both")
+    url = config.database_url(database_url)
+    with db.connect(url, autocommit=True) as conn:
+        db.require_schema(conn)
+        report = verify.verify(
+            conn,
+            sample=None if check_all else (sample or 2_000),
+            seed=seed,
+            price_column=price_column,
+        )
+    if as_json:
+        click.echo(json.dumps(_verify_json(report), indent=2))
+    else:
+        click.echo("\n".join(_verify_lines(report)))
+    if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
+def _verify_json(report: verify.VerifyReport) -> dict:
+    return {
+        "checked": report.checked,
+        "mismatches": report.mismatch_count,
+        "ok": report.ok,
+        "price_column": report.price_column,
+        "sample": None
+        if report.sample_size is None
+        else {"size": report.sample_size, "seed": report.seed, "digest": report.sample_digest},
+        "first_mismatches": [
+            {
+                "killmail_id": m.killmail_id,
+                "stored": dict(zip(("total", "destroyed", "dropped"), m.stored)),
+                "expected": dict(zip(("total", "destroyed", "dropped"), m.expected)),
+            }
+            for m in report.mismatches
+        ],
+        "distribution": {k: report.distribution[k] for k in reference.BANDS},
+        "biggest": report.distribution["biggest"],
+        "notes": report.notes,
+    }
+
+
+def _verify_lines(report: verify.VerifyReport) -> list[str]:
+    what = (
+        "every valued killmail"
+        if report.sample_size is None
+        else f"a sample (seed {report.seed}, digest {report.sample_digest})"
+    )
+    lines = [
+        f"checked     {report.checked:>12,}  ({what}; reference prices: {report.price_column})",
+        f"mismatches  {report.mismatch_count:>12,}",
+    ]
+    for m in report.mismatches:
+        lines.append(f"  {m.killmail_id}: stored {_isk(m.stored)}; expected {_isk(m.expected)}")
+    if report.mismatch_count > len(report.mismatches):
+        lines.append(f"  ... and {report.mismatch_count - len(report.mismatches):,} more")
+    lines += [f"note: {n}" for n in report.notes]
+    lines.append("value distribution (total_value, ISK, every killmail):")
+    for band, label in zip(reference.BANDS, reference.BAND_LABELS):
+        lines.append(f"  {label:<9} {report.distribution[band]:>12,}")
+    return lines
+
+
+def _isk(values: tuple) -> str:
+    names = ("total", "destroyed", "dropped")
+    return ", ".join(
+        # repr: the shortest text that round-trips, so two floats that differ
+        # in the last bit never print alike.
+        f"{n} {'NULL' if v is None else repr(v)}"
+        for n, v in zip(names, values)
+    )
+
+
 @cli.group("dead")
 def dead_group():
     """Look at and requeue the dead-letter queue <queue>.dead."""
@@ -536,7 +725,7 @@ def demo_cmd(killmails, procs, seed, database, datadir):
     )
     print_summary(result.summary)
     click.echo("\nvalue distribution (total_value, ISK):")
-    for band, label in zip(demo.BANDS, demo.BAND_LABELS):
+    for band, label in zip(reference.BANDS, reference.BAND_LABELS):
         click.echo(f"  {label:<9} {result.distribution[band]:>10,}")
     click.echo(f"  biggest   {result.distribution['biggest'] or 0:>22,.2f}")
     if result.embedded:

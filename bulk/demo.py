@@ -7,11 +7,10 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from bulk import db, sqlfiles
+from bulk import db, reference
 from bulk.config import mask_url
 from bulk.demo_data import load_demo_data
 from bulk.errors import UserError
@@ -19,9 +18,6 @@ from bulk.pool import RunSummary, run_local
 from bulk.scan import Selection
 
 DEFAULT_DATADIR = Path(".bulk-backfill-demo") / "pgdata"
-
-BANDS = ("under_1m", "m1_10m", "m10_100m", "m100m_1b", "over_1b", "no_value")
-BAND_LABELS = ("< 1M", "1-10M", "10-100M", "100M-1B", "> 1B", "no value")
 
 
 @dataclass
@@ -59,11 +55,6 @@ def fresh_database(server_url: str, name: str) -> str:
     return make_conninfo(server_url, dbname=name)
 
 
-def value_distribution(conn: psycopg.Connection) -> dict:
-    row = conn.execute(sqlfiles.load("value_distribution")).fetchone()
-    return dict(zip((*BANDS, "biggest"), row))
-
-
 def run_demo(
     *,
     killmails: int,
@@ -89,7 +80,7 @@ def run_demo(
     say(f"Loaded {killmails:,} killmails with {items:,} item rows; valuing them (mode null)")
     summary = run_local(url, Selection(mode="null"), procs=procs, progress=progress)
     with db.connect(url, autocommit=True) as conn:
-        distribution = value_distribution(conn)
+        distribution = reference.value_distribution(conn)
     return DemoResult(url, embedded, items, summary, distribution)
 
 

@@ -1,7 +1,8 @@
 -- Killmails whose stored values differ from the reference (reference_values.sql,
 -- pasted in as {reference}). Equal means reference::float8 = stored, for all
 -- three columns; a NULL stored value is a mismatch.
--- Parameters: those of reference_values.sql.
+-- Parameters: those of reference_values.sql, and %(written_only)s boolean:
+-- true leaves out killmails that have no value yet (for auditing what was written).
 SELECT r.killmail_id,
        k.total_value, k.destroyed_value, k.dropped_value,
        r.total::float8 AS expected_total,
@@ -9,7 +10,8 @@ SELECT r.killmail_id,
        r.dropped::float8 AS expected_dropped
 FROM ({reference}) AS r
 JOIN killmails AS k ON k.killmail_id = r.killmail_id
-WHERE k.total_value IS DISTINCT FROM r.total::float8
-   OR k.destroyed_value IS DISTINCT FROM r.destroyed::float8
-   OR k.dropped_value IS DISTINCT FROM r.dropped::float8
+WHERE (NOT %(written_only)s OR k.total_value IS NOT NULL)
+  AND (k.total_value IS DISTINCT FROM r.total::float8
+       OR k.destroyed_value IS DISTINCT FROM r.destroyed::float8
+       OR k.dropped_value IS DISTINCT FROM r.dropped::float8)
 ORDER BY r.killmail_id

@@ -36,7 +36,9 @@ def publish_raw(queue: str, bodies: list) -> None:
     """Publish bodies (bytes, or objects to be sent as JSON) the way another producer would."""
     with connection() as conn:
         channel = conn.channel()
-        channel.queue_declare(queue, durable=True, arguments={"x-max-priority": 10})
+        # Declared as bulk-backfill declares them: the work queue with priorities.
+        arguments = None if queue.endswith(".dead") else {"x-max-priority": 10}
+        channel.queue_declare(queue, durable=True, arguments=arguments)
         channel.confirm_delivery()
         for body in bodies:
             if not isinstance(body, bytes):
