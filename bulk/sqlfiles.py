@@ -49,6 +49,11 @@ def _fixed(table: dict[str, str], key: str, what: str) -> str:
         raise UserError(f"unknown {what} {key!r}: choose one of {', '.join(table)}") from None
 
 
+def fixed_name(names: tuple[str, ...], name: str, what: str) -> str:
+    """`name` if the fixed tuple holds it: identifiers never come from user text."""
+    return _fixed(dict(zip(names, names)), name, what)
+
+
 def mode_predicate(mode: str) -> str:
     return _fixed(MODE_PREDICATES, mode, "mode")
 

@@ -1,0 +1,163 @@
+"""`prices import` and `prices fetch`: filling market_prices.
+
+Values need prices: without them every value is 0, which is what the zero
+mode is for. An import is one transaction. A fetch writes its results in bulk
+upserts as it goes, each in its own transaction, so an interrupted fetch
+leaves the table consistent, with the types done so far up to date.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from bulk import db, esi, price_files, price_store
+from bulk.errors import UserError
+from bulk.market import PRICE_FIELDS, BadOrder, MarketPrice, summarize
+from bulk.progress import Progress
+
+_FLUSH_EVERY = 500  # types per upsert during a fetch
+
+
+@dataclass
+class ImportSummary:
+    rows: int
+    columns: tuple[str, ...]
+    written: int
+
+
+def import_prices(
+    conn: psycopg.Connection, path: Path, esi_mapping: dict[str, str] | None = None
+) -> ImportSummary:
+    """Read the whole file, then upsert every row in one transaction.
+
+    JSON files are ESI /markets/prices/ lists and need esi_mapping (ESI field ->
+    column); other files are read as CSV.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    try:
+        if _looks_like_json(path, text):
+            table = price_files.parse_esi_json(text, esi_mapping or {"average_price": "average"})
+        else:
+            table = price_files.parse_csv(text)
+    except price_files.PriceFileError as exc:
+        raise UserError(f"{path}:{exc}; nothing was imported") from None
+    with conn.transaction():
+        written = price_store.upsert(conn, table.columns, table.rows)
+    return ImportSummary(len(table.rows), table.columns, written)
+
+
+def _looks_like_json(path: Path, text: str) -> bool:
+    return path.suffix.lower() == ".json" or text.lstrip().startswith("[")
+
+
+@dataclass
+class FetchSummary:
+    types: int
+    priced: int = 0
+    no_orders: list[int] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    written: int = 0
+    interrupted: bool = False
+    elapsed: float = 0.0
+    stats: esi.FetchStats = field(default_factory=esi.FetchStats)
+
+
+def fetch_prices(
+    url: str,
+    client: esi.Client,
+    *,
+    type_ids: list[int] | None = None,
+    concurrency: int = 20,
+    progress: bool = True,
+    announce: Callable[[int], None] | None = None,
+) -> FetchSummary:
+    """Fetch and store prices for the given types, or every type the killmails use."""
+    started = time.monotonic()
+    with db.connect(url, autocommit=True) as conn:
+        db.require_schema(conn)
+        types = sorted(set(type_ids)) if type_ids else price_store.used_types(conn)
+        summary = FetchSummary(types=len(types))
+        if announce is not None:
+            announce(len(types))
+        bar = Progress(
+            len(types),
+            desc="prices fetch",
+            noun="types",
+            unit="type",
+            counts=("priced", "no_orders", "failed"),
+            enabled=progress,
+        )
+        done: list[MarketPrice] = []
+        try:
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                pending: dict[Future, int] = {}
+                queue = iter(types)
+                try:
+                    _fill(pool, pending, queue, client, concurrency * 2)
+                    while pending:
+                        finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                        for future in finished:
+                            _record(summary, pending.pop(future), future, done, bar)
+                        _fill(pool, pending, queue, client, concurrency * 2)
+                        if len(done) >= _FLUSH_EVERY:
+                            summary.written += _flush(conn, done)
+                except KeyboardInterrupt:
+                    summary.interrupted = True
+                    for future in pending:
+                        future.cancel()
+        finally:
+            # Whatever was fetched is written, even on Ctrl+C: each flush is whole.
+            summary.written += _flush(conn, done)
+            bar.close()
+    summary.stats = client.stats
+    summary.stats.pauses = client.budget.pauses
+    summary.elapsed = time.monotonic() - started
+    return summary
+
+
+def _fill(pool, pending: dict, queue, client: esi.Client, limit: int) -> None:
+    """Keep at most `limit` types submitted, so a Ctrl+C has little to cancel."""
+    while len(pending) < limit:
+        type_id = next(queue, None)
+        if type_id is None:
+            return
+        pending[pool.submit(_fetch_one, client, type_id)] = type_id
+
+
+def _fetch_one(client: esi.Client, type_id: int) -> MarketPrice | None:
+    return summarize(type_id, client.orders(type_id))
+
+
+def _record(summary: FetchSummary, type_id: int, future: Future, done: list, bar) -> None:
+    try:
+        price = future.result()
+    except (esi.TypeFailed, BadOrder) as exc:
+        summary.failed.append((type_id, str(exc)))
+        bar.add(1, failed=1)
+        return
+    if price is None:
+        summary.no_orders.append(type_id)
+        bar.add(1, no_orders=1)
+        return
+    summary.priced += 1
+    done.append(price)
+    bar.add(1, priced=1)
+
+
+def _flush(conn: psycopg.Connection, done: list[MarketPrice]) -> int:
+    if not done:
+        return 0
+    rows = [(p.type_id, *(getattr(p, name) for name in PRICE_FIELDS)) for p in done]
+    with conn.transaction():
+        written = price_store.upsert(conn, PRICE_FIELDS, rows)
+    done.clear()
+    return written
