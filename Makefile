@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint format clean
+.PHONY: demo test bench bench-full lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,15 @@ demo: $(BIN)/python
 test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet '.[test]'
 	$(BIN)/python -m pytest
+
+# Benchmarks against the local PostgreSQL and RabbitMQ (see benchmarks/README.md).
+bench: $(BIN)/python
+	$(BIN)/python -m pip install --quiet '.[bench]'
+	$(BIN)/python -m benchmarks --quick
+
+bench-full: $(BIN)/python
+	$(BIN)/python -m pip install --quiet '.[bench]'
+	$(BIN)/python -m benchmarks --killmails 300000
 
 lint: $(BIN)/python
 	$(BIN)/ruff check .

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import psycopg
+import psycopg.errors
+from psycopg import pq
 
 from bulk import pricing, sqlfiles
 
@@ -35,6 +37,62 @@ def _update_params(cents: pricing.KillmailCents) -> list[int]:
     return [value for row in zip(*(c.tolist() for c in columns)) for value in row]
 
 
+_INT4_OID, _INT8_OID = 23, 20
+_ROW_TYPES = (_INT4_OID, _INT8_OID, _INT8_OID, _INT8_OID)
+
+
+def _binary_params(cents: pricing.KillmailCents) -> list[bytes]:
+    """Each killmail's id (int4) and three cent sums (int8), big-endian as libpq sends them.
+
+    Building these with numpy and sending them through libpq directly skips
+    psycopg's per-value adaptation, which costs more than the rest of the
+    write for 2,000 parameters.
+    """
+    n = int(cents.killmail_ids.size)
+    ids = cents.killmail_ids.astype(">i4").tobytes()
+    sums = np.empty((n, 3), dtype=">i8")
+    sums[:, 0], sums[:, 1], sums[:, 2] = cents.total, cents.destroyed, cents.dropped
+    raw = sums.tobytes()
+    params: list[bytes] = []
+    for i in range(n):
+        at = 24 * i
+        params += (
+            ids[4 * i : 4 * i + 4],
+            raw[at : at + 8],
+            raw[at + 8 : at + 16],
+            raw[at + 16 : at + 24],
+        )
+    return params
+
+
+def _unpack(row: tuple | None) -> np.ndarray:
+    """The packed columns of load_batch.sql as an (n, 5) int64 array."""
+    if row is None or row[0] is None:
+        return np.zeros((0, 5), dtype=np.int64)
+    return np.column_stack([np.frombuffer(column, dtype=">i8") for column in row]).astype(np.int64)
+
+
+def _write(conn: psycopg.Connection, cur: psycopg.Cursor, cents, mode: str) -> int:
+    """The one guarded UPDATE ... FROM (VALUES ...); the number of rows it changed."""
+    n = int(cents.killmail_ids.size)
+    if cents.total.dtype == object:  # sums beyond int8: numeric text through psycopg
+        cur.execute(sqlfiles.update_batch_sql(mode, n), _update_params(cents), prepare=False)
+        return cur.rowcount
+    result = conn.pgconn.exec_params(
+        sqlfiles.update_batch_raw(mode, n),
+        _binary_params(cents),
+        _ROW_TYPES * n,
+        [pq.Format.BINARY] * (4 * n),
+        pq.Format.BINARY,
+    )
+    if result.status != pq.ExecStatus.COMMAND_OK:
+        if conn.pgconn.status == pq.ConnStatus.BAD:
+            message = conn.pgconn.error_message.decode(errors="replace").strip()
+            raise psycopg.OperationalError(message or "the connection was lost")
+        raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+    return int(result.command_tuples or 0)
+
+
 def process_batch(
     conn: psycopg.Connection,
     ids: Iterable[int],
@@ -48,13 +106,9 @@ def process_batch(
         # prepare=False: a prepared generic plan of this join can be many
         # times slower than the custom plan for the batch's actual IDs.
         cur.execute(load_sql, {"ids": batch_ids}, prepare=False)
-        lines = np.array(cur.fetchall(), dtype=np.int64)
+        lines = _unpack(cur.fetchone())
         cents, no_victim = pricing.price_batch(lines)
-        updated = 0
-        if cents.killmail_ids.size:
-            update_sql = sqlfiles.update_batch_sql(mode, int(cents.killmail_ids.size))
-            cur.execute(update_sql, _update_params(cents), prepare=False)
-            updated = len(cur.fetchall())
+        updated = _write(conn, cur, cents, mode) if cents.killmail_ids.size else 0
     return BatchResult(
         updated=updated,
         skipped=len(batch_ids) - updated,

@@ -71,10 +71,20 @@ def load_batch_sql(mode: str, column: str) -> str:
 
 @cache
 def update_batch_sql(mode: str, n_rows: int) -> str:
+    """The write with psycopg placeholders, for cents beyond int8 (sent as numeric)."""
     # Types on the first row fix the VALUES column types for every row.
     first = "(%s::int4, %s::numeric, %s::numeric, %s::numeric)"
     rows = ", ".join([first] + ["(%s, %s, %s, %s)"] * (n_rows - 1))
     return load("update_batch").format(rows=rows, mode_predicate=mode_predicate(mode))
+
+
+@cache
+def update_batch_raw(mode: str, n_rows: int) -> bytes:
+    """The write with libpq's $n placeholders, for binary int4/int8 parameters."""
+    rows = ", ".join(
+        f"(${4 * i + 1}, ${4 * i + 2}, ${4 * i + 3}, ${4 * i + 4})" for i in range(n_rows)
+    )
+    return load("update_batch").format(rows=rows, mode_predicate=mode_predicate(mode)).encode()
 
 
 @cache

@@ -25,6 +25,7 @@ from bulk.worker import FatalError, Worker, WorkSettings
 
 _POLL = 0.25
 _DEPTH_EVERY = 0.5  # seconds between queue-depth checks
+_DRAIN_CHECK = 0.1  # the same while every child is idle
 _EXIT_FATAL = 3
 
 
@@ -286,11 +287,12 @@ def _supervise(children: _Children, depth: _Depth, stopper, until_empty: bool, b
     next_check = 0.0
     drained_seen: int | None = None  # children.events when the queue was last seen drained
     while not stopper.requested and children.summary.fatal is None and children.children:
-        children.collect(_POLL)
+        children.collect(_DRAIN_CHECK if children.all_idle() else _POLL)
         bar.tick()
         if time.monotonic() < next_check:
             continue
-        next_check = time.monotonic() + _DEPTH_EVERY
+        # Once every child is idle the end may be near: look more often.
+        next_check = time.monotonic() + (_DRAIN_CHECK if children.all_idle() else _DEPTH_EVERY)
         ready = depth.ready()
         if ready is None:
             drained_seen = None

@@ -1,10 +1,12 @@
 -- Writes one batch of computed values in one statement.
--- Values arrive as integer cents (numeric, so nothing overflows). Times 0.01
+-- Values arrive as integer cents: binary int8 parameters ($n, with their types
+-- declared), or numeric text where a freak batch overflows int8. Times 0.01
 -- is exact in numeric (a division could round to the division's scale), and
 -- the one numeric -> float8 cast is correctly rounded, so the stored double
 -- equals reference::float8 even above 2^53 cents.
 --
 -- {rows}            the VALUES placeholders, four per killmail
+-- The number of rows updated is the command's row count (no RETURNING).
 -- {mode_predicate}  on alias k, from the fixed table in bulk/sqlfiles.py;
 --                   repeating it here makes the guard atomic: a row another
 --                   worker wrote since the load no longer matches and is skipped.
@@ -15,4 +17,3 @@ SET total_value     = (v.total_cents * 0.01)::float8,
 FROM (VALUES {rows}) AS v (killmail_id, total_cents, destroyed_cents, dropped_cents)
 WHERE k.killmail_id = v.killmail_id
   AND {mode_predicate}
-RETURNING k.killmail_id

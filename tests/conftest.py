@@ -138,11 +138,11 @@ def values(url: str) -> dict[int, tuple]:
     return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
-def mismatches(url: str, price_column: str = "sell") -> list:
+def mismatches(url: str, price_column: str = "sell", ids: list[int] | None = None) -> list:
     from bulk import reference
 
     with psycopg.connect(url) as conn:
-        return reference.mismatches(conn, price_column=price_column)
+        return reference.mismatches(conn, ids, price_column=price_column)
 
 
 def victimless(url: str) -> set[int]:

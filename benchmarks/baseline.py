@@ -1,0 +1,103 @@
+"""The replaced system's algorithm, reproduced: one killmail at a time, five round trips each.
+
+Per killmail, as the per-killmail RabbitMQ worker does it:
+1. a mode-check SELECT (is total_value still NULL?);
+2. a SELECT of the killmail with its victim and items;
+3. the prices of its distinct types;
+4. those types with their groups and categories;
+5. a one-row UPDATE, committed.
+The arithmetic is exact Decimal with the same rules as the engine, so its
+values can be checked against the SQL reference like every other run's.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from decimal import ROUND_HALF_UP, Decimal
+
+import psycopg
+
+_CAPSULE = 670
+_CENT = Decimal("0.01")
+
+MODE_CHECK = "SELECT total_value FROM killmails WHERE killmail_id = %s"
+KILLMAIL = (
+    "SELECT k.killmail_id, k.killmail_time, v.ship_type_id, i.item_type_id, i.flag,"
+    " i.quantity_destroyed, i.quantity_dropped, i.singleton"
+    " FROM killmails AS k"
+    " LEFT JOIN victims AS v ON v.killmail_id = k.killmail_id"
+    " LEFT JOIN killmail_items AS i ON i.killmail_id = k.killmail_id"
+    " WHERE k.killmail_id = %s"
+)
+PRICES = "SELECT type_id, sell FROM market_prices WHERE type_id = ANY(%s)"
+TYPES = (
+    "SELECT t.id, g.id, c.name FROM types AS t"
+    " JOIN item_groups AS g ON g.id = t.group_id"
+    " JOIN categories AS c ON c.id = g.category_id"
+    " WHERE t.id = ANY(%s)"
+)
+UPDATE = (
+    "UPDATE killmails SET total_value = %s, destroyed_value = %s, dropped_value = %s"
+    " WHERE killmail_id = %s"
+)
+
+
+def _unit(price: float | None) -> Decimal:
+    # PostgreSQL's float8 -> numeric keeps 15 significant digits, then round(, 2).
+    if price is None:
+        return Decimal(0)
+    return Decimal(f"{price:.15g}").quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+def value_one(conn: psycopg.Connection, killmail_id: int) -> bool:
+    """Value one killmail if it still has no value; True if it was written.
+
+    Autocommit, like the replaced worker: five statements, five round trips.
+    """
+    row = conn.execute(MODE_CHECK, (killmail_id,)).fetchone()
+    if row is None or row[0] is not None:
+        return False
+    rows = conn.execute(KILLMAIL, (killmail_id,)).fetchall()
+    ship_type = rows[0][2]
+    if ship_type is None:
+        return False  # no victim: not valued
+    items = [r for r in rows if r[3] is not None]
+    type_ids = sorted({ship_type, *(r[3] for r in items)})
+    prices = dict(conn.execute(PRICES, (type_ids,)).fetchall())
+    categories = {r[0]: r[2] for r in conn.execute(TYPES, (type_ids,)).fetchall()}
+    ship = Decimal("10.00") if ship_type == _CAPSULE else _unit(prices.get(ship_type))
+    destroyed = dropped = Decimal(0)
+    for _, _, _, type_id, _, q_destroyed, q_dropped, singleton in items:
+        if singleton == 2 and categories.get(type_id) == "Blueprint":
+            unit = _CENT
+        else:
+            unit = _unit(prices.get(type_id))
+        destroyed += unit * (q_destroyed or 0)
+        dropped += unit * (q_dropped or 0)
+    total = ship + destroyed + dropped
+    conn.execute(UPDATE, (float(total), float(ship + destroyed), float(dropped), killmail_id))
+    return True
+
+
+def _worker(url: str, ids: list[int], results) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        written = sum(value_one(conn, i) for i in ids)
+    results.put(written)
+
+
+def run_baseline(url: str, ids: list[int], procs: int) -> tuple[float, int]:
+    """(seconds, killmails written) for the sample, split over `procs` processes."""
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    workers = [
+        ctx.Process(target=_worker, args=(url, ids[n::procs], results)) for n in range(procs)
+    ]
+    started = time.monotonic()
+    for w in workers:
+        w.start()
+    written = sum(results.get() for _ in workers)
+    elapsed = time.monotonic() - started
+    for w in workers:
+        w.join()
+    return elapsed, written

@@ -1,0 +1,279 @@
+"""The measurements: baseline, ceiling, run, queue + work, RSS and scaling, all on the same data.
+
+Every measurement starts from the same state (every value NULL, the table
+vacuumed) and ends with a check that every value it wrote equals the SQL
+reference: a fast wrong result fails the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from benchmarks import baseline, ceiling
+from benchmarks.rss import ChildPeakRSS
+from bulk import broker, db, producer, reference, scan, supervisor
+from bulk.demo_data import load_demo_data
+from bulk.pool import run_local
+from bulk.worker import WorkSettings
+
+SEED = 1
+
+
+@dataclass
+class Measurement:
+    name: str  # e.g. "run", "work", "ceiling-chunked", "baseline"
+    procs: int
+    batch_size: int | None
+    killmails: int  # in the database measured
+    written: int
+    seconds: float
+    rate: float  # killmails written per second
+    verified: bool
+    round: int = 0
+    peak_rss_mb: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class SuiteConfig:
+    server_url: str
+    killmails: int
+    rounds: int
+    baseline_sample: int
+    rabbitmq_url: str
+    say: Callable[[str], None] = print
+
+
+class VerificationFailed(AssertionError):
+    pass
+
+
+def database_for(server_url: str, killmails: int, say) -> str:
+    """A generated database of this size (seed 1), built once and reused after."""
+    name = f"bulk_backfill_bench_{killmails}"
+    url = make_conninfo(server_url, dbname=name)
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    if exists:
+        with psycopg.connect(url) as conn:
+            try:
+                (n,) = conn.execute("SELECT count(*) FROM killmails").fetchone()
+            except psycopg.errors.UndefinedTable:
+                n = -1
+        if n == killmails:
+            say(f"reusing database {name} ({killmails:,} killmails)")
+            return url
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    say(f"building database {name}: demo-data --killmails {killmails} --seed {SEED}")
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with psycopg.connect(url) as conn:
+        db.init_db(conn)
+        load_demo_data(conn, killmails, SEED, progress=False)
+    return url
+
+
+def reset(url: str) -> None:
+    """Every value back to NULL, then VACUUM: re-running bloats the table otherwise."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE killmails SET total_value = NULL, destroyed_value = NULL,"
+            " dropped_value = NULL WHERE total_value IS NOT NULL"
+        )
+        conn.execute("VACUUM (ANALYZE) killmails")
+        conn.execute("CHECKPOINT")
+
+
+def _facts(url: str) -> tuple[list[int], int]:
+    with psycopg.connect(url) as conn:
+        ids = [r[0] for r in conn.execute("SELECT killmail_id FROM killmails ORDER BY 1")]
+        (victims,) = conn.execute("SELECT count(*) FROM victims").fetchone()
+    return ids, victims
+
+
+def verify(url: str, expected_written: int, ids: list[int] | None = None) -> bool:
+    """Every written value equals reference::float8, and exactly the expected rows were written."""
+    with psycopg.connect(url) as conn:
+        wrong = reference.mismatches(conn, ids)
+        (written,) = conn.execute(
+            "SELECT count(*) FROM killmails WHERE total_value IS NOT NULL"
+        ).fetchone()
+    if wrong or written != expected_written:
+        raise VerificationFailed(
+            f"{len(wrong)} values differ from the reference (first {wrong[:3]}); "
+            f"{written} rows written, {expected_written} expected"
+        )
+    return True
+
+
+class Suite:
+    def __init__(self, config: SuiteConfig):
+        self.config = config
+        self.results: list[Measurement] = []
+        self.say = config.say
+
+    def _record(self, m: Measurement) -> Measurement:
+        self.results.append(m)
+        rss = f", peak RSS {m.peak_rss_mb:.0f} MB" if m.peak_rss_mb else ""
+        batch = f" batch {m.batch_size}" if m.batch_size else ""
+        self.say(
+            f"  {m.name:<16} procs {m.procs}{batch:<11} {m.written:>9,} in {m.seconds:6.2f} s"
+            f" = {m.rate:>9,.0f}/s{rss}  verified"
+        )
+        return m
+
+    # -- the measured things -----------------------------------------------
+
+    def baseline(self, url: str, n: int, ids: list[int], procs: int, rnd: int) -> Measurement:
+        reset(url)
+        step = max(1, len(ids) // self.config.baseline_sample)
+        sample = ids[::step][: self.config.baseline_sample]
+        seconds, written = baseline.run_baseline(url, sample, procs)
+        verify(url, written, sample)
+        return self._record(
+            Measurement("baseline", procs, None, n, written, seconds, written / seconds, True, rnd)
+        )
+
+    def ceiling(self, url, n, ids, victims, procs, chunk, rnd) -> Measurement:
+        reset(url)
+        seconds, written = ceiling.run_ceiling(url, ids, procs, chunk)
+        verify(url, victims)
+        name = "ceiling-single" if chunk is None else "ceiling-chunked"
+        return self._record(
+            Measurement(name, procs, chunk, n, written, seconds, written / seconds, True, rnd)
+        )
+
+    def run(self, url, n, victims, procs, batch, rnd) -> Measurement:
+        reset(url)
+        with ChildPeakRSS() as rss:
+            summary = run_local(
+                url, scan.Selection("null"), procs=procs, batch_size=batch, progress=False
+            )
+        if summary.failures:
+            raise VerificationFailed(f"run reported {len(summary.failures)} failures")
+        verify(url, victims)
+        m = Measurement(
+            "run",
+            procs,
+            batch,
+            n,
+            summary.updated,
+            summary.elapsed,
+            summary.updated / summary.elapsed,
+            True,
+            rnd,
+            rss.max_mb,
+        )
+        return self._record(m)
+
+    def work(self, url, n, victims, procs, batch, rnd) -> Measurement:
+        reset(url)
+        queue = f"bench_{uuid.uuid4().hex[:10]}"
+        try:
+            queued = producer.queue_killmails(
+                url,
+                self.config.rabbitmq_url,
+                scan.Selection("null"),
+                queue=queue,
+                batch_size=batch,
+                progress=False,
+            )
+            settings = WorkSettings(url, self.config.rabbitmq_url, queue=queue, batch_size=batch)
+            with ChildPeakRSS() as rss:
+                summary = supervisor.work(settings, procs=procs, until_empty=True, progress=False)
+        finally:
+            connection = broker.connect(self.config.rabbitmq_url)
+            channel = connection.channel()
+            channel.queue_delete(queue)
+            channel.queue_delete(broker.dead_letter_queue(queue))
+            connection.close()
+        if summary.dead or summary.invalid or summary.fatal:
+            raise VerificationFailed(f"work dead-lettered or failed: {summary}")
+        verify(url, victims)
+        m = Measurement(
+            "work",
+            procs,
+            batch,
+            n,
+            summary.updated,
+            summary.elapsed,
+            summary.updated / summary.elapsed,
+            True,
+            rnd,
+            rss.max_mb,
+            extra={
+                "queue_seconds": queued.elapsed,
+                "end_to_end_rate": summary.updated / (summary.elapsed + queued.elapsed),
+            },
+        )
+        return self._record(m)
+
+    # -- the plan ----------------------------------------------------------
+
+    def measure_all(self) -> None:
+        c = self.config
+        small_n = c.killmails // 5
+        url = database_for(c.server_url, c.killmails, self.say)
+        small_url = database_for(c.server_url, small_n, self.say)
+        ids, victims = _facts(url)
+        small_ids, small_victims = _facts(small_url)
+        n = c.killmails
+        self.say(f"killmails {n:,} (victims {victims:,}); rounds {c.rounds}; cpus {os.cpu_count()}")
+
+        # The headline comparisons alternate within each round, so a machine
+        # that drifts over minutes moves them all alike.
+        for rnd in range(c.rounds):
+            self.say(f"round {rnd + 1} of {c.rounds}")
+            self.ceiling(url, n, ids, victims, 2, 500, rnd)
+            self.run(url, n, victims, 2, 500, rnd)
+            self.work(url, n, victims, 2, 500, rnd)
+            self.baseline(url, n, ids, 5, rnd)
+
+        self.say("sweeps")
+        self.baseline(url, n, ids, 1, 0)
+        self.ceiling(url, n, ids, victims, 1, None, 0)
+        self.ceiling(url, n, ids, victims, 1, 500, 0)
+        for procs in (1, 4):
+            self.run(url, n, victims, procs, 500, 0)
+        for batch in (100, 2000):
+            self.run(url, n, victims, 2, batch, 0)
+        for procs in (1, 4):
+            self.work(url, n, victims, procs, 500, 0)
+
+        self.say(f"scaling: {small_n:,} against {n:,} killmails")
+        for rnd in range(c.rounds):
+            self.run(small_url, small_n, small_victims, 2, 500, rnd)
+            self.run(url, n, victims, 2, 500, rnd)
+        self.small_n = small_n
+
+
+def median_rate(results: list[Measurement], name: str, procs: int, batch=..., n=None) -> float:
+    rates = [
+        m.rate
+        for m in results
+        if m.name == name
+        and m.procs == procs
+        and (batch is ... or m.batch_size == batch)
+        and (n is None or m.killmails == n)
+    ]
+    if not rates:
+        raise KeyError(f"no measurement {name} procs {procs} batch {batch}")
+    return statistics.median(rates)
+
+
+def as_dicts(results: list[Measurement]) -> list[dict]:
+    return [asdict(m) for m in results]
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
