@@ -25,7 +25,7 @@ from bulk.worker import FatalError, Worker, WorkSettings
 
 _POLL = 0.25
 _DEPTH_EVERY = 0.5  # seconds between queue-depth checks
-_DRAIN_CHECK = 0.1  # the same while every child is idle
+_DRAIN_CHECK = 0.05  # the same while every child is idle
 _EXIT_FATAL = 3
 
 

@@ -27,7 +27,7 @@ from bulk import broker, messages
 from bulk.batch import BatchResult, process_batch
 from bulk.retry import TRANSIENT, ConnectionHolder, backoff_delay
 
-_IDLE_AFTER = 0.2  # seconds without a message before the worker counts as idle
+_IDLE_AFTER = 0.05  # seconds without a message before the worker counts as idle
 _GATHER = 0.5  # longest wait for more old single-killmail messages to fill a batch
 
 
