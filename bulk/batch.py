@@ -1,6 +1,6 @@
 """One batch of killmail IDs: load its priced lines, price them, write the values.
 
-All in one transaction, so a batch is either written whole or not at all.
+A batch is written whole or not at all: by one UPDATE statement.
 """
 
 from __future__ import annotations
@@ -99,19 +99,35 @@ def process_batch(
     mode: str,
     price_column: str = "sell",
 ) -> BatchResult:
-    """Value and write the killmails of `ids` that match `mode`, in one transaction."""
+    """Value and write the killmails of `ids` that match `mode`, all or nothing.
+
+    On an autocommit connection the write is its own transaction: it is one
+    statement, so it commits whole or not at all, and the BEGIN/COMMIT pair
+    (two round trips a batch) is saved; the read needs no transaction, since
+    the UPDATE re-checks the mode itself. Otherwise both run in one
+    transaction of the caller's connection.
+    """
     batch_ids = sorted({int(i) for i in ids})
-    load_sql = sqlfiles.load_batch_sql(mode, price_column)
-    with conn.transaction(), conn.cursor(binary=True) as cur:
-        # prepare=False: a prepared generic plan of this join can be many
-        # times slower than the custom plan for the batch's actual IDs.
-        cur.execute(load_sql, {"ids": batch_ids}, prepare=False)
-        lines = _unpack(cur.fetchone())
-        cents, no_victim = pricing.price_batch(lines)
-        updated = _write(conn, cur, cents, mode) if cents.killmail_ids.size else 0
+    if conn.autocommit:
+        updated, no_victim = _load_price_write(conn, batch_ids, mode, price_column)
+    else:
+        with conn.transaction():
+            updated, no_victim = _load_price_write(conn, batch_ids, mode, price_column)
     return BatchResult(
         updated=updated,
         skipped=len(batch_ids) - updated,
         no_victim=int(no_victim.size),
         no_victim_ids=no_victim.tolist(),
     )
+
+
+def _load_price_write(conn, batch_ids: list[int], mode: str, price_column: str):
+    load_sql = sqlfiles.load_batch_sql(mode, price_column)
+    with conn.cursor(binary=True) as cur:
+        # prepare=False: a prepared generic plan of this join can be many
+        # times slower than the custom plan for the batch's actual IDs.
+        cur.execute(load_sql, {"ids": batch_ids}, prepare=False)
+        lines = _unpack(cur.fetchone())
+        cents, no_victim = pricing.price_batch(lines)
+        updated = _write(conn, cur, cents, mode) if cents.killmail_ids.size else 0
+    return updated, no_victim

@@ -57,7 +57,9 @@ def _child(url: str, mode: str, price_column: str, pipe) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
-    holder = ConnectionHolder(lambda: psycopg.connect(url, application_name="bulk-backfill run"))
+    holder = ConnectionHolder(
+        lambda: psycopg.connect(url, autocommit=True, application_name="bulk-backfill run")
+    )
     try:
         while True:
             if not pipe.poll(_POLL):

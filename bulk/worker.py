@@ -84,7 +84,9 @@ class Worker:
         self.should_stop = should_stop
         self.host = socket.gethostname()
         self.db = ConnectionHolder(
-            lambda: psycopg.connect(settings.db_url, application_name="bulk-backfill work")
+            lambda: psycopg.connect(
+                settings.db_url, autocommit=True, application_name="bulk-backfill work"
+            )
         )
         self.connection = None
         self.channel = None
