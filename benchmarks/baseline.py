@@ -17,11 +17,11 @@ values can be checked against the SQL reference like every other run's.
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import time
 from decimal import ROUND_HALF_UP, Decimal
 
 import psycopg
+
+from benchmarks.processes import timed
 
 _CAPSULE = 670
 _CENT = Decimal("0.01")
@@ -93,16 +93,4 @@ def _worker(url: str, ids: list[int], results) -> None:
 
 def run_baseline(url: str, ids: list[int], procs: int) -> tuple[float, int]:
     """(seconds, killmails written) for the sample, split over `procs` processes."""
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    workers = [
-        ctx.Process(target=_worker, args=(url, ids[n::procs], results)) for n in range(procs)
-    ]
-    started = time.monotonic()
-    for w in workers:
-        w.start()
-    written = sum(results.get() for _ in workers)
-    elapsed = time.monotonic() - started
-    for w in workers:
-        w.join()
-    return elapsed, written
+    return timed(_worker, [(url, ids[n::procs]) for n in range(procs)])

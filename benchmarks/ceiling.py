@@ -7,11 +7,12 @@ on 2 cores is the fastest pure-SQL figure.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import time
 from pathlib import Path
 
 import psycopg
+
+from benchmarks.processes import timed
 
 _SQL = (Path(__file__).parent / "sql" / "ceiling_update.sql").read_text()
 UPDATE = "\n".join(line for line in _SQL.splitlines() if not line.lstrip().startswith("--"))
@@ -44,18 +45,5 @@ def run_ceiling(url: str, ids: list[int], procs: int, chunk: int | None) -> tupl
             written = conn.execute(UPDATE, {"lo": ids[0] - 1, "hi": ids[-1]}).rowcount
         return time.monotonic() - started, written
     bounds = chunk_bounds(ids, chunk)
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    # Interleaved, so both processes walk the table together as run's batches do.
-    workers = [
-        ctx.Process(target=_chunks_worker, args=(url, bounds[n::procs], results))
-        for n in range(procs)
-    ]
-    started = time.monotonic()
-    for w in workers:
-        w.start()
-    written = sum(results.get() for _ in workers)
-    elapsed = time.monotonic() - started
-    for w in workers:
-        w.join()
-    return elapsed, written
+    # Interleaved, so the processes walk the table together as run's batches do.
+    return timed(_chunks_worker, [(url, bounds[n::procs]) for n in range(procs)])

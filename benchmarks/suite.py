@@ -42,6 +42,13 @@ class Measurement:
     peak_rss_mb: float | None = None
     extra: dict = field(default_factory=dict)
 
+    @classmethod
+    def verified_run(cls, name, procs, batch, n, written, seconds, rnd, rss=None, extra=None):
+        """A measurement whose values were checked against the reference."""
+        return cls(
+            name, procs, batch, n, written, seconds, written / seconds, True, rnd, rss, extra or {}
+        )
+
 
 @dataclass
 class SuiteConfig:
@@ -141,7 +148,7 @@ class Suite:
         seconds, written = baseline.run_baseline(url, sample, procs)
         verify(url, written, sample)
         return self._record(
-            Measurement("baseline", procs, None, n, written, seconds, written / seconds, True, rnd)
+            Measurement.verified_run("baseline", procs, None, n, written, seconds, rnd)
         )
 
     def ceiling(self, url, n, ids, victims, procs, chunk, rnd) -> Measurement:
@@ -149,9 +156,7 @@ class Suite:
         seconds, written = ceiling.run_ceiling(url, ids, procs, chunk)
         verify(url, victims)
         name = "ceiling-single" if chunk is None else "ceiling-chunked"
-        return self._record(
-            Measurement(name, procs, chunk, n, written, seconds, written / seconds, True, rnd)
-        )
+        return self._record(Measurement.verified_run(name, procs, chunk, n, written, seconds, rnd))
 
     def run(self, url, n, victims, procs, batch, rnd) -> Measurement:
         reset(url)
@@ -162,19 +167,11 @@ class Suite:
         if summary.failures:
             raise VerificationFailed(f"run reported {len(summary.failures)} failures")
         verify(url, victims)
-        m = Measurement(
-            "run",
-            procs,
-            batch,
-            n,
-            summary.updated,
-            summary.elapsed,
-            summary.updated / summary.elapsed,
-            True,
-            rnd,
-            rss.max_mb,
+        return self._record(
+            Measurement.verified_run(
+                "run", procs, batch, n, summary.updated, summary.elapsed, rnd, rss.max_mb
+            )
         )
-        return self._record(m)
 
     def work(self, url, n, victims, procs, batch, rnd) -> Measurement:
         reset(url)
@@ -200,15 +197,13 @@ class Suite:
         if summary.dead or summary.invalid or summary.fatal:
             raise VerificationFailed(f"work dead-lettered or failed: {summary}")
         verify(url, victims)
-        m = Measurement(
+        m = Measurement.verified_run(
             "work",
             procs,
             batch,
             n,
             summary.updated,
             summary.elapsed,
-            summary.updated / summary.elapsed,
-            True,
             rnd,
             rss.max_mb,
             extra={

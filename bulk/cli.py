@@ -85,17 +85,26 @@ def broker_options(f):
     )(f)
 
 
-def price_options(f):
-    f = click.option(
-        "--allow-empty-prices", is_flag=True, help="Go on even with no market prices."
-    )(f)
+def price_column_option(help_text: str = "Which market_prices column is the unit price."):
     return click.option(
         "--price-column",
         type=click.Choice(list(PRICE_COLUMNS)),
         default="sell",
         show_default=True,
-        help="Which market_prices column is the unit price.",
+        help=help_text,
+    )
+
+
+def price_options(f):
+    f = click.option(
+        "--allow-empty-prices", is_flag=True, help="Go on even with no market prices."
     )(f)
+    return price_column_option()(f)
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object (keys in the README)."
+)
 
 
 def procs_option(f):
@@ -432,13 +441,7 @@ def work_cmd(
     "--management-url",
     help="RabbitMQ management API, for the unacked count [default: http://<broker host>:15672].",
 )
-@click.option(
-    "--price-column",
-    type=click.Choice(list(PRICE_COLUMNS)),
-    default="sell",
-    show_default=True,
-    help="The price column the values are computed from.",
-)
+@price_column_option("The price column the values are computed from.")
 @click.option(
     "--stale-days",
     type=click.FloatRange(min=0),
@@ -446,7 +449,7 @@ def work_cmd(
     show_default=True,
     help="Warn when the newest price is older than this.",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object (keys in the README).")
+@json_option
 def status_cmd(
     database_url, rabbitmq_url, queue, no_queue, management_url, price_column, stale_days, as_json
 ):
@@ -511,14 +514,8 @@ def _status_lines(result: status.Status) -> list[str]:
 @click.option("--sample", type=click.IntRange(min=1), help="Check this many, chosen at random.")
 @click.option("--all", "check_all", is_flag=True, help="Check every valued killmail.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same sample.")
-@click.option(
-    "--price-column",
-    type=click.Choice(list(PRICE_COLUMNS)),
-    default="sell",
-    show_default=True,
-    help="The price column the values were computed from.",
-)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object (keys in the README).")
+@price_column_option("The price column the values were computed from.")
+@json_option
 def verify_cmd(database_url, sample, check_all, seed, price_column, as_json):
     """Recompute written values with the independent SQL reference; exit 1 on any mismatch.
 

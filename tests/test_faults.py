@@ -63,8 +63,12 @@ def _slow_writes(url: str, seconds: float) -> None:
         )
 
 
-def _assert_all_done(url, queue_name, stdout):
-    """Every valid killmail right, written once, and no message left anywhere."""
+def _assert_all_done(url, queue_name, stdout, unreported=0):
+    """Every valid killmail right, and no message left anywhere.
+
+    unreported: rows a SIGKILLed process may have committed without living to
+    report them (its redelivered batch then counts them as skipped).
+    """
     assert mismatches(url) == []
     with psycopg.connect(url) as conn:
         (valued,) = conn.execute(
@@ -73,7 +77,7 @@ def _assert_all_done(url, queue_name, stdout):
         (total,) = conn.execute("SELECT count(*) FROM killmails").fetchone()
     assert valued == total - len(victimless(url))
     # Redelivered batches are written again only where still NULL: counted as skipped.
-    assert summary_count(stdout, "updated") == valued
+    assert valued - unreported <= summary_count(stdout, "updated") <= valued
     assert rabbit.counts(queue_name) == (0, 0)
     assert rabbit.counts(f"{queue_name}.dead") == (0, 0)
 
@@ -99,7 +103,10 @@ def test_children_killed_mid_run(busy_db, queue_name):
     assert worker.returncode == 0, stderr
     assert stderr.count("died") == 3
     assert "worker processes restarted: 3" in stdout
-    _assert_all_done(busy_db, queue_name, stdout)
+    # A kill lands just after a COMMIT more often than chance: the kills are
+    # timed by watching the committed count grow. Each kill can leave at most
+    # its one batch of 50 written but not reported.
+    _assert_all_done(busy_db, queue_name, stdout, unreported=3 * 50)
 
 
 @pytest.mark.slow
