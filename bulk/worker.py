@@ -112,8 +112,8 @@ class Worker:
                     self._note(f"broker connection lost ({_text(exc)}); reconnecting")
                     self._pause(backoff_delay(attempt, base=0.5, cap=15.0))
                     attempt += 1
-                except _Stop:
-                    break
+        except _Stop:
+            pass  # asked to stop while waiting out an outage: nothing in hand is acked
         finally:
             self._close_broker()
             self.db.discard()
