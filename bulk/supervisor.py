@@ -284,15 +284,16 @@ def work(
 
 def _supervise(children: _Children, depth: _Depth, stopper, until_empty: bool, bar) -> None:
     """Until a stop, a fatal error, or (until_empty) a drained queue with every child idle."""
-    next_check = 0.0
+    last_check = -_DEPTH_EVERY
     drained_seen: int | None = None  # children.events when the queue was last seen drained
     while not stopper.requested and children.summary.fatal is None and children.children:
-        children.collect(_DRAIN_CHECK if children.all_idle() else _POLL)
+        idle = children.all_idle()
+        children.collect(_DRAIN_CHECK if idle else _POLL)
         bar.tick()
-        if time.monotonic() < next_check:
-            continue
         # Once every child is idle the end may be near: look more often.
-        next_check = time.monotonic() + (_DRAIN_CHECK if children.all_idle() else _DEPTH_EVERY)
+        if time.monotonic() - last_check < (_DRAIN_CHECK if idle else _DEPTH_EVERY):
+            continue
+        last_check = time.monotonic()
         ready = depth.ready()
         if ready is None:
             drained_seen = None
