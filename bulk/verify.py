@@ -67,7 +67,14 @@ def verify(
     else:
         chosen = choose_sample(written, sample, seed)
         checked = len(chosen)
-    found = reference.mismatches(conn, chosen, price_column, written_only=True) if checked else []
+    # A sample holds only written killmails already; filtering again in SQL
+    # (written_only with a list of IDs) makes PostgreSQL pick a plan as slow as --all.
+    written_only = chosen is None
+    found = (
+        reference.mismatches(conn, chosen, price_column, written_only=written_only)
+        if checked
+        else []
+    )
     report = VerifyReport(
         checked=checked,
         mismatch_count=len(found),
