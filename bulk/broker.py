@@ -15,7 +15,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from bulk.config import mask_url, scrub
-from bulk.errors import UserError
+from bulk.errors import UserError, one_line
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_QUEUE = "backfill_killmail_values_queue"
@@ -58,7 +58,7 @@ def connect(url: str, *, heartbeat: int | None = None) -> pika.BlockingConnectio
             f"RabbitMQ at {mask_url(url)} denied access to the virtual host: check the URL's vhost"
         ) from None
     except (pika.exceptions.AMQPError, OSError) as exc:
-        reason = scrub(" ".join(str(exc).split()) or type(exc).__name__, url)
+        reason = scrub(one_line(exc), url)
         raise BrokerError(f"cannot reach RabbitMQ at {mask_url(url)}: {reason}") from None
 
 
@@ -81,6 +81,17 @@ def depth(channel: BlockingChannel, queue: str) -> Depth:
     """Ready messages and consumers of an existing queue (a passive declare)."""
     result = channel.queue_declare(queue, passive=True)
     return Depth(result.method.message_count, result.method.consumer_count)
+
+
+def close_quietly(connection: pika.BlockingConnection | None) -> None:
+    """Close a connection that may already be broken; there is nothing to report if so."""
+    if connection is None:
+        return
+    try:
+        if connection.is_open:
+            connection.close()
+    except Exception:  # already gone: nothing left to release
+        pass
 
 
 class Publisher:

@@ -30,7 +30,7 @@ from bulk import (
 )
 from bulk.config import mask_url
 from bulk.demo_data import load_demo_data
-from bulk.errors import UserError
+from bulk.errors import UserError, one_line
 from bulk.pool import RunSummary, run_local
 from bulk.sqlfiles import MODE_PREDICATES, PRICE_COLUMNS
 
@@ -95,11 +95,13 @@ def price_column_option(help_text: str = "Which market_prices column is the unit
     )
 
 
+allow_empty_prices_option = click.option(
+    "--allow-empty-prices", is_flag=True, help="Go on even with no market prices."
+)
+
+
 def price_options(f):
-    f = click.option(
-        "--allow-empty-prices", is_flag=True, help="Go on even with no market prices."
-    )(f)
-    return price_column_option()(f)
+    return price_column_option()(allow_empty_prices_option(f))
 
 
 json_option = click.option(
@@ -288,7 +290,7 @@ def run_cmd(database_url, procs, price_column, allow_empty_prices, batch_size, *
 @broker_options
 @selection_options
 @click.option("--dry-run", is_flag=True, help="Count the batches; publish nothing.")
-@click.option("--allow-empty-prices", is_flag=True, help="Go on even with no market prices.")
+@allow_empty_prices_option
 @click.option(
     "--broker-patience",
     type=click.FloatRange(min=0),
@@ -891,8 +893,7 @@ def main() -> None:
         click.echo(f"bulk-backfill: database error: {' '.join(str(exc).split())}", err=True)
         sys.exit(1)
     except pika.exceptions.AMQPError as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        click.echo(f"bulk-backfill: broker error: {reason}", err=True)
+        click.echo(f"bulk-backfill: broker error: {one_line(exc)}", err=True)
         sys.exit(1)
     except BrokenPipeError:
         sys.exit(1)

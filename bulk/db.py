@@ -6,7 +6,7 @@ import psycopg
 
 from bulk import sqlfiles
 from bulk.config import mask_url, scrub
-from bulk.errors import UserError
+from bulk.errors import UserError, one_line
 
 REQUIRED_TABLES = (
     "killmails",
@@ -24,7 +24,7 @@ def connect(url: str, *, autocommit: bool = False, application: str = "bulk-back
     try:
         return psycopg.connect(url, autocommit=autocommit, application_name=application)
     except psycopg.Error as exc:
-        reason = scrub(" ".join(str(exc).split()) or type(exc).__name__, url)
+        reason = scrub(one_line(exc), url)
         raise UserError(f"cannot connect to PostgreSQL at {mask_url(url)}: {reason}") from None
 
 

@@ -3,3 +3,13 @@
 
 class UserError(Exception):
     """Bad input or an unusable environment: the message is shown as is, no traceback."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line, or its type's name when it has none."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def describe(exc: BaseException) -> str:
+    """'Type: message' on one line, for reports and dead-letter headers."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"

@@ -23,7 +23,7 @@ from multiprocessing.connection import wait
 import psycopg
 
 from bulk import db, scan
-from bulk.errors import UserError
+from bulk.errors import UserError, describe
 from bulk.progress import Progress
 from bulk.retry import ConnectionHolder, Failure, run_batch
 from bulk.stopper import Stopper
@@ -82,7 +82,7 @@ def _value(holder: ConnectionHolder, ids: list[int], mode: str, price_column: st
     try:
         outcome = run_batch(holder, ids, mode, price_column)
     except Exception as exc:  # transient retries exhausted: report, never drop silently
-        message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        message = describe(exc)
         unique = sorted(set(ids))
         return (len(unique), 0, len(unique), 0, [], [(i, message) for i in unique])
     r = outcome.result

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bulk import broker, db, messages, scan
+from bulk.errors import one_line
 from bulk.progress import Progress
 from bulk.retry import backoff_delay
 
@@ -81,10 +82,7 @@ class _Link:
 
     def close(self) -> None:
         if self._publisher is not None:
-            try:
-                self._publisher.connection.close()
-            except Exception:  # already gone; nothing to release
-                pass
+            broker.close_quietly(self._publisher.connection)
         self._publisher = None
 
 
@@ -139,7 +137,7 @@ def queue_killmails(
                         continue
                     except broker.CONNECTION_ERRORS + (broker.BrokerError,) as exc:
                         summary.unconfirmed.append((ids[0], ids[-1]))
-                        summary.stopped_early = f"lost the broker: {_reason(exc)}"
+                        summary.stopped_early = f"lost the broker: {one_line(exc)}"
                         break
                 summary.queued += len(ids)
                 summary.batches += 1
@@ -153,7 +151,3 @@ def queue_killmails(
                 link.close()
     summary.elapsed = time.monotonic() - started
     return summary
-
-
-def _reason(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

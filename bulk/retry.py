@@ -17,6 +17,7 @@ import psycopg
 from psycopg import errors as pgerrors
 
 from bulk.batch import BatchResult, process_batch
+from bulk.errors import describe
 
 TRANSIENT = (
     psycopg.OperationalError,
@@ -103,5 +104,5 @@ def _attempt(holder, part, mode, price_column, attempts, sleep, outcome) -> str 
                 raise
             sleep(backoff_delay(attempt))
         except psycopg.Error as exc:
-            return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            return describe(exc)
     raise ValueError("transient_attempts must be at least 1")

@@ -208,11 +208,7 @@ class _Depth:
             return None
 
     def close(self) -> None:
-        if self.connection is not None:
-            try:
-                self.connection.close()
-            except Exception:  # already broken
-                pass
+        broker.close_quietly(self.connection)
         self.connection = None
 
 

@@ -25,6 +25,7 @@ import psycopg
 
 from bulk import broker, messages
 from bulk.batch import BatchResult, process_batch
+from bulk.errors import describe
 from bulk.retry import TRANSIENT, ConnectionHolder, backoff_delay
 
 _IDLE_AFTER = 0.05  # seconds without a message before the worker counts as idle
@@ -48,10 +49,6 @@ class FatalError(Exception):
 
 class _Stop(Exception):
     """A stop was asked for while waiting out an outage; the batch goes back unacked."""
-
-
-def _text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
 # SQLSTATEs that say the database itself is wrong (missing table or column, no
@@ -109,7 +106,7 @@ class Worker:
                     self._consume()
                 except broker.CONNECTION_ERRORS + (broker.BrokerError,) as exc:
                     self._close_broker()
-                    self._note(f"broker connection lost ({_text(exc)}); reconnecting")
+                    self._note(f"broker connection lost ({describe(exc)}); reconnecting")
                     self._pause(backoff_delay(attempt, base=0.5, cap=15.0))
                     attempt += 1
         except _Stop:
@@ -250,7 +247,7 @@ class Worker:
             except TRANSIENT as exc:
                 self.db.discard()
                 if attempt == 0 or attempt % 5 == 0:
-                    self._note(f"database unavailable ({_text(exc)}); retrying")
+                    self._note(f"database unavailable ({describe(exc)}); retrying")
                 try:
                     self._pause(backoff_delay(attempt, cap=10.0))
                 except _Stop:
@@ -260,10 +257,10 @@ class Worker:
                 attempt += 1
             except psycopg.Error as exc:
                 if not _is_environment_error(exc):
-                    return _text(exc)
+                    return describe(exc)
                 for tag in tags:
                     self.channel.basic_nack(tag, requeue=True)
-                raise FatalError(_text(exc)) from None
+                raise FatalError(describe(exc)) from None
 
     def _republish(self, parts: list[list[int]], mode: str, attempts: int, headers: dict) -> None:
         for part in parts:
@@ -307,10 +304,5 @@ class Worker:
                 time.sleep(step)
 
     def _close_broker(self) -> None:
-        if self.connection is not None:
-            try:
-                if self.connection.is_open:
-                    self.connection.close()
-            except Exception:  # the connection is already broken; nothing to release
-                pass
+        broker.close_quietly(self.connection)
         self.connection = self.channel = self.publisher = None
