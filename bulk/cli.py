@@ -275,10 +275,15 @@ def run_cmd(database_url, procs, price_column, allow_empty_prices, batch_size, *
         announce=announce,
     )
     print_summary(summary)
+    resume = (
+        "run the same command again"
+        if summary.resume_after is None
+        else f"resume with the same command and --after-id {summary.resume_after}"
+    )
+    if summary.fatal:
+        raise click.ClickException(f"stopped: {summary.fatal}; once fixed, {resume}")
     if summary.interrupted and summary.resume_after is not None:
-        click.echo(
-            f"interrupted: resume with the same command and --after-id {summary.resume_after}"
-        )
+        click.echo(f"interrupted: {resume}")
     elif summary.interrupted:
         click.echo("interrupted before any batch finished: run the same command again")
     if summary.failures:
@@ -431,7 +436,10 @@ def work_cmd(
     print_work_summary(summary)
     if summary.fatal:
         raise click.ClickException(f"workers stopped: {summary.fatal}")
-    if until_empty and not summary.interrupted and (summary.dead or summary.invalid):
+    # Exit 1 says a killmail of the job was dead-lettered; an invalid message is
+    # no killmail, so it is reported (and kept in the dead-letter queue) but
+    # does not fail the run.
+    if until_empty and not summary.interrupted and summary.dead:
         raise click.exceptions.Exit(1)
 
 
@@ -802,13 +810,25 @@ def print_summary(summary: RunSummary) -> None:
     ]
     if summary.no_victim_sample:
         lines.append(f"no victim: {_sample(summary.no_victim_sample)}")
-    for failure in summary.failures[:20]:
-        lines.append(f"failed {failure.killmail_id}: {failure.error}")
-    if len(summary.failures) > 20:
-        lines.append(f"... and {len(summary.failures) - 20} more failures")
+    lines += _failure_lines(summary.failures)
     if summary.restarts:
         lines.append(f"child processes restarted: {summary.restarts}")
     click.echo("\n".join(lines))
+
+
+def _failure_lines(failures: list) -> list[str]:
+    """Every killmail that failed alone, with its error; killmails sharing an error share a line."""
+    by_error: dict[str, list[int]] = {}
+    for failure in failures:
+        by_error.setdefault(failure.error, []).append(failure.killmail_id)
+    lines = []
+    for error, ids in by_error.items():
+        if len(ids) == 1:
+            lines.append(f"failed {ids[0]}: {error}")
+        else:
+            listed = ", ".join(map(str, sorted(ids)))
+            lines.append(f"failed {len(ids):,} killmails ({listed}): {error}")
+    return lines
 
 
 @cli.command("demo")

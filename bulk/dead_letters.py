@@ -29,10 +29,15 @@ class RequeueSummary:
     remaining: int = 0
 
 
-def _text(value) -> str | None:
+def _text(value, limit: int = 100) -> str | None:
+    """A header as one printable line: anyone may have written it."""
     if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return None if value is None else str(value)
+        value = value.decode(errors="replace")
+    if value is None:
+        return None
+    text = " ".join(str(value).split())
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def describe(body: bytes, headers: dict) -> DeadLetter:
@@ -52,14 +57,26 @@ def describe(body: bytes, headers: dict) -> DeadLetter:
         preview = ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else "")
     attempts = headers.get("x-attempts")
     return DeadLetter(
-        reason=_text(headers.get("x-reason")) or "(no reason recorded)",
+        reason=_text(headers.get("x-reason"), 2000) or "(no reason recorded)",
         ids=None if ids is None else len(ids),
-        attempts=attempts if isinstance(attempts, int) else None,
+        attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else None,
         first_failure=_text(headers.get("x-first-failure")),
         last_failure=_text(headers.get("x-last-failure")),
         host=_text(headers.get("x-host")),
         preview=preview,
     )
+
+
+def _existing_depth(channel, queue: str) -> int:
+    """Ready messages of a queue that must already exist: looking never creates one."""
+    try:
+        return broker.depth(channel, queue).ready
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            raise broker.BrokerError(
+                f"no queue named {queue!r} on this broker: check --queue"
+            ) from None
+        raise broker.BrokerError(f"cannot use queue {queue!r}: {exc.reply_text}") from None
 
 
 def list_dead(amqp_url: str, queue: str, limit: int | None = None) -> tuple[int, list[DeadLetter]]:
@@ -68,8 +85,7 @@ def list_dead(amqp_url: str, queue: str, limit: int | None = None) -> tuple[int,
     connection = broker.connect(amqp_url)
     try:
         channel = connection.channel()
-        broker.declare(channel, queue)
-        total = broker.depth(channel, dead).ready
+        total = _existing_depth(channel, dead)
         shown = []
         # Unacked gets are returned to the queue when the channel closes: a browse.
         while limit is None or len(shown) < limit:
@@ -95,7 +111,8 @@ def requeue_dead(amqp_url: str, queue: str, limit: int | None = None) -> Requeue
     summary = RequeueSummary()
     try:
         channel = connection.channel()
-        broker.declare(channel, queue)
+        _existing_depth(connection.channel(), queue)
+        _existing_depth(channel, dead)
         publisher = broker.Publisher(connection)
         kept: list[int] = []
         source = f"bulk-backfill dead requeue@{socket.gethostname()}"
@@ -113,7 +130,16 @@ def requeue_dead(amqp_url: str, queue: str, limit: int | None = None) -> Requeue
                 ids, mode = list(message.ids), message.mode
             else:
                 ids, mode = [message.killmail_id], message.mode
-            publisher.publish(queue, messages.encode_batch(ids, mode, source))
+            try:
+                publisher.publish(queue, messages.encode_batch(ids, mode, source))
+            except broker.PublishFailed as exc:
+                channel.basic_nack(method.delivery_tag, requeue=True)
+                for tag in kept:
+                    channel.basic_nack(tag, requeue=True)
+                raise broker.BrokerError(
+                    f"the broker refused to put a message back on {queue} ({exc}); it stays "
+                    f"in {dead}; {summary.requeued_messages:,} requeued before it"
+                ) from None
             channel.basic_ack(method.delivery_tag)
             summary.requeued_messages += 1
             summary.requeued_ids += len(ids)

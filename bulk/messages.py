@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from bulk.sqlfiles import MODE_PREDICATES
 
 MAX_IDS = 10_000
+MAX_ATTEMPTS = 1_000_000  # far above any retry count; bounds what a header or body can claim
 _MAX_ID = 2**31 - 1  # killmail_id is an int4
 
 
@@ -60,16 +61,35 @@ def encode_batch(
 
 
 def decode(body: bytes) -> Batch | Single:
-    """A Batch or Single from a message body; InvalidMessage with the reason otherwise."""
+    """A Batch or Single from a message body; InvalidMessage with the reason otherwise.
+
+    Whatever a body holds, the only exception that leaves is InvalidMessage:
+    a worker that died on a body would meet it again on every redelivery.
+    """
+    try:
+        return _decode(body)
+    except InvalidMessage:
+        raise
+    except RecursionError:
+        raise InvalidMessage("not JSON this tool reads: nested too deeply") from None
+    except Exception as exc:  # noqa: BLE001 - any failure is a reason, never a crash
+        text = " ".join(str(exc).split())[:200]
+        raise InvalidMessage(f"undecodable: {type(exc).__name__}: {text}") from None
+
+
+def _decode(body: bytes) -> Batch | Single:
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidMessage(f"not JSON: {exc}") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise InvalidMessage(f"not JSON this tool reads: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise InvalidMessage(f"wrong shape: a JSON {type(data).__name__}, not an object")
     if "killmailId" in data and "ids" not in data:
         return Single(_killmail_id(data["killmailId"], "killmailId"), _mode(data, default="null"))
-    if data.get("v") != 1:
+    version = data.get("v")
+    if not (_is_int(version) and version == 1):  # true and 1.0 equal 1 in Python, not in JSON
         raise InvalidMessage(
             'wrong shape: neither a v1 batch ({"v": 1, "ids": [...], "mode": ...})'
             ' nor a single-killmail message ({"killmailId": N})'
@@ -80,9 +100,10 @@ def decode(body: bytes) -> Batch | Single:
     if len(ids) > MAX_IDS:
         raise InvalidMessage(f"too many IDs: {len(ids):,} (at most {MAX_IDS:,})")
     attempts = data.get("attempts", 0)
-    if not _is_int(attempts) or attempts < 0:
+    if not _is_int(attempts) or not 0 <= attempts <= MAX_ATTEMPTS:
         raise InvalidMessage(
-            f"wrong shape: attempts must be a non-negative integer, not {attempts!r}"
+            f"wrong shape: attempts must be an integer from 0 to {MAX_ATTEMPTS}, "
+            f"not {_cut(repr(attempts))}"
         )
     return Batch(
         ids=tuple(_killmail_id(i, "ids") for i in ids),
@@ -93,17 +114,23 @@ def decode(body: bytes) -> Batch | Single:
     )
 
 
+def _cut(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _killmail_id(value, field: str) -> int:
     if not _is_int(value):
-        raise InvalidMessage(f"{field}: {value!r} is not an integer killmail ID")
+        raise InvalidMessage(f"{field}: {_cut(repr(value))} is not an integer killmail ID")
     if value < 0:
-        raise InvalidMessage(f"{field}: {value} is negative")
+        raise InvalidMessage(f"{field}: {_cut(str(value))} is negative")
     if value > _MAX_ID:
-        raise InvalidMessage(f"{field}: {value} is beyond the largest killmail_id {_MAX_ID}")
+        raise InvalidMessage(
+            f"{field}: {_cut(str(value))} is beyond the largest killmail_id {_MAX_ID}"
+        )
     return value
 
 
@@ -113,6 +140,6 @@ def _mode(data: dict, default: str | None) -> str:
         raise InvalidMessage("wrong shape: a v1 batch needs a mode")
     if not isinstance(mode, str) or mode not in MODE_PREDICATES:
         raise InvalidMessage(
-            f"unknown mode {mode!r} (expected one of {', '.join(MODE_PREDICATES)})"
+            f"unknown mode {_cut(repr(mode))} (expected one of {', '.join(MODE_PREDICATES)})"
         )
     return mode

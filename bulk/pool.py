@@ -23,9 +23,9 @@ from multiprocessing.connection import wait
 import psycopg
 
 from bulk import db, scan
-from bulk.errors import UserError, describe
+from bulk.errors import UserError
 from bulk.progress import Progress
-from bulk.retry import ConnectionHolder, Failure, run_batch
+from bulk.retry import ConnectionHolder, DatabaseGone, EnvironmentFailure, Failure, run_batch
 from bulk.stopper import Stopper
 
 _POLL = 0.2
@@ -45,6 +45,7 @@ class RunSummary:
     interrupted: bool = False
     resume_after: int | None = None
     restarts: int = 0
+    fatal: str | None = None  # why the job stopped before the end
 
     @property
     def rate(self) -> float:
@@ -78,16 +79,25 @@ def _child(url: str, mode: str, price_column: str, pipe) -> None:
 
 
 def _value(holder: ConnectionHolder, ids: list[int], mode: str, price_column: str) -> tuple:
-    """One batch as (ids, updated, skipped, no_victim, no-victim sample, failures)."""
+    """One batch as ("done", ids, updated, skipped, no_victim, sample, failures),
+    or ("stop", reason) when no retry can help and the job must stop before it."""
     try:
         outcome = run_batch(holder, ids, mode, price_column)
-    except Exception as exc:  # transient retries exhausted: report, never drop silently
-        message = describe(exc)
-        unique = sorted(set(ids))
-        return (len(unique), 0, len(unique), 0, [], [(i, message) for i in unique])
+    except EnvironmentFailure as exc:
+        return ("stop", f"the database cannot take this job: {exc}")
+    except DatabaseGone as exc:
+        return ("stop", f"lost the database and could not reconnect: {exc}")
     r = outcome.result
     failures = [(f.killmail_id, f.error) for f in outcome.failures]
-    return (len(set(ids)), r.updated, r.skipped, r.no_victim, r.no_victim_ids[:_SAMPLE], failures)
+    return (
+        "done",
+        len(set(ids)),
+        r.updated,
+        r.skipped,
+        r.no_victim,
+        r.no_victim_ids[:_SAMPLE],
+        failures,
+    )
 
 
 @dataclass
@@ -150,7 +160,11 @@ class _Pool:
                 self._replace(child, requeue)
 
     def _record(self, seq: int, result: tuple) -> None:
-        n, updated, skipped, no_victim, sample, failed = result
+        if result[0] == "stop":
+            # The batch stays unfinished, so the resume point stays before it.
+            self.summary.fatal = self.summary.fatal or result[1]
+            return
+        _, n, updated, skipped, no_victim, sample, failed = result
         self.finished.add(seq)
         s = self.summary
         s.processed += n
@@ -210,7 +224,8 @@ def _feed(pool: _Pool, batches: Iterator[list[int]], stopper: Stopper) -> None:
     seq = 0
     scanning = True
     while True:
-        while not stopper.requested and pool.idle() and (requeue or scanning):
+        stopping = stopper.requested or pool.summary.fatal is not None
+        while not stopping and pool.idle() and (requeue or scanning):
             if requeue:
                 pool.give(pool.idle()[0], *requeue.popleft())
                 continue
@@ -220,7 +235,7 @@ def _feed(pool: _Pool, batches: Iterator[list[int]], stopper: Stopper) -> None:
                 break
             pool.give(pool.idle()[0], seq, ids)
             seq += 1
-        if not pool.busy() and (stopper.requested or not (requeue or scanning)):
+        if not pool.busy() and (stopping or not (requeue or scanning)):
             return
         pool.collect(_POLL, requeue)
 
@@ -275,7 +290,7 @@ def run_local(
             if pool is not None:
                 pool.close(kill=killed)
             bar.close()
-        if summary.interrupted and pool is not None:
+        if (summary.interrupted or summary.fatal) and pool is not None:
             summary.resume_after = pool.resume_point()
     summary.elapsed = time.monotonic() - started
     return summary

@@ -1,9 +1,16 @@
-"""Running a batch so that one bad killmail never costs its neighbours.
+"""Running a batch so that one bad killmail never costs its neighbours (`run`'s contract).
 
-Transient errors (lost connection, deadlock, serialization failure) retry the
-whole batch on a fresh connection with capped, jittered backoff. Any other
-error splits the batch in halves until the failing killmail stands alone; it
-is reported as failed and every other killmail is written.
+Errors are classified by SQLSTATE (bulk.sqlstate):
+- a lost connection retries the part on a new connection with capped, jittered
+  backoff until `patience` runs out, then DatabaseGone: nothing of the part is
+  written or counted, so the job can resume before it;
+- a serialization failure, deadlock or lock timeout retries a few times, then
+  counts as a batch error;
+- an environment error (missing table, privilege, read-only) raises
+  EnvironmentFailure at once: splitting would fail every killmail alike;
+- any other error (a statement timeout included) splits the part in halves
+  until the failing killmail stands alone; it is reported as failed and every
+  other killmail is written.
 """
 
 from __future__ import annotations
@@ -14,17 +21,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
-from psycopg import errors as pgerrors
 
 from bulk.batch import BatchResult, process_batch
 from bulk.errors import describe
+from bulk.sqlstate import ErrorKind, classify
 
-TRANSIENT = (
-    psycopg.OperationalError,
-    pgerrors.DeadlockDetected,
-    pgerrors.SerializationFailure,
-    pgerrors.LockNotAvailable,
-)
+CONTENTION_TRIES = 5  # tries of a part that meets serialization failures or deadlocks
+
+
+class EnvironmentFailure(Exception):
+    """The database is wrong for the job (a missing table, no privilege): no retry helps."""
+
+
+class DatabaseGone(Exception):
+    """The connection stayed lost for longer than the patience allowed."""
 
 
 @dataclass
@@ -72,15 +82,20 @@ def run_batch(
     mode: str,
     price_column: str = "sell",
     *,
-    transient_attempts: int = 8,
+    patience: float = 60.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Outcome:
-    """process_batch with transient retries and bisection of persistent failures."""
+    """process_batch with retries by error kind and bisection of batch errors.
+
+    EnvironmentFailure and DatabaseGone leave the function; the parts already
+    written stay written and are counted in neither exception (the caller treats
+    the whole batch as not done: re-running it is idempotent).
+    """
     outcome = Outcome()
     pending = [sorted(set(ids))]
     while pending:
         part = pending.pop()
-        error = _attempt(holder, part, mode, price_column, transient_attempts, sleep, outcome)
+        error = _attempt(holder, part, mode, price_column, patience, sleep, outcome)
         if error is None:
             continue
         if len(part) == 1:
@@ -92,17 +107,32 @@ def run_batch(
     return outcome
 
 
-def _attempt(holder, part, mode, price_column, attempts, sleep, outcome) -> str | None:
-    """Run one part; its error text if it failed for a reason other than a transient one."""
-    for attempt in range(attempts):
+def _attempt(holder, part, mode, price_column, patience, sleep, outcome) -> str | None:
+    """Run one part; the error text if it failed as a batch error, else None."""
+    lost_since: float | None = None
+    attempt = contention = 0
+    while True:
+        conn = None
         try:
-            outcome.result.add(process_batch(holder.get(), part, mode, price_column))
+            conn = holder.get()
+            outcome.result.add(process_batch(conn, part, mode, price_column))
             return None
-        except TRANSIENT:
-            holder.discard()
-            if attempt + 1 >= attempts:
-                raise
-            sleep(backoff_delay(attempt))
         except psycopg.Error as exc:
+            kind = classify(exc, conn)
+            if kind is ErrorKind.ENVIRONMENT:
+                raise EnvironmentFailure(describe(exc)) from None
+            if kind is ErrorKind.BATCH:
+                return describe(exc)
+            if kind is ErrorKind.CONTENTION:
+                contention += 1
+                if contention >= CONTENTION_TRIES:
+                    return describe(exc)
+            else:
+                holder.discard()
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since >= patience:
+                    raise DatabaseGone(describe(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - a killmail no engine step can value
             return describe(exc)
-    raise ValueError("transient_attempts must be at least 1")
+        sleep(backoff_delay(attempt))
+        attempt += 1

@@ -1,14 +1,22 @@
 """One `work` process: consume batches, value them, ack after COMMIT.
 
-Failure handling follows DESIGN.md's contract:
-- transient errors (a lost PostgreSQL connection, a deadlock) retry the same
-  batch on a new connection, with backoff, for as long as it takes;
-- any other error republishes the batch with its attempt count raised; a batch
-  that has used its attempts is split in halves and republished, until the
-  failing killmail stands alone and goes to `<queue>.dead`;
+Failure handling (the README's failure section), by SQLSTATE (bulk.sqlstate):
+- a lost PostgreSQL connection retries the same batch on a new connection,
+  with backoff, for as long as it takes;
+- a serialization failure, deadlock or lock timeout retries a few times, then
+  counts as a batch error;
+- an environment error (missing table, privilege, read-only) stops the worker
+  and leaves the batch in the queue;
+- any other error (a statement timeout included) republishes the batch with its
+  attempt count raised; a batch that has used its attempts is split in halves
+  and republished, until the failing killmail stands alone and goes to
+  `<queue>.dead`;
 - a message that is not a valid batch goes to `<queue>.dead` with the reason;
 - a lost broker connection is reopened with backoff; whatever was not acked
-  comes back from the broker and is done again (the write is idempotent).
+  comes back from the broker and is done again (the write is idempotent);
+- a publish the broker refuses (a deleted dead-letter queue, a max-length
+  policy) sends the original back to the queue, re-declares the queues and
+  backs off; the worker goes on.
 Every republish is confirmed before the original is acked, so a crash in
 between can duplicate work but never lose it.
 """
@@ -26,10 +34,14 @@ import psycopg
 from bulk import broker, messages
 from bulk.batch import BatchResult, process_batch
 from bulk.errors import describe
-from bulk.retry import TRANSIENT, ConnectionHolder, backoff_delay
+from bulk.retry import CONTENTION_TRIES, ConnectionHolder, backoff_delay
+from bulk.sqlstate import ErrorKind, classify
 
 _IDLE_AFTER = 0.05  # seconds without a message before the worker counts as idle
 _GATHER = 0.5  # longest wait for more old single-killmail messages to fill a batch
+_ALIVE_EVERY = 5.0  # seconds between signs of life while waiting
+_SAY_EVERY = 30.0  # seconds between two notes about the same refused publish
+_HEADER_TEXT = 2000  # longest text kept in a header we write
 
 
 @dataclass(frozen=True)
@@ -51,20 +63,23 @@ class _Stop(Exception):
     """A stop was asked for while waiting out an outage; the batch goes back unacked."""
 
 
-# SQLSTATEs that say the database itself is wrong (missing table or column, no
-# privilege, a read-only replica), not the batch: splitting would dead-letter
-# every killmail, so the worker stops and the batch goes back to the queue.
-_ENVIRONMENT_SQLSTATES = ("42", "3D", "3F", "25006")
-
-
-def _is_environment_error(exc: psycopg.Error) -> bool:
-    state = exc.sqlstate or ""
-    return state.startswith(_ENVIRONMENT_SQLSTATES)
+class _Refused(Exception):
+    """The broker refused a republish or dead letter; the original goes back to the queue."""
 
 
 def _count_header(headers: dict, name: str) -> int:
+    """A count from a header anyone may have written: an int in range, else 0."""
     value = headers.get(name)
-    return value if isinstance(value, int) and value >= 0 else 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return min(max(value, 0), messages.MAX_ATTEMPTS)
+
+
+def _text_header(headers: dict, name: str) -> str | None:
+    value = headers.get(name)
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return value[:64] if isinstance(value, str) else None
 
 
 class Worker:
@@ -92,6 +107,8 @@ class Worker:
         self.singles: dict[str, list[tuple[int, int]]] = {}  # mode -> [(tag, id)]
         self.singles_since = 0.0
         self.idle = False
+        self.refusals = 0  # publishes refused in a row
+        self.said_refused_at = -_SAY_EVERY
 
     # -- the loop ---------------------------------------------------------
 
@@ -119,6 +136,9 @@ class Worker:
         self.singles = {}  # unacked singles come back from the broker on reconnect
         self.connection = broker.connect(self.s.amqp_url)
         self.channel = self.connection.channel()
+        # The queues this worker publishes to may have been deleted since it
+        # last looked: a republish or dead letter to a missing queue is refused.
+        broker.declare(self.channel, self.s.queue)
         # Global QoS can be raised while consuming: old single messages need a
         # prefetch as big as a batch to be gathered, v1 batches only a few.
         self.prefetch = self.s.prefetch
@@ -132,21 +152,40 @@ class Worker:
                 break
             if method is None:
                 if self.singles:
-                    self._flush_singles()
+                    self._guarded(self._flush_singles)
                 self._set_idle(True)
                 continue
             self._set_idle(False)
-            self._handle(method.delivery_tag, (properties.headers or {}), body)
+            headers = properties.headers if isinstance(properties.headers, dict) else {}
+            self._guarded(self._handle, method.delivery_tag, headers, body)
             if self.singles and (
                 sum(map(len, self.singles.values())) >= self.s.batch_size
                 or time.monotonic() - self.singles_since >= _GATHER
             ):
-                self._flush_singles()
+                self._guarded(self._flush_singles)
         # Stopping: the singles in hand are finished; what was prefetched and not
         # yet handled goes back to the queue when the consumer is cancelled.
         if self.singles:
-            self._flush_singles()
+            self._guarded(self._flush_singles)
         self.channel.cancel()
+
+    def _guarded(self, step: Callable[..., None], *args) -> None:
+        """Run one step; a refused publish backs off instead of ending the worker."""
+        try:
+            step(*args)
+        except _Refused as exc:
+            self.refusals += 1
+            now = time.monotonic()
+            if now - self.said_refused_at >= _SAY_EVERY:
+                self.said_refused_at = now
+                self._note(f"{exc}; the message went back to the queue, retrying with backoff")
+            try:
+                broker.declare(self.channel, self.s.queue)
+            except broker.BrokerError as declare_error:
+                self._note(f"cannot re-declare the queues: {declare_error}")
+            self._pause(backoff_delay(self.refusals, base=0.5, cap=30.0))
+        else:
+            self.refusals = 0
 
     def _set_idle(self, idle: bool) -> None:
         if idle != self.idle:
@@ -157,7 +196,13 @@ class Worker:
         try:
             message = messages.decode(body)
         except messages.InvalidMessage as exc:
-            self._dead_letter(body, headers, reason=f"invalid message: {exc}", attempts=0)
+            self._dead_letter(
+                body,
+                {"x-original-headers": repr(headers)[:_HEADER_TEXT]} if headers else {},
+                reason=f"invalid message: {exc}",
+                attempts=0,
+                tags=[tag],
+            )
             self.report(("invalid", 1))
             self._ack([tag])
             return
@@ -177,9 +222,16 @@ class Worker:
 
     def _flush_singles(self) -> None:
         pending, self.singles = self.singles, {}
-        for mode, entries in pending.items():
-            tags = [tag for tag, _ in entries]
-            self._do([i for _, i in entries], mode, 0, {}, tags)
+        modes = list(pending)
+        for n, mode in enumerate(modes):
+            entries = pending[mode]
+            try:
+                self._do([i for _, i in entries], mode, 0, {}, [tag for tag, _ in entries])
+            except _Refused:
+                # The other modes' messages go back too, not held until a reconnect.
+                for later in modes[n + 1 :]:
+                    self._nack([tag for tag, _ in pending[later]])
+                raise
 
     # -- one batch --------------------------------------------------------
 
@@ -206,26 +258,32 @@ class Worker:
         unique = sorted(set(ids))
         now = messages.now_iso()
         failure_headers = {
-            "x-first-failure": headers.get("x-first-failure", now),
+            "x-first-failure": _text_header(headers, "x-first-failure") or now,
             "x-last-failure": now,
-            "x-error": error[:2000],
+            "x-error": error[:_HEADER_TEXT],
             "x-host": self.host,
             # every try of these IDs, across retries and splits
-            "x-attempts": _count_header(headers, "x-attempts") + 1,
+            "x-attempts": min(_count_header(headers, "x-attempts") + 1, messages.MAX_ATTEMPTS),
         }
         attempts += 1
         if attempts < self.s.max_attempts:
-            self._republish([unique], mode, attempts, failure_headers)
+            self._republish([unique], mode, attempts, failure_headers, tags)
         elif len(unique) > 1:
             # The whole batch has had its retries, so a failure is not a passing
             # fluke: each half gets one try, and a half that fails splits again.
             middle = len(unique) // 2
             halves = [unique[:middle], unique[middle:]]
-            self._republish(halves, mode, self.s.max_attempts - 1, failure_headers)
+            self._republish(halves, mode, self.s.max_attempts - 1, failure_headers, tags)
         else:
-            body = messages.encode_batch(unique, mode, self._source(), attempts=attempts)
+            body = messages.encode_batch(
+                unique, mode, self._source(), attempts=min(attempts, messages.MAX_ATTEMPTS)
+            )
             self._dead_letter(
-                body, failure_headers, reason=error, attempts=failure_headers["x-attempts"]
+                body,
+                failure_headers,
+                reason=error,
+                attempts=failure_headers["x-attempts"],
+                tags=tags,
             )
             self.report(("written", 1, 0, 1, 0, 1))
             self._ack(tags)
@@ -238,47 +296,70 @@ class Worker:
             self.channel.basic_ack(tag)
         self.report(("acked", len(tags)))
 
-    def _value(self, ids: list[int], mode: str, tags: list[int]) -> BatchResult | str:
-        """The batch written, or the text of a non-transient error."""
-        attempt = 0
-        while True:
-            try:
-                return process_batch(self.db.get(), ids, mode, self.s.price_column)
-            except TRANSIENT as exc:
-                self.db.discard()
-                if attempt == 0 or attempt % 5 == 0:
-                    self._note(f"database unavailable ({describe(exc)}); retrying")
-                try:
-                    self._pause(backoff_delay(attempt, cap=10.0))
-                except _Stop:
-                    for tag in tags:
-                        self.channel.basic_nack(tag, requeue=True)
-                    raise
-                attempt += 1
-            except psycopg.Error as exc:
-                if not _is_environment_error(exc):
-                    return describe(exc)
-                for tag in tags:
-                    self.channel.basic_nack(tag, requeue=True)
-                raise FatalError(describe(exc)) from None
+    def _nack(self, tags: list[int]) -> None:
+        for tag in tags:
+            self.channel.basic_nack(tag, requeue=True)
 
-    def _republish(self, parts: list[list[int]], mode: str, attempts: int, headers: dict) -> None:
+    def _value(self, ids: list[int], mode: str, tags: list[int]) -> BatchResult | str:
+        """The batch written, or the text of a batch error."""
+        attempt = contention = 0
+        while True:
+            conn = None
+            try:
+                conn = self.db.get()
+                return process_batch(conn, ids, mode, self.s.price_column)
+            except psycopg.Error as exc:
+                kind = classify(exc, conn)
+                if kind is ErrorKind.BATCH:
+                    return describe(exc)
+                if kind is ErrorKind.ENVIRONMENT:
+                    self._nack(tags)
+                    raise FatalError(describe(exc)) from None
+                if kind is ErrorKind.CONTENTION:
+                    contention += 1
+                    if contention >= CONTENTION_TRIES:
+                        return describe(exc)
+                else:
+                    self.db.discard()
+                    if attempt == 0 or attempt % 5 == 0:
+                        self._note(f"database unavailable ({describe(exc)}); retrying")
+            except Exception as exc:  # noqa: BLE001 - a batch no engine step can value
+                return describe(exc)
+            try:
+                self._pause(backoff_delay(attempt, cap=10.0))
+            except _Stop:
+                self._nack(tags)
+                raise
+            attempt += 1
+
+    def _publish(self, queue: str, body: bytes, headers: dict, tags: list[int]) -> None:
+        try:
+            self.publisher.publish(queue, body, headers)
+        except broker.PublishFailed as exc:
+            self._nack(tags)
+            raise _Refused(f"the broker refused a message for {queue}: {exc}") from None
+
+    def _republish(
+        self, parts: list[list[int]], mode: str, attempts: int, headers: dict, tags: list[int]
+    ) -> None:
         for part in parts:
             body = messages.encode_batch(part, mode, self._source(), attempts=attempts)
-            self.publisher.publish(self.s.queue, body, headers)
+            self._publish(self.s.queue, body, headers, tags)
 
-    def _dead_letter(self, body: bytes, headers: dict, *, reason: str, attempts: int) -> None:
+    def _dead_letter(
+        self, body: bytes, headers: dict, *, reason: str, attempts: int, tags: list[int]
+    ) -> None:
         now = messages.now_iso()
         dead_headers = {
             "x-first-failure": now,
             "x-last-failure": now,
             "x-host": self.host,
             **headers,
-            "x-reason": reason[:2000],
+            "x-reason": reason[:_HEADER_TEXT],
             "x-attempts": attempts,
             "x-queue": self.s.queue,
         }
-        self.publisher.publish(broker.dead_letter_queue(self.s.queue), body, dead_headers)
+        self._publish(broker.dead_letter_queue(self.s.queue), body, dead_headers, tags)
 
     def _note(self, text: str) -> None:
         self.report(("note", f"worker {os.getpid()}: {text}"))
@@ -291,10 +372,15 @@ class Worker:
     def _pause(self, seconds: float) -> None:
         """Sleep, keeping the broker connection alive; _Stop if a stop is asked for."""
         deadline = time.monotonic() + seconds
+        alive_at = -_ALIVE_EVERY
         while True:
             if self.should_stop():
                 raise _Stop
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            if now - alive_at >= _ALIVE_EVERY:
+                alive_at = now
+                self.report(("alive",))  # waiting out an outage is not a stall
+            left = deadline - now
             if left <= 0:
                 return
             step = min(left, 0.2)

@@ -210,7 +210,7 @@ def test_garbage_is_dead_lettered_and_real_batches_are_done(demo_db, queue_name)
     _queue(demo_db, queue_name, "--batch-size", "100")
     rabbit.publish_raw(queue_name, garbage[500:])
     out = cli("work", "--queue", queue_name, "--until-empty", url=demo_db, env=_ENV)
-    assert out.returncode == 1, out.stderr
+    assert out.returncode == 0, out.stderr  # invalid messages are no killmails of the job
     assert summary_count(out.stdout, "invalid") == 1_000
     assert mismatches(demo_db) == []
     dead = rabbit.drain(f"{queue_name}.dead")

@@ -58,3 +58,26 @@ def test_at_most_ten_thousand_ids():
     assert len(messages.decode(messages.encode_batch(ids, "all", "t")).ids) == messages.MAX_IDS
     with pytest.raises(messages.InvalidMessage, match="too many IDs: 10,001"):
         messages.decode(messages.encode_batch([*ids, 10_001], "all", "t"))
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        # 10 KB that made json.loads raise RecursionError and killed the worker
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (b'{"v": 1, "ids": [' + b"9" * 5000 + b'], "mode": "null"}', "not JSON this tool reads"),
+        (b'{"killmailId": ' + b"7" * 5000 + b"}", "not JSON this tool reads"),
+        (b'{"v": true, "ids": [1], "mode": "null"}', "wrong shape"),
+        (b'{"v": 1.0, "ids": [1], "mode": "null"}', "wrong shape"),
+        (b'{"v": 1, "ids": [1e999], "mode": "null"}', "not an integer"),
+        (b'{"v": 1, "ids": [1.0], "mode": "null"}', "not an integer"),
+        (b'{"killmailId": 5.0}', "not an integer"),
+        (b'{"killmailId": false}', "not an integer"),
+        (b'{"v": 1, "ids": [1], "mode": "null", "attempts": ' + b"9" * 300 + b"}", "attempts"),
+        (b'{"v": 1, "ids": [1], "mode": "null", "attempts": true}', "attempts"),
+    ],
+)
+def test_hostile_bodies_are_invalid_never_a_crash(body, reason):
+    with pytest.raises(messages.InvalidMessage, match=reason) as caught:
+        messages.decode(body)
+    assert len(str(caught.value)) < 400  # a reason, not the body echoed back
