@@ -429,6 +429,14 @@ def queue_cmd(
     help="Old single-killmail messages are gathered into batches of up to this many.",
 )
 @click.option("--until-empty", is_flag=True, help="Exit once the queue is drained.")
+@click.option(
+    "--stall-timeout",
+    type=click.FloatRange(min=1),
+    default=supervisor.DEFAULT_STALL_TIMEOUT,
+    show_default=True,
+    help="Kill and restart a process that reports nothing for this many seconds "
+    "while it has work in hand.",
+)
 def work_cmd(
     database_url,
     rabbitmq_url,
@@ -439,6 +447,7 @@ def work_cmd(
     prefetch,
     batch_size,
     until_empty,
+    stall_timeout,
 ):
     """Consume batches from RabbitMQ with N processes and write the values.
 
@@ -469,6 +478,7 @@ def work_cmd(
         procs=procs,
         until_empty=until_empty,
         allow_empty_prices=allow_empty_prices,
+        stall_timeout=stall_timeout,
         announce=announce,
     )
     print_work_summary(summary)
@@ -828,6 +838,8 @@ def print_work_summary(summary: supervisor.WorkSummary) -> None:
         lines.append(f"dead letters are in {dead_queue}: bulk-backfill dead list")
     if summary.restarts:
         lines.append(f"worker processes restarted: {summary.restarts}")
+    if summary.stall_restarts:
+        lines.append(f"worker processes restarted after a stall: {summary.stall_restarts}")
     if summary.interrupted:
         lines.append("stopped on request; unfinished messages are back in the queue")
     click.echo("\n".join(lines))
