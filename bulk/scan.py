@@ -149,7 +149,8 @@ class Scan:
                         f" ({one_line(exc)})",
                         self.after,
                     ) from None
-                self._wait(min(backoff_delay(attempt, base=0.5, cap=10.0), self._patience))
+                left = self._patience - (now - lost_at)
+                self._wait(min(backoff_delay(attempt, base=0.5, cap=10.0), left))
                 attempt += 1
 
     def _wait(self, seconds: float) -> None:

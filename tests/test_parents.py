@@ -146,11 +146,12 @@ def test_run_that_loses_its_scan_prints_the_resume_point(fresh_db):
     url = make_demo_db(fresh_db, 2_000)
     _slow_writes(url, 0.05)
     name = database_name(url)
-    proc = cli_popen("run", "--procs", "2", "--batch-size", "20", url=url)
+    command = ("run", "--procs", "2", "--batch-size", "20", "--db-patience", "2")
+    proc = cli_popen(*command, url=url)
     wait_until_valued(url, 200, timeout=120)
     with psycopg.connect(url, autocommit=True, dbname="postgres") as conn:
-        # New connections are refused (SQLSTATE 55000, not a lost connection), so
-        # the scan cannot reconnect and stops at once; the children keep theirs.
+        # New connections are refused, so the scan tries to reconnect for
+        # --db-patience and gives up; the children keep their connections.
         conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
     try:
         _terminate_scan(url, "bulk-backfill run scan", proc)
@@ -162,6 +163,7 @@ def test_run_that_loses_its_scan_prints_the_resume_point(fresh_db):
     assert "Traceback" not in stderr
     error_lines = [line for line in stderr.splitlines() if line.startswith("bulk-backfill: error")]
     assert len(error_lines) == 1, stderr
+    assert "lost the database connection of the scan for" in error_lines[0]
     assert "last confirmed killmail_id" in error_lines[0]
     after = int(error_lines[0].rsplit("--after-id ", 1)[1])
     with psycopg.connect(url) as conn:
