@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 import pika
 import pika.exceptions
@@ -21,6 +22,12 @@ DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_QUEUE = "backfill_killmail_values_queue"
 QUEUE_ARGUMENTS = {"x-max-priority": 10}
 PERSISTENT = 2
+# Seconds. The broker closes a connection it has heard nothing from for about
+# two intervals, so a dead or cut-off host's unacked batches come back within
+# a minute or so. A worker answers heartbeats only between batches (pika's
+# BlockingConnection does I/O only when called), so a batch must finish well
+# within that: a batch of 500 takes well under a second, 10,000 a few seconds.
+DEFAULT_HEARTBEAT = 30
 
 # What a lost or refused broker connection raises: worth a reconnect.
 CONNECTION_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError, OSError)
@@ -39,13 +46,19 @@ def dead_letter_queue(queue: str) -> str:
 
 
 def connect(url: str, *, heartbeat: int | None = None) -> pika.BlockingConnection:
-    """A blocking connection, or a BrokerError of one line that never shows the password."""
+    """A blocking connection, or a BrokerError of one line that never shows the password.
+
+    The heartbeat is `heartbeat`, else the URL's `?heartbeat=`, else
+    DEFAULT_HEARTBEAT.
+    """
     try:
         params = pika.URLParameters(url)
     except Exception as exc:  # pika raises several types for a malformed URL
         raise BrokerError(f"bad RabbitMQ URL {mask_url(url)}: {exc}") from None
     if heartbeat is not None:
         params.heartbeat = heartbeat
+    elif "heartbeat" not in parse_qs(urlsplit(url).query):
+        params.heartbeat = DEFAULT_HEARTBEAT
     params.client_properties = {"connection_name": f"bulk-backfill@{socket.gethostname()}"}
     try:
         return pika.BlockingConnection(params)

@@ -119,6 +119,16 @@ def procs_option(f):
     )(f)
 
 
+db_patience_option = click.option(
+    "--db-patience",
+    type=click.FloatRange(min=0),
+    default=60,
+    show_default=True,
+    help="Seconds to wait for a lost database connection of the scan before stopping "
+    "with a resume point.",
+)
+
+
 def selection_options(f):
     """The options that choose which killmails a job covers (shared by run and queue)."""
     options = [
@@ -238,6 +248,18 @@ def _plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "es" if noun.endswith("ch") else "s")
 
 
+def _resume_hint(command: str, after: int | None, done: str, dry_run: bool = False) -> str:
+    """Where a stopped run or queue goes on: the last confirmed ID and the command."""
+    if dry_run:
+        return "count again with the same command"
+    if after is None:
+        return f"nothing was {done} for sure: {command} again with the same command"
+    return (
+        f"last confirmed killmail_id {after} (every match up to it is {done}): "
+        f"resume with the same command and --after-id {after}"
+    )
+
+
 def _sample(ids, n: int = 10) -> str:
     shown = ", ".join(str(i) for i in ids[:n])
     return shown + (f", ... ({len(ids) - n} more)" if len(ids) > n else "")
@@ -248,7 +270,10 @@ def _sample(ids, n: int = 10) -> str:
 @selection_options
 @procs_option
 @price_options
-def run_cmd(database_url, procs, price_column, allow_empty_prices, batch_size, **selection):
+@db_patience_option
+def run_cmd(
+    database_url, procs, price_column, allow_empty_prices, batch_size, db_patience, **selection
+):
     """Value killmails on this machine with N processes, no broker needed.
 
     Ctrl+C finishes the batches in hand and stops; the summary says how to resume.
@@ -272,18 +297,18 @@ def run_cmd(database_url, procs, price_column, allow_empty_prices, batch_size, *
         batch_size=batch_size,
         price_column=price_column,
         allow_empty_prices=allow_empty_prices,
+        db_patience=db_patience,
         announce=announce,
     )
     print_summary(summary)
-    resume = (
-        "run the same command again"
-        if summary.resume_after is None
-        else f"resume with the same command and --after-id {summary.resume_after}"
-    )
-    if summary.fatal:
-        raise click.ClickException(f"stopped: {summary.fatal}; once fixed, {resume}")
+    if summary.stopped_early:
+        raise click.ClickException(
+            f"{summary.stopped_early}; " + _resume_hint("run", summary.resume_after, "valued")
+        )
     if summary.interrupted and summary.resume_after is not None:
-        click.echo(f"interrupted: {resume}")
+        click.echo(
+            f"interrupted: resume with the same command and --after-id {summary.resume_after}"
+        )
     elif summary.interrupted:
         click.echo("interrupted before any batch finished: run the same command again")
     if summary.failures:
@@ -303,6 +328,7 @@ def run_cmd(database_url, procs, price_column, allow_empty_prices, batch_size, *
     show_default=True,
     help="Seconds to wait for a lost broker before stopping with a resume point.",
 )
+@db_patience_option
 def queue_cmd(
     database_url,
     rabbitmq_url,
@@ -311,6 +337,7 @@ def queue_cmd(
     dry_run,
     allow_empty_prices,
     broker_patience,
+    db_patience,
     **sel,
 ):
     """Publish the matching killmails to RabbitMQ as batches for `work`.
@@ -340,6 +367,7 @@ def queue_cmd(
         dry_run=dry_run,
         allow_empty_prices=allow_empty_prices,
         broker_patience=broker_patience,
+        db_patience=db_patience,
         announce=announce,
     )
     verb = "would queue" if dry_run else "queued"
@@ -351,6 +379,16 @@ def queue_cmd(
         click.echo(f"lost the broker and reconnected {_plural(summary.reconnects, 'time')}")
     if summary.last_confirmed_id is not None and not dry_run:
         click.echo(f"last confirmed killmail_id: {summary.last_confirmed_id}")
+    if summary.scan_reconnects:
+        click.echo(
+            f"lost the scan's database connection and reconnected "
+            f"{_plural(summary.scan_reconnects, 'time')}"
+        )
+    if summary.stopped_early and not summary.unconfirmed:
+        raise click.ClickException(
+            f"{summary.stopped_early}; "
+            + _resume_hint("queue", summary.last_confirmed_id, "queued", dry_run)
+        )
     if not summary.complete:
         unconfirmed = len(summary.unconfirmed)
         resume = (
@@ -391,6 +429,14 @@ def queue_cmd(
     help="Old single-killmail messages are gathered into batches of up to this many.",
 )
 @click.option("--until-empty", is_flag=True, help="Exit once the queue is drained.")
+@click.option(
+    "--stall-timeout",
+    type=click.FloatRange(min=1),
+    default=supervisor.DEFAULT_STALL_TIMEOUT,
+    show_default=True,
+    help="Kill and restart a process that reports nothing for this many seconds "
+    "while it has work in hand.",
+)
 def work_cmd(
     database_url,
     rabbitmq_url,
@@ -401,6 +447,7 @@ def work_cmd(
     prefetch,
     batch_size,
     until_empty,
+    stall_timeout,
 ):
     """Consume batches from RabbitMQ with N processes and write the values.
 
@@ -431,6 +478,7 @@ def work_cmd(
         procs=procs,
         until_empty=until_empty,
         allow_empty_prices=allow_empty_prices,
+        stall_timeout=stall_timeout,
         announce=announce,
     )
     print_work_summary(summary)
@@ -793,6 +841,8 @@ def print_work_summary(summary: supervisor.WorkSummary) -> None:
         lines.append(f"dead letters are in {dead_queue}: bulk-backfill dead list")
     if summary.restarts:
         lines.append(f"worker processes restarted: {summary.restarts}")
+    if summary.stall_restarts:
+        lines.append(f"worker processes restarted after a stall: {summary.stall_restarts}")
     if summary.interrupted:
         lines.append("stopped on request; unfinished messages are back in the queue")
     click.echo("\n".join(lines))
@@ -813,6 +863,8 @@ def print_summary(summary: RunSummary) -> None:
     lines += _failure_lines(summary.failures)
     if summary.restarts:
         lines.append(f"child processes restarted: {summary.restarts}")
+    if summary.scan_reconnects:
+        lines.append(f"scan reconnected to the database: {summary.scan_reconnects}")
     click.echo("\n".join(lines))
 
 

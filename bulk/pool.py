@@ -23,12 +23,14 @@ from multiprocessing.connection import wait
 import psycopg
 
 from bulk import db, scan
+from bulk.config import scrub
 from bulk.errors import UserError
 from bulk.progress import Progress
 from bulk.retry import ConnectionHolder, DatabaseGone, EnvironmentFailure, Failure, run_batch
 from bulk.stopper import Stopper
 
 _POLL = 0.2
+SCAN_APPLICATION = "bulk-backfill run scan"
 _SAMPLE = 20  # how many no-victim IDs a summary names
 
 
@@ -43,16 +45,17 @@ class RunSummary:
     failures: list[Failure] = field(default_factory=list)
     elapsed: float = 0.0
     interrupted: bool = False
+    stopped_early: str | None = None  # why the job stopped before the end
     resume_after: int | None = None
     restarts: int = 0
-    fatal: str | None = None  # why the job stopped before the end
+    scan_reconnects: int = 0
 
     @property
     def rate(self) -> float:
         return self.processed / self.elapsed if self.elapsed > 0 else 0.0
 
 
-def _child(url: str, mode: str, price_column: str, pipe) -> None:
+def _child(url: str, mode: str, price_column: str, patience: float, pipe) -> None:
     # The parent decides when to stop; a Ctrl+C reaching the whole process
     # group must not interrupt a batch half way through its transaction.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -69,20 +72,28 @@ def _child(url: str, mode: str, price_column: str, pipe) -> None:
                 continue
             try:
                 task = pipe.recv()
-            except EOFError:
+            except (EOFError, OSError):
                 return
             if task is None:
                 return
-            pipe.send(_value(holder, task, mode, price_column))
+            result = _value(holder, task, mode, price_column, patience)
+            try:
+                pipe.send(result)
+            except OSError:
+                # The parent is gone (killed, say): nobody is left to report to.
+                # The batch is committed; the next run skips it as already written.
+                return
     finally:
         holder.discard()
 
 
-def _value(holder: ConnectionHolder, ids: list[int], mode: str, price_column: str) -> tuple:
+def _value(
+    holder: ConnectionHolder, ids: list[int], mode: str, price_column: str, patience: float
+) -> tuple:
     """One batch as ("done", ids, updated, skipped, no_victim, sample, failures),
     or ("stop", reason) when no retry can help and the job must stop before it."""
     try:
-        outcome = run_batch(holder, ids, mode, price_column)
+        outcome = run_batch(holder, ids, mode, price_column, patience=patience)
     except EnvironmentFailure as exc:
         return ("stop", f"the database cannot take this job: {exc}")
     except DatabaseGone as exc:
@@ -108,8 +119,10 @@ class _Child:
 
 
 class _Pool:
-    def __init__(self, url, mode, price_column, procs, summary: RunSummary, progress: Progress):
-        self.args = (url, mode, price_column)
+    def __init__(
+        self, url, mode, price_column, patience, procs, summary: RunSummary, progress: Progress
+    ):
+        self.args = (url, mode, price_column, patience)
         self.ctx = mp.get_context("spawn")
         self.summary = summary
         self.progress = progress
@@ -162,7 +175,7 @@ class _Pool:
     def _record(self, seq: int, result: tuple) -> None:
         if result[0] == "stop":
             # The batch stays unfinished, so the resume point stays before it.
-            self.summary.fatal = self.summary.fatal or result[1]
+            self.summary.stopped_early = self.summary.stopped_early or result[1]
             return
         _, n, updated, skipped, no_victim, sample, failed = result
         self.finished.add(seq)
@@ -224,12 +237,17 @@ def _feed(pool: _Pool, batches: Iterator[list[int]], stopper: Stopper) -> None:
     seq = 0
     scanning = True
     while True:
-        stopping = stopper.requested or pool.summary.fatal is not None
+        stopping = stopper.requested or pool.summary.stopped_early is not None
         while not stopping and pool.idle() and (requeue or scanning):
             if requeue:
                 pool.give(pool.idle()[0], *requeue.popleft())
                 continue
-            ids = next(batches, None)
+            try:
+                ids = next(batches, None)
+            except scan.ScanStopped as exc:
+                # What was handed out is finished first, so the resume point covers it.
+                pool.summary.stopped_early = scrub(str(exc), pool.args[0])
+                ids = None
             if ids is None:
                 scanning = False
                 break
@@ -249,12 +267,15 @@ def run_local(
     price_column: str = "sell",
     allow_empty_prices: bool = False,
     progress: bool = True,
+    db_patience: float = 60.0,
     announce: Callable[[int], None] | None = None,
 ) -> RunSummary:
     """Value every killmail the selection covers, with `procs` child processes.
 
     `announce` is called with the number of matching killmails once the
-    database has been checked, before any work starts.
+    database has been checked, before any work starts. A scan that loses its
+    connection for longer than `db_patience` seconds ends the run early:
+    summary.stopped_early says why and summary.resume_after where to go on.
     """
     if procs < 1:
         raise ValueError("procs must be at least 1")
@@ -266,31 +287,48 @@ def run_local(
         if not allow_empty_prices:
             db.require_prices(conn)
         summary = RunSummary(selected=scan.count(conn, selection))
-        if announce is not None:
-            announce(summary.selected)
-        bar = Progress(summary.selected, desc=f"run {selection.mode}", enabled=progress)
+    if announce is not None:
+        announce(summary.selected)
+    bar = Progress(summary.selected, desc=f"run {selection.mode}", enabled=progress)
 
-        def on_first_signal() -> None:
-            print(
-                "\nstopping: finishing the batches in hand (press Ctrl+C again to quit at once)",
-                file=bar.stream,
-                flush=True,
+    def on_first_signal() -> None:
+        print(
+            "\nstopping: finishing the batches in hand (press Ctrl+C again to quit at once)",
+            file=bar.stream,
+            flush=True,
+        )
+
+    def note(text: str) -> None:
+        print(text, file=bar.stream, flush=True)
+
+    pool = None
+    killed = False
+    batches = None
+    try:
+        with Stopper(on_first_signal) as stopper:
+            # The scan has a connection of its own, named so an operator (or a
+            # test) can tell it from the children's, and reopened when it is lost.
+            batches = scan.Scan(
+                lambda: psycopg.connect(url, autocommit=True, application_name=SCAN_APPLICATION),
+                selection,
+                batch_size,
+                patience=db_patience,
+                should_stop=lambda: stopper.requested,
+                note=note,
             )
-
-        pool = None
-        killed = False
-        try:
-            with Stopper(on_first_signal) as stopper:
-                pool = _Pool(url, selection.mode, price_column, procs, summary, bar)
-                _feed(pool, scan.scan_batches(conn, selection, batch_size), stopper)
-                summary.interrupted = stopper.requested
-        except KeyboardInterrupt:
-            summary.interrupted = killed = True
-        finally:
-            if pool is not None:
-                pool.close(kill=killed)
-            bar.close()
-        if (summary.interrupted or summary.fatal) and pool is not None:
-            summary.resume_after = pool.resume_point()
+            pool = _Pool(url, selection.mode, price_column, db_patience, procs, summary, bar)
+            _feed(pool, iter(batches), stopper)
+            summary.interrupted = stopper.requested
+    except KeyboardInterrupt:
+        summary.interrupted = killed = True
+    finally:
+        if batches is not None:
+            batches.close()
+            summary.scan_reconnects = batches.reconnects
+        if pool is not None:
+            pool.close(kill=killed)
+        bar.close()
+    if (summary.interrupted or summary.stopped_early) and pool is not None:
+        summary.resume_after = pool.resume_point()
     summary.elapsed = time.monotonic() - started
     return summary

@@ -12,10 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import psycopg
+
 from bulk import broker, db, messages, scan
+from bulk.config import scrub
 from bulk.errors import one_line
 from bulk.progress import Progress
 from bulk.retry import backoff_delay
+
+SCAN_APPLICATION = "bulk-backfill queue scan"
 
 
 @dataclass
@@ -28,6 +33,7 @@ class QueueSummary:
     last_confirmed_id: int | None = None  # every match up to here is queued
     stopped_early: str | None = None  # why publishing stopped before the end
     reconnects: int = 0
+    scan_reconnects: int = 0  # the database connection of the scan, reopened
     elapsed: float = 0.0
 
     @property
@@ -96,6 +102,7 @@ def queue_killmails(
     dry_run: bool = False,
     allow_empty_prices: bool = False,
     broker_patience: float = 60.0,
+    db_patience: float = 60.0,
     progress: bool = True,
     announce: Callable[[int, int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
@@ -103,7 +110,9 @@ def queue_killmails(
     """Publish every killmail the selection covers, batch_size IDs a message.
 
     `announce(selected, batches)` is called once the database has been
-    checked and, unless dry_run, the broker reached.
+    checked and, unless dry_run, the broker reached. A scan that loses its
+    database connection for longer than `db_patience` seconds stops early,
+    with last_confirmed_id as the resume point.
     """
     if not 1 <= batch_size <= messages.MAX_IDS:
         raise ValueError(f"batch size must be between 1 and {messages.MAX_IDS}")
@@ -113,41 +122,56 @@ def queue_killmails(
         if not allow_empty_prices:
             db.require_prices(conn)
         selected = scan.count(conn, selection)
-        summary = QueueSummary(selected, batches_planned=-(-selected // batch_size))
-        link = None if dry_run else _Link(amqp_url, queue, broker_patience)
-        if announce is not None:
-            announce(summary.selected, summary.batches_planned)
-        bar = Progress(
-            summary.batches_planned,
-            desc="queue" if not dry_run else "dry run",
-            noun="batches",
-            unit="batch",
-            counts=("killmails",),
-            enabled=progress,
-        )
-        source = _source()
-        try:
-            for ids in scan.scan_batches(conn, selection, batch_size):
-                if link is not None:
-                    body = messages.encode_batch(ids, selection.mode, source)
-                    try:
-                        link.publish(body, sleep)
-                    except broker.PublishFailed:
-                        summary.unconfirmed.append((ids[0], ids[-1]))
-                        continue
-                    except broker.CONNECTION_ERRORS + (broker.BrokerError,) as exc:
-                        summary.unconfirmed.append((ids[0], ids[-1]))
-                        summary.stopped_early = f"lost the broker: {one_line(exc)}"
-                        break
-                summary.queued += len(ids)
-                summary.batches += 1
-                if not summary.unconfirmed:
-                    summary.last_confirmed_id = ids[-1]
-                bar.add(1, killmails=len(ids))
-        finally:
-            bar.close()
+    summary = QueueSummary(selected, batches_planned=-(-selected // batch_size))
+    link = None if dry_run else _Link(amqp_url, queue, broker_patience)
+    if announce is not None:
+        announce(summary.selected, summary.batches_planned)
+    bar = Progress(
+        summary.batches_planned,
+        desc="queue" if not dry_run else "dry run",
+        noun="batches",
+        unit="batch",
+        counts=("killmails",),
+        enabled=progress,
+    )
+    source = _source()
+    # The scan's own connection, named so it can be told apart, reopened when lost.
+    # It goes on after the last batch it handed out, which was published (or
+    # counted as unconfirmed) before the next page is read.
+    batches = scan.Scan(
+        lambda: psycopg.connect(db_url, autocommit=True, application_name=SCAN_APPLICATION),
+        selection,
+        batch_size,
+        patience=db_patience,
+        sleep=sleep,
+        note=lambda text: print(text, file=bar.stream, flush=True),
+    )
+    try:
+        for ids in batches:
             if link is not None:
-                summary.reconnects = link.reconnects
-                link.close()
+                body = messages.encode_batch(ids, selection.mode, source)
+                try:
+                    link.publish(body, sleep)
+                except broker.PublishFailed:
+                    summary.unconfirmed.append((ids[0], ids[-1]))
+                    continue
+                except broker.CONNECTION_ERRORS + (broker.BrokerError,) as exc:
+                    summary.unconfirmed.append((ids[0], ids[-1]))
+                    summary.stopped_early = f"lost the broker: {one_line(exc)}"
+                    break
+            summary.queued += len(ids)
+            summary.batches += 1
+            if not summary.unconfirmed:
+                summary.last_confirmed_id = ids[-1]
+            bar.add(1, killmails=len(ids))
+    except scan.ScanStopped as exc:
+        summary.stopped_early = scrub(str(exc), db_url)
+    finally:
+        batches.close()
+        summary.scan_reconnects = batches.reconnects
+        bar.close()
+        if link is not None:
+            summary.reconnects = link.reconnects
+            link.close()
     summary.elapsed = time.monotonic() - started
     return summary

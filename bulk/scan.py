@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
 
 from bulk import sqlfiles
+from bulk.errors import describe, one_line
+from bulk.retry import backoff_delay
+from bulk.sqlstate import ErrorKind, classify
 
 # Filter fragments on alias k; each names the parameters it binds.
 _FILTERS = {
@@ -57,21 +61,111 @@ def count(conn: psycopg.Connection, selection: Selection) -> int:
     return n if selection.limit is None else min(n, selection.limit)
 
 
-def scan_batches(
-    conn: psycopg.Connection, selection: Selection, batch_size: int
-) -> Iterator[list[int]]:
-    """Batches of matching IDs in id order, each read with its own short query."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    filters, params = selection._where()
-    statement = sqlfiles.load("scan_ids").format(filters=filters)
-    remaining = selection.limit
-    while remaining is None or remaining > 0:
-        page = batch_size if remaining is None else min(batch_size, remaining)
-        ids = [r[0] for r in conn.execute(statement, {**params, "page": page}).fetchall()]
-        if not ids:
-            return
-        yield ids
-        params["after"] = ids[-1]
-        if remaining is not None:
-            remaining -= len(ids)
+class ScanStopped(Exception):
+    """The scan cannot go on; the message is one line. `after` is the last ID handed out."""
+
+    def __init__(self, message: str, after: int | None):
+        super().__init__(message)
+        self.after = after
+
+
+class Scan:
+    """A keyset scan that survives its connection: it reconnects and goes on from `after`.
+
+    Only a lost connection (ErrorKind.CONNECTION) is waited out, with capped
+    jittered backoff, for `patience` seconds of failing in a row; any other
+    error, or a connection that stays away, raises ScanStopped. Each page is
+    its own short query, so a reconnect loses nothing: the next page simply
+    starts after the last ID handed out.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection],
+        selection: Selection,
+        batch_size: int,
+        *,
+        patience: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+        should_stop: Callable[[], bool] = lambda: False,
+        note: Callable[[str], None] = lambda text: None,
+    ):
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        filters, self._params = selection._where()
+        self._statement = sqlfiles.load("scan_ids").format(filters=filters)
+        self._connect = connect
+        self._batch_size = batch_size
+        self._patience = patience
+        self._sleep = sleep
+        self._should_stop = should_stop
+        self._note = note
+        self._conn: psycopg.Connection | None = None
+        self.after = selection.after_id  # the last ID handed out
+        self.remaining = selection.limit
+        self.reconnects = 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        while self.remaining is None or self.remaining > 0:
+            page = self._batch_size
+            if self.remaining is not None:
+                page = min(page, self.remaining)
+            ids = self._page(page)
+            if not ids:
+                return
+            self.after = ids[-1]
+            if self.remaining is not None:
+                self.remaining -= len(ids)
+            yield ids
+
+    def _page(self, page: int) -> list[int]:
+        params = {**self._params, "page": page}
+        if self.after is not None:
+            params["after"] = self.after
+        lost_at = None
+        attempt = 0
+        while True:
+            conn = self._conn
+            try:
+                if conn is None:
+                    conn = self._conn = self._connect()
+                    if lost_at is not None:
+                        self.reconnects += 1
+                return [r[0] for r in conn.execute(self._statement, params).fetchall()]
+            except psycopg.Error as exc:
+                kind = classify(exc, conn)
+                self.close()
+                if kind is not ErrorKind.CONNECTION:
+                    raise ScanStopped(f"the scan failed: {describe(exc)}", self.after) from None
+                now = time.monotonic()
+                if lost_at is None:
+                    lost_at = now
+                    self._note(
+                        f"lost the database connection of the scan ({one_line(exc)}); reconnecting"
+                    )
+                if now - lost_at >= self._patience or self._should_stop():
+                    raise ScanStopped(
+                        f"lost the database connection of the scan for {now - lost_at:.0f} s"
+                        f" ({one_line(exc)})",
+                        self.after,
+                    ) from None
+                left = self._patience - (now - lost_at)
+                self._wait(min(backoff_delay(attempt, base=0.5, cap=10.0), left))
+                attempt += 1
+
+    def _wait(self, seconds: float) -> None:
+        # In short steps, so that a stop asked for meanwhile is not kept waiting.
+        deadline = time.monotonic() + seconds
+        while not self._should_stop():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._sleep(min(left, 0.2))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+        self._conn = None

@@ -27,6 +27,12 @@ _POLL = 0.25
 _DEPTH_EVERY = 0.5  # seconds between queue-depth checks
 _DRAIN_CHECK = 0.05  # the same while every child is idle
 _EXIT_FATAL = 3
+# A child that says nothing for this long while it has work in hand is killed
+# and restarted. A batch of 500 takes well under a second and one of 10,000 a
+# few seconds; a child waiting out a lost database or broker reports each
+# retry. Five minutes is far above any sane batch, yet bounds how long a hung
+# child can hold its prefetched batches and keep --until-empty from ending.
+DEFAULT_STALL_TIMEOUT = 300.0
 
 
 @dataclass
@@ -42,6 +48,7 @@ class WorkSummary:
     invalid: int = 0  # messages dead-lettered as invalid
     retried: int = 0  # killmails republished for another try
     restarts: int = 0
+    stall_restarts: int = 0  # children killed and restarted after reporting nothing
     fatal: str | None = None
     interrupted: bool = False
     elapsed: float = 0.0
@@ -75,6 +82,8 @@ def _child(settings: WorkSettings, pipe) -> None:
         except OSError:
             pass  # the parent is gone; should_stop() sees it next
 
+    # Imports are done: from here on the parent's stall clock applies.
+    report(("started",))
     try:
         Worker(settings, report, should_stop).run()
     except FatalError as exc:
@@ -87,11 +96,22 @@ class _Child:
     process: mp.Process
     pipe: object
     idle: bool = False
+    started: bool = False  # past its imports: a child still starting holds no batch
+    heard: float = field(default_factory=time.monotonic)  # its last event
+    stalled: bool = False  # killed by the parent for saying nothing for too long
 
 
 class _Children:
-    def __init__(self, settings: WorkSettings, procs: int, summary: WorkSummary, bar: Progress):
+    def __init__(
+        self,
+        settings: WorkSettings,
+        procs: int,
+        summary: WorkSummary,
+        bar: Progress,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    ):
         self.settings = settings
+        self.stall_timeout = stall_timeout
         self.ctx = mp.get_context("spawn")
         self.summary = summary
         self.bar = bar
@@ -120,11 +140,36 @@ class _Children:
         for child in list(self.children):
             try:
                 while child.pipe.poll():
+                    child.heard = time.monotonic()
+                    child.started = True
                     self._record(child, child.pipe.recv())
             except (EOFError, OSError):
                 pass
             if child.process.sentinel in ready and not child.process.is_alive():
                 self._gone(child, restart)
+
+    def kill_stalled(self, stopping: bool = False) -> None:
+        """SIGKILL a child that has said nothing for stall_timeout with work in hand.
+
+        Any event counts as a sign of life. An idle child on an empty queue has
+        nothing to say and is left alone, except while stopping, when every
+        child should be on its way out. SIGKILL because a stopped (SIGSTOP)
+        process does not act on SIGTERM until continued; the kernel then closes
+        its sockets and the broker gives its unacked batches to the others.
+        """
+        now = time.monotonic()
+        for child in self.children:
+            if child.stalled or not child.started or (child.idle and not stopping):
+                continue
+            if now - child.heard >= self.stall_timeout and child.process.is_alive():
+                child.stalled = True
+                self._say(
+                    f"worker process {child.process.pid} reported nothing for "
+                    f"{now - child.heard:.0f} s with work in hand; killing "
+                    f"{'it' if stopping else 'and restarting it'} "
+                    "(its unacked batches go back to the queue)"
+                )
+                child.process.kill()
 
     def _record(self, child: _Child, event: tuple) -> None:
         kind, *rest = event
@@ -162,6 +207,12 @@ class _Children:
         code = child.process.exitcode
         if code == 0 or code == _EXIT_FATAL or not restart:
             return
+        if child.stalled:
+            # Not a crash loop: a stall takes stall_timeout to show, so restarts
+            # after stalls cannot race; they are counted apart and never give up.
+            self.summary.stall_restarts += 1
+            self._start()
+            return
         if self.summary.restarts >= self.max_restarts:
             raise UserError(
                 f"worker processes keep dying (last exit code {code}); "
@@ -180,6 +231,8 @@ class _Children:
 
     def stop(self) -> None:
         for child in self.children:
+            # A stopping child has until stall_timeout from now to finish its batch.
+            child.heard = time.monotonic()
             try:
                 child.pipe.send("stop")
             except OSError:
@@ -197,19 +250,25 @@ class _Depth:
         self.url = url
         self.queue = queue
         self.connection = None
+        self.channel = None
 
     def ready(self) -> int | None:
         try:
             if self.connection is None or not self.connection.is_open:
                 self.connection = broker.connect(self.url)
-            return broker.depth(self.connection.channel(), self.queue).ready
+                self.channel = None
+            # One channel for every poll: a channel opened per poll and never
+            # closed reaches the connection's channel_max and takes it down.
+            if self.channel is None or not self.channel.is_open:
+                self.channel = self.connection.channel()
+            return broker.depth(self.channel, self.queue).ready
         except broker.CONNECTION_ERRORS + (broker.BrokerError,):
             self.close()
             return None
 
     def close(self) -> None:
         broker.close_quietly(self.connection)
-        self.connection = None
+        self.connection = self.channel = None
 
 
 def work(
@@ -219,11 +278,14 @@ def work(
     until_empty: bool = False,
     allow_empty_prices: bool = False,
     progress: bool = True,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     announce: Callable[[int], None] | None = None,
 ) -> WorkSummary:
     """Consume the queue with `procs` children until stopped (or drained, with until_empty).
 
     `announce(ready)` is called once the database and broker have been checked.
+    A child that reports nothing for `stall_timeout` seconds with work in hand
+    is killed and restarted.
     """
     if procs < 1:
         raise ValueError("procs must be at least 1")
@@ -261,12 +323,13 @@ def work(
     children = None
     try:
         with Stopper(on_first_signal) as stopper:
-            children = _Children(settings, procs, summary, bar)
+            children = _Children(settings, procs, summary, bar, stall_timeout)
             _supervise(children, depth, stopper, until_empty, bar)
             summary.interrupted = stopper.requested
             children.stop()
             while children.children:
                 children.collect(_POLL, restart=False)
+                children.kill_stalled(stopping=True)
     except KeyboardInterrupt:
         summary.interrupted = True
         if children is not None:
@@ -285,6 +348,7 @@ def _supervise(children: _Children, depth: _Depth, stopper, until_empty: bool, b
     while not stopper.requested and children.summary.fatal is None and children.children:
         idle = children.all_idle()
         children.collect(_DRAIN_CHECK if idle else _POLL)
+        children.kill_stalled()
         bar.tick()
         # Once every child is idle the end may be near: look more often.
         if time.monotonic() - last_check < (_DRAIN_CHECK if idle else _DEPTH_EVERY):

@@ -268,7 +268,7 @@ def test_run_stops_at_once_on_an_environment_error(demo_db):
         conn.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
     assert out.returncode != 0
     error = _one_line_error(out.stderr)
-    assert "ReadOnlySqlTransaction" in error and "run the same command again" in error, error
+    assert "ReadOnlySqlTransaction" in error and "again with the same command" in error, error
     assert "failed" not in out.stdout.replace("; failed 0)", "")  # nothing split and failed
     assert summary_count(out.stdout, "processed") == 0
     assert _valued_ids(demo_db) == set()

@@ -1,0 +1,243 @@
+"""The parents' own connections and children: issue 11, points 3 and 5 and the last of 7.
+
+`run` and `queue` keep scanning when their scan connection is terminated,
+and say where to resume when they give up; the `work` parent keeps one
+channel for its depth polls and replaces a child that stops reporting; a
+SIGKILLed `run` parent leaves children that exit quietly. Faults land mid-run
+by waiting for progress read from the database or the broker.
+"""
+
+import json
+import os
+import signal
+import time
+
+import psycopg
+import pytest
+
+from bulk import scan
+from tests import rabbit
+from tests.conftest import (
+    child_pids,
+    cli,
+    cli_popen,
+    database_name,
+    make_demo_db,
+    mismatches,
+    victimless,
+    wait_until_valued,
+)
+from tests.test_faults import _slow_writes
+
+_ENV = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
+
+
+def _terminate_scan(url: str, application: str, proc, timeout: float = 30) -> None:
+    """pg_terminate_backend the scan's backend (waiting for it to exist), while proc runs."""
+    deadline = time.monotonic() + timeout
+    name = database_name(url)
+    # From another database: the test may have closed this one to new connections.
+    with psycopg.connect(url, autocommit=True, dbname="postgres") as conn:
+        while time.monotonic() < deadline:
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s AND datname = %s",
+                [application, name],
+            ).fetchall()
+            if any(r[0] for r in rows):
+                assert proc.poll() is None, "the command ended before the kill: make it slower"
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"no backend named {application!r} to terminate after {timeout}s")
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie may wait for a reaper that never comes)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _all_valued(url: str) -> None:
+    assert mismatches(url) == []
+    with psycopg.connect(url) as conn:
+        unvalued = {
+            r[0]
+            for r in conn.execute(
+                "SELECT killmail_id FROM killmails WHERE total_value IS NULL"
+            ).fetchall()
+        }
+    assert unvalued == victimless(url)
+
+
+def _ids(url: str) -> set[int]:
+    with psycopg.connect(url) as conn:
+        return {r[0] for r in conn.execute("SELECT killmail_id FROM killmails").fetchall()}
+
+
+# -- point 3: the scan connection ----------------------------------------------
+
+
+@pytest.mark.slow
+def test_run_scan_survives_three_terminations(fresh_db):
+    url = make_demo_db(fresh_db, 3_000)
+    _slow_writes(url, 0.05)
+    proc = cli_popen("run", "--procs", "2", "--batch-size", "20", url=url)
+    for round_ in range(3):
+        wait_until_valued(url, 400 + 600 * round_, timeout=120)
+        _terminate_scan(url, "bulk-backfill run scan", proc)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "scan reconnected to the database: 3" in stdout
+    _all_valued(url)
+
+
+@pytest.mark.slow
+def test_queue_scan_survives_three_terminations(fresh_db, queue_name):
+    url = make_demo_db(fresh_db, 3_000)
+    proc = cli_popen("queue", "--queue", queue_name, "--batch-size", "2", url=url, env=_ENV)
+    for round_ in range(3):
+        deadline = time.monotonic() + 120
+        while rabbit.ready(queue_name) < 150 + 300 * round_:
+            assert time.monotonic() < deadline, "queue made no progress"
+            time.sleep(0.02)
+        _terminate_scan(url, "bulk-backfill queue scan", proc)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert "reconnected 3 times" in stdout
+    queued: set[int] = set()
+    for body, _ in rabbit.drain(queue_name):
+        queued.update(json.loads(body)["ids"])
+    assert queued == _ids(url)
+
+
+def test_scan_gives_up_after_patience_at_the_last_id_handed_out(demo_db):
+    """A connection that cannot be reopened: ScanStopped after `patience`, resume point kept."""
+    dead = psycopg.conninfo.make_conninfo(demo_db, port=1)  # nothing listens there
+    urls = iter([demo_db])
+    scanner = scan.Scan(
+        lambda: psycopg.connect(next(urls, dead), autocommit=True, application_name="scan test"),
+        scan.Selection(),
+        100,
+        patience=1.0,
+    )
+    pages = iter(scanner)
+    first = next(pages)
+    _terminate_scan(demo_db, "scan test", proc=_Running())
+    started = time.monotonic()
+    with pytest.raises(scan.ScanStopped) as stopped:
+        next(pages)
+    assert 1.0 <= time.monotonic() - started < 15
+    assert stopped.value.after == first[-1]
+    assert "lost the database connection of the scan" in str(stopped.value)
+
+
+class _Running:
+    def poll(self):
+        return None
+
+
+@pytest.mark.slow
+def test_run_that_loses_its_scan_prints_the_resume_point(fresh_db):
+    """Giving up: one line with the last confirmed ID and --after-id; resuming finishes the job."""
+    url = make_demo_db(fresh_db, 2_000)
+    _slow_writes(url, 0.05)
+    name = database_name(url)
+    command = ("run", "--procs", "2", "--batch-size", "20", "--db-patience", "2")
+    proc = cli_popen(*command, url=url)
+    wait_until_valued(url, 200, timeout=120)
+    with psycopg.connect(url, autocommit=True, dbname="postgres") as conn:
+        # New connections are refused, so the scan tries to reconnect for
+        # --db-patience and gives up; the children keep their connections.
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    try:
+        _terminate_scan(url, "bulk-backfill run scan", proc)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        with psycopg.connect(url, autocommit=True, dbname="postgres") as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    error_lines = [line for line in stderr.splitlines() if line.startswith("bulk-backfill: error")]
+    assert len(error_lines) == 1, stderr
+    assert "lost the database connection of the scan for" in error_lines[0]
+    assert "last confirmed killmail_id" in error_lines[0]
+    after = int(error_lines[0].rsplit("--after-id ", 1)[1])
+    with psycopg.connect(url) as conn:
+        (unvalued_before,) = conn.execute(
+            "SELECT count(*) FROM killmails k WHERE killmail_id <= %s AND total_value IS NULL"
+            " AND EXISTS (SELECT 1 FROM victims v WHERE v.killmail_id = k.killmail_id)",
+            [after],
+        ).fetchone()
+    assert unvalued_before == 0  # every killmail up to the resume point is written
+    assert stdout  # the summary is printed as well
+    resumed = cli("run", "--procs", "2", "--batch-size", "200", "--after-id", str(after), url=url)
+    assert resumed.returncode == 0, resumed.stderr
+    _all_valued(url)
+
+
+# -- point 5: broker resources and stuck children ---------------------------------
+
+
+def test_depth_polls_keep_one_channel(queue_name):
+    from bulk import supervisor
+
+    rabbit.publish_raw(queue_name, [b"{}"] * 3)
+    depth = supervisor._Depth(rabbit.RABBITMQ_URL, queue_name)
+    try:
+        # More polls than the default channel_max (2047) channels.
+        for _ in range(3_000):
+            assert depth.ready() == 3
+        assert len(depth.connection._impl._channels) == 1
+    finally:
+        depth.close()
+
+
+@pytest.mark.slow
+def test_stopped_child_is_replaced_and_the_queue_drains(fresh_db, queue_name):
+    url = make_demo_db(fresh_db, 6_000)
+    _slow_writes(url, 0.02)
+    out = cli("queue", "--queue", queue_name, "--batch-size", "50", url=url, env=_ENV)
+    assert out.returncode == 0, out.stderr
+    command = ("work", "--queue", queue_name, "--until-empty", "--procs", "2")
+    proc = cli_popen(*command, "--stall-timeout", "3", url=url, env=_ENV)
+    try:
+        wait_until_valued(url, 1_000, timeout=120)
+        stopped = child_pids(proc.pid)[0]
+        os.kill(stopped, signal.SIGSTOP)
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert f"worker process {stopped} reported nothing" in stderr
+    assert "restarted after a stall: " in stdout
+    assert not _running(stopped)
+    _all_valued(url)
+    assert rabbit.counts(queue_name) == (0, 0)
+    assert rabbit.counts(f"{queue_name}.dead") == (0, 0)
+
+
+# -- point 7: a killed parent ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_children_of_a_killed_run_exit_quietly(fresh_db):
+    url = make_demo_db(fresh_db, 2_000)
+    _slow_writes(url, 0.3)  # children are nearly always in a batch when the parent dies
+    proc = cli_popen("run", "--procs", "2", "--batch-size", "20", url=url)
+    wait_until_valued(url, 40, timeout=120)
+    children = child_pids(proc.pid)
+    assert children, "run should have child processes"
+    os.kill(proc.pid, signal.SIGKILL)
+    # The children hold the inherited stderr pipe: it ends when the last one exits.
+    _, stderr = proc.communicate(timeout=60)
+    assert "Traceback" not in stderr
+    assert "BrokenPipeError" not in stderr
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(pid) for pid in children)
