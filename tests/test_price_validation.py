@@ -8,12 +8,14 @@ order, X-Pages: inf). Values are checked against the SQL reference.
 import json
 import math
 import threading
+import time
 from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
 
+from bulk.esi import ErrorBudget
 from tests.conftest import cli, mismatches, values
 from tests.test_prices import _CannedESI, _prices
 
@@ -218,3 +220,11 @@ def test_a_valid_page_count_is_still_followed(schema_db, hostile_esi):
     assert out.returncode == 0, out.stderr
     assert handler.calls == {(34, 1): 1, (34, 2): 1}
     assert all(math.isfinite(v) for v in _prices(schema_db)[34][:4])
+
+
+@pytest.mark.parametrize("reset", ["inf", "nan", "1e300", "-5"])
+def test_an_absurd_error_limit_reset_cannot_stall_the_fetch(reset):
+    budget = ErrorBudget()
+    budget.observe({"X-ESI-Error-Limit-Remain": "0", "X-ESI-Error-Limit-Reset": reset})
+    # At most the 300 s cap (a NaN or garbage reset waits ESI's usual minute).
+    assert budget._resume_at - time.monotonic() <= 301
