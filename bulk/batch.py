@@ -5,6 +5,7 @@ A batch is written whole or not at all: by one UPDATE statement.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -93,6 +94,20 @@ def _write(conn: psycopg.Connection, cur: psycopg.Cursor, cents, mode: str) -> i
     return int(result.command_tuples or 0)
 
 
+class PriceOutOfRange(psycopg.errors.NumericValueOutOfRange):
+    """A unit price of the batch whose cents do not fit int8; str() names the types.
+
+    A NumericValueOutOfRange (SQLSTATE 22003), so whatever classifies errors
+    by SQLSTATE or by class treats it as the batch error it is: the batch is
+    split and only the killmails that use the price fail.
+    """
+
+
+# The errors PostgreSQL raises casting such a price to int8 cents:
+# "bigint out of range" (22003), "cannot convert NaN/infinity to bigint" (0A000).
+_CENTS_CAST_ERRORS = (psycopg.errors.NumericValueOutOfRange, psycopg.errors.FeatureNotSupported)
+
+
 def process_batch(
     conn: psycopg.Connection,
     ids: Iterable[int],
@@ -108,11 +123,21 @@ def process_batch(
     transaction of the caller's connection.
     """
     batch_ids = sorted({int(i) for i in ids})
-    if conn.autocommit:
-        updated, no_victim = _load_price_write(conn, batch_ids, mode, price_column)
-    else:
-        with conn.transaction():
+    try:
+        if conn.autocommit:
             updated, no_victim = _load_price_write(conn, batch_ids, mode, price_column)
+        else:
+            with conn.transaction():
+                updated, no_victim = _load_price_write(conn, batch_ids, mode, price_column)
+    except _CENTS_CAST_ERRORS as exc:
+        if isinstance(exc, PriceOutOfRange):
+            raise
+        bad = _unusable_prices(conn, batch_ids, mode, price_column)
+        if not bad:
+            raise
+        raise PriceOutOfRange(
+            "; ".join(_describe_price(price_column, t, p) for t, p in bad)
+        ) from exc
     return BatchResult(
         updated=updated,
         skipped=len(batch_ids) - updated,
@@ -131,3 +156,21 @@ def _load_price_write(conn, batch_ids: list[int], mode: str, price_column: str):
         cents, no_victim = pricing.price_batch(lines)
         updated = _write(conn, cur, cents, mode) if cents.killmail_ids.size else 0
     return updated, no_victim
+
+
+def _unusable_prices(conn, batch_ids: list[int], mode: str, price_column: str) -> list:
+    """(type_id, price) of the batch's prices that cannot be cents; run after the load failed."""
+    statement = sqlfiles.unusable_prices_sql(mode, price_column)
+    if conn.autocommit:
+        return conn.execute(statement, {"ids": batch_ids}, prepare=False).fetchall()
+    with conn.transaction():
+        return conn.execute(statement, {"ids": batch_ids}, prepare=False).fetchall()
+
+
+def _describe_price(column: str, type_id: int, price: float) -> str:
+    if math.isfinite(price):
+        return (
+            f"market_prices.{column} of type {type_id} is {price!r} ISK,"
+            " beyond what a value can hold"
+        )
+    return f"market_prices.{column} of type {type_id} is {price!r}, not a price"

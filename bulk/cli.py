@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -31,12 +31,17 @@ from bulk import (
 from bulk.config import mask_url
 from bulk.demo_data import load_demo_data
 from bulk.errors import UserError, one_line
+from bulk.market import MAX_PRICE
 from bulk.pool import RunSummary, run_local
 from bulk.sqlfiles import MODE_PREDICATES, PRICE_COLUMNS
 
 
 class _Moment(click.ParamType):
-    """A date (YYYY-MM-DD) or a date and time (YYYY-MM-DDTHH:MM[:SS])."""
+    """A date (2024-01-31 or 20240131) or a date and time (2024-01-31T18:00[:SS][+HH:MM]).
+
+    killmail_time is a timestamp without time zone holding UTC, so a time with
+    an offset is converted to UTC and one without is taken as UTC.
+    """
 
     name = "DATE"
 
@@ -50,10 +55,44 @@ class _Moment(click.ParamType):
             moment = datetime.fromisoformat(value)
         except ValueError:
             self.fail(f"{value!r} is not a date like 2024-01-31 or 2024-01-31T18:00", param, ctx)
-        # --until 2024-01-31 means to the end of that day.
-        if self.end_of_day and len(value) == 10:
+        try:
+            if moment.tzinfo is not None:
+                moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        except OverflowError:
+            self.fail(f"{value!r} is out of range: years 1 to 9999 in UTC", param, ctx)
+        # A bare date, in either ISO form, in --until means to the end of that day.
+        if self.end_of_day and _is_bare_date(value):
+            if moment.date() == date.max:
+                self.fail(f"{value!r} is the last day there is: leave out --until", param, ctx)
             moment += timedelta(days=1)
         return moment
+
+
+def _is_bare_date(value: str) -> bool:
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+_INT4 = click.IntRange(-(2**31), 2**31 - 1)
+# <queue>.dead must fit AMQP's 255-byte limit on queue names too.
+_MAX_QUEUE_BYTES = 255 - len(".dead")
+
+
+def _queue_name(ctx, param, value: str) -> str:
+    if not value:
+        raise click.BadParameter("must not be empty", ctx, param)
+    size = len(value.encode("utf-8"))
+    if size > _MAX_QUEUE_BYTES:
+        raise click.BadParameter(
+            f"is {size} bytes; at most {_MAX_QUEUE_BYTES} (with '.dead', the dead-letter "
+            "queue's name, AMQP allows 255)",
+            ctx,
+            param,
+        )
+    return value
 
 
 def database_option(f):
@@ -73,6 +112,7 @@ def broker_options(f):
         show_envvar=True,
         default=broker.DEFAULT_QUEUE,
         show_default=True,
+        callback=_queue_name,
         help="Queue name; its dead letters go to <queue>.dead.",
     )(f)
     return click.option(
@@ -140,14 +180,22 @@ def selection_options(f):
             help="null: never valued; zero: valued 0; all: every killmail.",
         ),
         click.option("--limit", type=click.IntRange(min=1), help="At most this many killmails."),
-        click.option("--id", "ids", type=int, multiple=True, help="Only this killmail (repeat)."),
+        click.option("--id", "ids", type=_INT4, multiple=True, help="Only this killmail (repeat)."),
         click.option(
-            "--ship-type", "ship_types", type=int, multiple=True, help="Only this ship (repeat)."
+            "--ship-type", "ship_types", type=_INT4, multiple=True, help="Only this ship (repeat)."
         ),
-        click.option("--since", type=_Moment(), help="killmail_time on or after this."),
-        click.option("--until", type=_Moment(end_of_day=True), help="killmail_time up to this."),
         click.option(
-            "--after-id", type=int, help="Only killmail_id above this (resume a stopped job)."
+            "--since",
+            type=_Moment(),
+            help="killmail_time on or after this; UTC unless it has an offset (+02:00).",
+        ),
+        click.option(
+            "--until",
+            type=_Moment(end_of_day=True),
+            help="killmail_time before this; a bare date includes that day. UTC unless offset.",
+        ),
+        click.option(
+            "--after-id", type=_INT4, help="Only killmail_id above this (resume a stopped job)."
         ),
         click.option(
             "--batch-size",
@@ -750,12 +798,16 @@ def prices_fetch_cmd(database_url, region, type_ids, concurrency, esi_url, user_
         f"priced     {summary.priced:>8,}  (rows written: {summary.written:,})",
         f"no orders  {len(summary.no_orders):>8,}  (their old rows are kept)",
         f"failed     {len(summary.failed):>8,}",
+        f"bad orders {summary.bad_orders:>8,}  (skipped: price not a number from 0 to "
+        f"{MAX_PRICE:.0e} ISK, or is_buy_order not true/false)",
         f"requests   {summary.stats.requests:>8,}  ({summary.stats.retries:,} retried; "
         f"{summary.stats.pauses:,} pauses for ESI's error limit)",
         f"elapsed    {summary.elapsed:>8.1f} s",
     ]
     if summary.no_orders:
         lines.append(f"no orders: {_sample(summary.no_orders)}")
+    if summary.bad_order_types:
+        lines.append(f"bad orders in types: {_sample(sorted(summary.bad_order_types))}")
     for type_id, reason in summary.failed[:20]:
         lines.append(f"failed {type_id}: {reason}")
     if summary.interrupted:

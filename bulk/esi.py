@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import threading
 import time
 import urllib.error
@@ -26,6 +27,10 @@ DEFAULT_ESI = "https://esi.evetech.net/latest"
 DEFAULT_REGION = 10000002  # The Forge, where Jita is
 _ERROR_FLOOR = 10  # errors left in ESI's window below which requests pause
 _DEFAULT_RESET = 60.0  # seconds to wait on a 420 that does not say
+_MAX_RESET = 300.0  # the longest wait any answer can ask for
+# A type's orders fill a few pages at most; a count beyond this is a broken
+# answer, and believing it would mean thousands of requests for one type.
+MAX_PAGES = 10_000
 
 
 # A request that timed out or lost its connection is worth another try.
@@ -56,7 +61,8 @@ class ErrorBudget:
         remain = _number(headers.get("X-ESI-Error-Limit-Remain"))
         reset = _number(headers.get("X-ESI-Error-Limit-Reset"))
         if hit_limit or (remain is not None and remain <= _ERROR_FLOOR):
-            wait = reset if reset is not None else _DEFAULT_RESET
+            # ESI's error window is a minute; a reset far beyond it is not believed.
+            wait = min(max(reset, 0.0), _MAX_RESET) if reset is not None else _DEFAULT_RESET
             with self._lock:
                 resume = time.monotonic() + wait + 0.5
                 if resume > self._resume_at:
@@ -73,10 +79,25 @@ class ErrorBudget:
 
 
 def _number(value) -> float | None:
+    """A header's finite number, or None: 'inf' or 'nan' would make a wait endless."""
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) else None
+
+
+def _page_count(value: str | None, page: int) -> int:
+    """X-Pages as a whole number from 1 to MAX_PAGES (1 when absent); TypeFailed otherwise."""
+    if value is None:
+        return 1
+    text = value.strip()
+    if text.isascii() and text.isdigit() and len(text) <= 6 and 1 <= int(text) <= MAX_PAGES:
+        return int(text)
+    shown = text[:40] + ("..." if len(text) > 40 else "")
+    raise TypeFailed(
+        f"page {page}: X-Pages {shown!r} is not a page count (a whole number 1 to {MAX_PAGES:,})"
+    )
 
 
 class Client:
@@ -130,7 +151,7 @@ class Client:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     self.budget.observe(response.headers)
                     body = response.read()
-                    pages = int(_number(response.headers.get("X-Pages")) or 1)
+                    pages = _page_count(response.headers.get("X-Pages"), page)
                 data = json.loads(body)
                 if not isinstance(data, list):
                     raise TypeFailed(f"page {page}: expected a list of orders")
@@ -154,7 +175,12 @@ class Client:
                 last_error = f"{type(reason).__name__}: {reason}" if str(reason) else "timeout"
                 self.sleep(backoff_delay(attempt, base=0.5, cap=10.0))
             except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
-                raise TypeFailed(f"page {page}: not a JSON list of orders ({exc})") from None
+                # ValueError also covers an integer of thousands of digits.
+                reason = " ".join(str(exc).split())[:200]
+                raise TypeFailed(f"page {page}: not a JSON list of orders ({reason})") from None
+            except RecursionError:
+                reason = "nested too deep"
+                raise TypeFailed(f"page {page}: not a JSON list of orders ({reason})") from None
             self._count("retries")
         raise TypeFailed(f"page {page}: gave up after {self.attempts} attempts ({last_error})")
 

@@ -35,17 +35,28 @@ class ImportResult:
     repeated_in_file: list[int] = field(default_factory=list)
 
 
+_INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
+# Real containers nest two or three deep; far deeper is a broken or hostile line.
+_MAX_ITEM_DEPTH = 50
+
+
 def _int(value, what: str, *, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{what} must be an integer, got {value!r}")
+        shown = repr(value)
+        raise ValueError(f"{what} must be an integer, got {shown[:40]}")
+    # Every such column is int4: refused here with the line, not by COPY later.
+    if not _INT4_MIN <= value <= _INT4_MAX:
+        raise ValueError(f"{what} {value} is out of range (a 32-bit integer)")
     return value
 
 
 def _items(raw, out: list, depth: int = 0) -> None:
     if raw is None:
         return
+    if depth > _MAX_ITEM_DEPTH:
+        raise ValueError(f"items nested more than {_MAX_ITEM_DEPTH} deep")
     if not isinstance(raw, list):
         raise ValueError("victim.items must be a list")
     for item in raw:
@@ -70,6 +81,10 @@ def parse_killmail(text: str) -> Killmail:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg})") from None
+    except ValueError:  # an integer beyond Python's limit of 4,300 digits
+        raise ValueError("not JSON (a number with more digits than can be read)") from None
+    except RecursionError:
+        raise ValueError("not JSON (nested too deep)") from None
     if isinstance(doc, dict) and isinstance(doc.get("killmail"), dict):
         doc = doc["killmail"]
     if not isinstance(doc, dict):
@@ -80,12 +95,18 @@ def parse_killmail(text: str) -> Killmail:
     raw_time = doc.get("killmail_time")
     if not isinstance(raw_time, str):
         raise ValueError("killmail_time is missing")
+    shown = repr(raw_time) if len(raw_time) <= 40 else repr(raw_time[:37] + "...")
     try:
         time = datetime.fromisoformat(raw_time.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"killmail_time {raw_time!r} is not ISO-8601") from None
+        raise ValueError(f"killmail_time {shown} is not ISO-8601") from None
     if time.tzinfo is not None:
-        time = time.astimezone(timezone.utc).replace(tzinfo=None)
+        try:
+            time = time.astimezone(timezone.utc).replace(tzinfo=None)
+        except OverflowError:
+            raise ValueError(
+                f"killmail_time {shown} is out of range in UTC (years 1 to 9999)"
+            ) from None
     victim = doc.get("victim")
     if not isinstance(victim, dict):
         raise ValueError("victim is missing")

@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from bulk.market import PRICE_FIELDS
+from bulk.market import MAX_PRICE, PRICE_FIELDS
 
 ESI_FIELDS = ("average_price", "adjusted_price")
 _MAX_TYPE_ID = 2**31 - 1
@@ -37,26 +37,41 @@ class PriceTable:
 def _type_id(value, line: int) -> int:
     if isinstance(value, str):
         value = value.strip()
-        if not value.isdigit():
-            raise PriceFileError(line, f"type_id {value!r} is not a whole number")
+        if not (value.isascii() and value.isdigit()):
+            raise PriceFileError(line, f"type_id {_shown(value)} is not a whole number")
+        # int() of thousands of digits raises; no type_id has more than ten.
+        if len(value) > 10:
+            raise PriceFileError(line, f"type_id {_shown(value)} is not a positive whole number")
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= _MAX_TYPE_ID:
-        raise PriceFileError(line, f"type_id {value!r} is not a positive whole number")
+        raise PriceFileError(line, f"type_id {_shown(value)} is not a positive whole number")
     return value
 
 
 def _price(value, name: str, line: int) -> float | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    shown = _shown(value)
     if isinstance(value, bool):
-        raise PriceFileError(line, f"{name} {value!r} is not a number")
+        raise PriceFileError(line, f"{name} {shown} is not a number")
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise PriceFileError(line, f"{name} {value!r} is not a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise PriceFileError(line, f"{name} {shown} is not a number") from None
     if not math.isfinite(number) or number < 0:
-        raise PriceFileError(line, f"{name} {value!r} is not a price (finite, 0 or more)")
+        raise PriceFileError(line, f"{name} {shown} is not a price (finite, 0 or more)")
+    # volume is a count, not a price: only the price columns have the bound.
+    if name != "volume" and number > MAX_PRICE:
+        raise PriceFileError(
+            line, f"{name} {shown} is beyond {MAX_PRICE:.0e} ISK, more than any type costs"
+        )
     return number
+
+
+def _shown(value) -> str:
+    """repr of a cell, cut: a line of a million digits is not echoed back whole."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _no_repeats(rows: list[tuple], lines: list[int]) -> None:
@@ -105,6 +120,11 @@ def _json_entries(text: str):
             entry, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError as exc:
             raise PriceFileError(exc.lineno, f"not JSON ({exc.msg})") from None
+        except ValueError:  # an integer beyond Python's limit of 4,300 digits
+            reason = "a number with more digits than can be read"
+            raise PriceFileError(_line_at(text, position), f"not JSON ({reason})") from None
+        except RecursionError:
+            raise PriceFileError(_line_at(text, position), "not JSON (nested too deep)") from None
         yield _line_at(text, position), entry
         position = _skip_space(text, end)
         if position < len(text) and text[position] == ",":

@@ -18,7 +18,7 @@ import psycopg
 
 from bulk import db, esi, price_files, price_store
 from bulk.errors import UserError
-from bulk.market import PRICE_FIELDS, BadOrder, MarketPrice, summarize
+from bulk.market import PRICE_FIELDS, MarketPrice, read_book
 from bulk.progress import Progress
 
 _FLUSH_EVERY = 500  # types per upsert during a fetch
@@ -65,6 +65,10 @@ class FetchSummary:
     priced: int = 0
     no_orders: list[int] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)
+    # Orders that could not be real (price not a number from 0 to MAX_PRICE,
+    # is_buy_order not a boolean, ...): skipped, and the types they were in.
+    bad_orders: int = 0
+    bad_order_types: list[int] = field(default_factory=list)
     written: int = 0
     interrupted: bool = False
     elapsed: float = 0.0
@@ -133,17 +137,20 @@ def _fill(pool, pending: dict, queue, client: esi.Client, limit: int) -> None:
         pending[pool.submit(_fetch_one, client, type_id)] = type_id
 
 
-def _fetch_one(client: esi.Client, type_id: int) -> MarketPrice | None:
-    return summarize(type_id, client.orders(type_id))
+def _fetch_one(client: esi.Client, type_id: int) -> tuple[MarketPrice | None, int]:
+    return read_book(type_id, client.orders(type_id))
 
 
 def _record(summary: FetchSummary, type_id: int, future: Future, done: list, bar) -> None:
     try:
-        price = future.result()
-    except (esi.TypeFailed, BadOrder) as exc:
+        price, bad_orders = future.result()
+    except esi.TypeFailed as exc:
         summary.failed.append((type_id, str(exc)))
         bar.add(1, failed=1)
         return
+    if bad_orders:
+        summary.bad_orders += bad_orders
+        summary.bad_order_types.append(type_id)
     if price is None:
         summary.no_orders.append(type_id)
         bar.add(1, no_orders=1)

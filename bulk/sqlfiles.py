@@ -70,6 +70,13 @@ def load_batch_sql(mode: str, column: str) -> str:
 
 
 @cache
+def unusable_prices_sql(mode: str, column: str) -> str:
+    return load("unusable_prices").format(
+        mode_predicate=mode_predicate(mode), price_column=price_column(column)
+    )
+
+
+@cache
 def update_batch_sql(mode: str, n_rows: int) -> str:
     """The write with psycopg placeholders, for cents beyond int8 (sent as numeric)."""
     # Types on the first row fix the VALUES column types for every row.
