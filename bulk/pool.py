@@ -22,7 +22,7 @@ from multiprocessing.connection import wait
 
 import psycopg
 
-from bulk import db, scan
+from bulk import db, redact, scan
 from bulk.errors import UserError, describe
 from bulk.progress import Progress
 from bulk.retry import ConnectionHolder, Failure, run_batch
@@ -56,6 +56,8 @@ def _child(url: str, mode: str, price_column: str, pipe) -> None:
     # group must not interrupt a batch half way through its transaction.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # A spawned child starts with no passwords noted: its failure texts must mask them.
+    redact.remember(url)
     parent = os.getppid()
     holder = ConnectionHolder(
         lambda: psycopg.connect(url, autocommit=True, application_name="bulk-backfill run")
