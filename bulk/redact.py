@@ -32,6 +32,9 @@ _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 # A URL inside free text: the scheme, then everything up to the last '@' of the text.
 _URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^@]*@(?:.*@)?)", re.DOTALL)
 
+# A libpq keyword string starts with a keyword and '='; a URL never does.
+_KEYWORD_STRING = re.compile(r"\s*[A-Za-z_]+\s*=")
+
 _seen: set[str] = set()
 _ENV_URLS = ("DATABASE_URL", "RABBITMQ_URL")
 
@@ -43,19 +46,19 @@ def mask_url(url: str) -> str:
     '#', '?', '/' or '@' (which libpq accepts raw) is masked whole; a query or
     path with an '@' in it then loses part of its text, never a password.
     """
+    if _KEYWORD_STRING.match(url):
+        return _KEYWORD_PASSWORD.sub(rf"\1{MASK}", url)
     scheme, sep, rest = url.partition("://")
     if not sep:
-        if "=" in url and "@" not in url:  # a libpq keyword string
-            return _KEYWORD_PASSWORD.sub(rf"\1{MASK}", url)
-        scheme, rest = "", url
+        # No scheme ("guest:secret@host" or "guest:secret"): not a URL anything here
+        # reads, and what follows the first colon may be a password holding '@'.
+        user, colon, _ = url.partition(":")
+        return f"{user}:{MASK}" if colon else url
     rest = _QUERY_PASSWORD.sub(rf"\1{MASK}", rest)
     userinfo, at, hostpart = rest.rpartition("@")
     if at:
         user, colon, _ = userinfo.partition(":")
         rest = f"{user}:{MASK}@{hostpart}" if colon else f"{userinfo}@{hostpart}"
-    elif not sep and ":" in rest:
-        # No scheme and no '@' ("guest:secret"): what follows the colon may be a password.
-        rest = rest.partition(":")[0] + ":" + MASK
     return f"{scheme}{sep}{rest}"
 
 
@@ -64,7 +67,13 @@ def passwords_in(url: str) -> frozenset[str]:
     """Every string that some reading of the URL or keyword string takes as its password."""
     found: set[str] = set()
     scheme, sep, rest = url.partition("://")
-    if sep:
+    if _KEYWORD_STRING.match(url):
+        for match in _KEYWORD_PASSWORD.finditer(url):
+            value = match.group(2)
+            found.add(value)
+            if value.startswith("'"):
+                found.add(re.sub(r"\\(.)", r"\1", value.strip("'")))
+    elif sep:
         userinfo, at, _ = rest.rpartition("@")
         user = userinfo.partition(":")[0]
         # The colon belongs to a userinfo only if no '/' or '@' comes before it.
@@ -81,14 +90,10 @@ def passwords_in(url: str) -> frozenset[str]:
                 found.add(pika.URLParameters(url).credentials.password)
             except Exception:  # pika cannot read it: the readings above stand
                 pass
-    elif "=" in url:
-        for match in _KEYWORD_PASSWORD.finditer(url):
-            value = match.group(2)
-            found.add(value)
-            if value.startswith("'"):
-                found.add(re.sub(r"\\(.)", r"\1", value.strip("'")))
     elif ":" in url:
-        found.add(url.split("@", 1)[0].partition(":")[2])  # "user:password", no scheme
+        password = url.partition(":")[2]  # "user:password[@host]", no scheme
+        found.add(password)
+        found.update(p for p in re.split(r"[@/?#&:]", password) if len(p) >= 4)
     try:
         password = conninfo_to_dict(url).get("password")
         if password:
