@@ -15,6 +15,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
+from bulk import redact
 from bulk.config import mask_url, scrub
 from bulk.errors import UserError, one_line
 
@@ -51,10 +52,17 @@ def connect(url: str, *, heartbeat: int | None = None) -> pika.BlockingConnectio
     The heartbeat is `heartbeat`, else the URL's `?heartbeat=`, else
     DEFAULT_HEARTBEAT.
     """
+    redact.remember(url)
     try:
         params = pika.URLParameters(url)
     except Exception as exc:  # pika raises several types for a malformed URL
-        raise BrokerError(f"bad RabbitMQ URL {mask_url(url)}: {exc}") from None
+        # pika's message may quote part of the URL (a password with '#' or '/' reads
+        # as the port), and a URL it cannot read may be masked wrongly: show neither.
+        reason = scrub(one_line(exc), url)
+        raise BrokerError(
+            f"bad RabbitMQ URL (not shown: it may hold a password): {reason}; "
+            "percent-encode special characters in the password, e.g. # as %23, / as %2F"
+        ) from None
     if heartbeat is not None:
         params.heartbeat = heartbeat
     elif "heartbeat" not in parse_qs(urlsplit(url).query):

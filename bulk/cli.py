@@ -22,6 +22,7 @@ from bulk import (
     importer,
     prices,
     producer,
+    redact,
     reference,
     scan,
     status,
@@ -943,7 +944,7 @@ def _failure_lines(failures: list) -> list[str]:
     "--database",
     default="bulk_backfill_demo",
     show_default=True,
-    help="Name of the demo database (dropped and created anew).",
+    help="Name of the demo database (re-created; an existing one only if a demo created it).",
 )
 @click.option(
     "--datadir",
@@ -1005,16 +1006,16 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        click.echo(f"bulk-backfill: error: {exc.format_message()}", err=True)
+        click.echo(f"bulk-backfill: error: {redact.scrub(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("bulk-backfill: interrupted", err=True)
         sys.exit(130)
     except UserError as exc:
-        click.echo(f"bulk-backfill: error: {exc}", err=True)
+        click.echo(f"bulk-backfill: error: {redact.scrub(str(exc))}", err=True)
         sys.exit(2)
     except psycopg.Error as exc:
-        click.echo(f"bulk-backfill: database error: {' '.join(str(exc).split())}", err=True)
+        click.echo(f"bulk-backfill: database error: {one_line(exc)}", err=True)
         sys.exit(1)
     except pika.exceptions.AMQPError as exc:
         click.echo(f"bulk-backfill: broker error: {one_line(exc)}", err=True)

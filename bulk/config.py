@@ -3,44 +3,26 @@
 from __future__ import annotations
 
 import os
-import re
-from urllib.parse import urlsplit, urlunsplit
 
+from psycopg.conninfo import conninfo_to_dict
+
+from bulk import redact
 from bulk.errors import UserError
 
-_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
-
-def mask_url(url: str) -> str:
-    """The URL (or libpq keyword string) with any password replaced by ***."""
-    if "://" not in url:
-        return _KEYWORD_PASSWORD.sub(r"\1***", url)
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            masked = url
-        else:
-            userinfo, _, host = parts.netloc.rpartition("@")
-            user = userinfo.split(":", 1)[0]
-            masked = urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-    except ValueError:
-        return "<unparseable URL>"
-    return _KEYWORD_PASSWORD.sub(r"\1***", masked)
+mask_url = redact.mask_url
 
 
 def password_of(url: str) -> str | None:
+    """The password libpq reads from the URL or keyword string, if any."""
     try:
-        return urlsplit(url).password if "://" in url else None
-    except ValueError:
+        return conninfo_to_dict(url).get("password")
+    except Exception:  # not readable by libpq: no password it would use
         return None
 
 
-def scrub(message: str, url: str) -> str:
-    """An error message with the URL's password taken out, in case a library echoed it."""
-    password = password_of(url)
-    if password:
-        message = message.replace(password, "***")
-    return message
+def scrub(message: str, url: str | None = None) -> str:
+    """A message with every password masked, in case a library echoed the URL or its password."""
+    return redact.scrub(message, url)
 
 
 def database_url(flag: str | None) -> str:
@@ -51,6 +33,19 @@ def database_url(flag: str | None) -> str:
             "no database given: set DATABASE_URL or pass --database-url "
             "(e.g. postgresql://postgres@127.0.0.1:5432/killboard)"
         )
+    redact.remember(url)
     if "://" in url and not url.startswith(("postgresql://", "postgres://")):
         raise UserError(f"not a PostgreSQL URL: {mask_url(url)}")
+    check_libpq_url(url)
     return url
+
+
+def check_libpq_url(url: str) -> None:
+    """A UserError when libpq cannot read the URL; its own message would echo the URL whole."""
+    try:
+        conninfo_to_dict(url)
+    except Exception:
+        raise UserError(
+            "the database URL cannot be parsed by libpq (not shown: it may hold a password); "
+            "percent-encode special characters in it, e.g. @ as %40, # as %23, / as %2F"
+        ) from None

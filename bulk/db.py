@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
-from bulk import sqlfiles
-from bulk.config import mask_url, scrub
+from bulk import redact, sqlfiles
+from bulk.config import check_libpq_url, mask_url, scrub
 from bulk.errors import UserError, one_line
 
 REQUIRED_TABLES = (
@@ -21,6 +21,9 @@ REQUIRED_TABLES = (
 
 def connect(url: str, *, autocommit: bool = False, application: str = "bulk-backfill"):
     """A psycopg connection, or a UserError naming the (masked) URL and the reason."""
+    redact.remember(url)
+    # libpq's parse errors quote the whole URL: say it cannot be parsed, without it.
+    check_libpq_url(url)
     try:
         return psycopg.connect(url, autocommit=autocommit, application_name=application)
     except psycopg.Error as exc:

@@ -18,6 +18,8 @@ from bulk.pool import RunSummary, run_local
 from bulk.scan import Selection
 
 DEFAULT_DATADIR = Path(".bulk-backfill-demo") / "pgdata"
+# Set on every database the demo creates; only a database bearing it is ever dropped.
+DEMO_MARKER = "created by bulk-backfill demo"
 
 
 @dataclass
@@ -47,11 +49,33 @@ def embedded_server_url(datadir: Path) -> str:
 
 
 def fresh_database(server_url: str, name: str) -> str:
-    """Drop and create the demo's own database on the server; returns its URL."""
+    """Drop (if the demo made it) and create the demo's own database; returns its URL.
+
+    The fence before DROP DATABASE is the comment the demo sets on every database
+    it creates: a name alone proves nothing (`--database killboard` must not drop
+    a killboard), so any existing database without that comment is refused with
+    one line and left alone. A name that does not exist yet is simply created.
+    """
     with db.connect(server_url, autocommit=True) as conn:
-        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-        conn.execute(drop.format(sql.Identifier(name)))
+        row = conn.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+            [name],
+        ).fetchone()
+        if row is not None:
+            if row[0] != DEMO_MARKER:
+                raise UserError(
+                    f"refusing to drop database {name!r}: the demo did not create it "
+                    f"(it lacks the comment {DEMO_MARKER!r}); choose another --database, "
+                    "or drop it yourself if an older demo made it"
+                )
+            drop = sql.SQL("DROP DATABASE {} WITH (FORCE)")
+            conn.execute(drop.format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(name), sql.Literal(DEMO_MARKER)
+            )
+        )
     return make_conninfo(server_url, dbname=name)
 
 

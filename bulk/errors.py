@@ -1,5 +1,7 @@
 """Errors the CLI turns into one line on stderr and a non-zero exit."""
 
+from bulk import redact
+
 
 class UserError(Exception):
     """Bad input or an unusable environment: the message is shown as is, no traceback."""
@@ -7,9 +9,12 @@ class UserError(Exception):
 
 def one_line(exc: BaseException) -> str:
     """An exception's message on one line, or its type's name when it has none."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return redact.scrub(" ".join(str(exc).split())) or type(exc).__name__
 
 
 def describe(exc: BaseException) -> str:
-    """'Type: message' on one line, for reports and dead-letter headers."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    """'Type: message' on one line, for reports and dead-letter headers.
+
+    Passwords are masked: a database error can quote a connection URL.
+    """
+    return f"{type(exc).__name__}: {redact.scrub(' '.join(str(exc).split()))}"

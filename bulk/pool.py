@@ -22,7 +22,7 @@ from multiprocessing.connection import wait
 
 import psycopg
 
-from bulk import db, scan
+from bulk import db, redact, scan
 from bulk.config import scrub
 from bulk.errors import UserError
 from bulk.progress import Progress
@@ -60,6 +60,8 @@ def _child(url: str, mode: str, price_column: str, patience: float, pipe) -> Non
     # group must not interrupt a batch half way through its transaction.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # A spawned child starts with no passwords noted: its failure texts must mask them.
+    redact.remember(url)
     parent = os.getppid()
     holder = ConnectionHolder(
         lambda: psycopg.connect(url, autocommit=True, application_name="bulk-backfill run")

@@ -8,6 +8,7 @@ None and a note says why.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import urllib.error
 import urllib.parse
@@ -18,7 +19,7 @@ from datetime import datetime, timedelta
 import pika
 import psycopg
 
-from bulk import broker, messages, sqlfiles
+from bulk import broker, messages, redact, sqlfiles
 
 # Above this many item rows (about 200,000 killmails), the types used in killmails
 # are read from a 2% block sample: the exact distinct scan of tens of millions of
@@ -145,16 +146,76 @@ def _ids_in_first_message(channel, queue: str) -> int:
 
 
 def default_management_url(amqp_url: str) -> str:
-    parts = urllib.parse.urlsplit(amqp_url)
-    return f"http://{parts.hostname or '127.0.0.1'}:15672"
+    """The management API where a default install has it: TLS (15671) for amqps, else 15672."""
+    params = pika.URLParameters(amqp_url)
+    host = params.host or "127.0.0.1"
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    if amqp_url.lower().startswith("amqps://"):
+        return f"https://{host}:15671"
+    return f"http://{host}:15672"
+
+
+@dataclass
+class _Target:
+    base: str  # without userinfo: safe to show
+    username: str
+    password: str
+    refusal: str | None = None  # why the credentials are not sent
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def management_target(amqp_url: str, management_url: str | None) -> _Target:
+    """Where to ask, with which credentials, and whether they may be sent there.
+
+    Credentials go only over https, to a loopback host, or to a URL the user
+    named with --management-url; never over plain HTTP to a host we guessed.
+    """
+    params = pika.URLParameters(amqp_url)
+    username, password = params.credentials.username, params.credentials.password
+    explicit = management_url is not None
+    url = management_url if explicit else default_management_url(amqp_url)
+    scheme, sep, rest = url.partition("://")
+    # Userinfo up to the last '@' before the path: a password may hold '#', '/' or '?'.
+    authority_end = len(rest)
+    at = rest.rfind("@")
+    slash = rest.find("/", at + 1)
+    if slash != -1:
+        authority_end = slash
+    authority, path = rest[:authority_end], rest[authority_end:]
+    userinfo, at_sign, hostport = authority.rpartition("@")
+    if at_sign:
+        user, _, secret = userinfo.partition(":")
+        username, password = urllib.parse.unquote(user), urllib.parse.unquote(secret)
+        redact.remember(url)
+    base = f"{scheme}{sep}{hostport}{path}".rstrip("/")
+    target = _Target(base, username, password)
+    host = urllib.parse.urlsplit(f"{scheme}://{hostport}").hostname or ""
+    if not explicit and scheme.lower() != "https" and not _is_loopback(host):
+        target.refusal = (
+            f"unknown: the broker's password is not sent over plain HTTP to {host}; "
+            "pass --management-url (https://..., or http://... if you accept that) to ask it"
+        )
+    return target
 
 
 def _unacked(amqp_url: str, queue: str, management_url: str | None) -> tuple[int | None, str]:
-    base = (management_url or default_management_url(amqp_url)).rstrip("/")
+    target = management_target(amqp_url, management_url)
+    if target.refusal:
+        return None, target.refusal
+    base = target.base
     params = pika.URLParameters(amqp_url)
     vhost = urllib.parse.quote(params.virtual_host, safe="")
     request = urllib.request.Request(f"{base}/api/queues/{vhost}/{urllib.parse.quote(queue)}")
-    credentials = f"{params.credentials.username}:{params.credentials.password}"
+    credentials = f"{target.username}:{target.password}"
     request.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
     try:
         with urllib.request.urlopen(request, timeout=2) as response:
@@ -165,7 +226,7 @@ def _unacked(amqp_url: str, queue: str, management_url: str | None) -> tuple[int
             return 0, f"from the management API at {base} (no such queue)"
         return None, f"unknown: the management API at {base} answered HTTP {exc.code}"
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
+        reason = redact.scrub(str(getattr(exc, "reason", exc)), management_url, amqp_url)
         return None, f"unknown: the management API at {base} is not reachable ({reason})"
 
 

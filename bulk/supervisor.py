@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
-from bulk import broker, db
+from bulk import broker, db, redact
 from bulk.errors import UserError
 from bulk.progress import Progress
 from bulk.stopper import Stopper
@@ -64,6 +64,9 @@ def _child(settings: WorkSettings, pipe) -> None:
     # group must not interrupt a batch half way through.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # A spawned child starts with no passwords noted: its error texts (dead-letter
+    # headers included) must still mask the ones in the URLs it was given.
+    redact.remember(settings.db_url, settings.amqp_url)
     parent = os.getppid()
     stop = False
 
