@@ -39,17 +39,25 @@ def test_unreachable_database_masks_the_password():
     assert "***" in line and "cannot connect" in line
 
 
-def test_wrong_password_is_one_line_without_the_password(fresh_db):
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
+def test_wrong_password_is_one_line_without_the_password(password_server):
+    # The shared test server trusts local connections; this one checks passwords.
+    admin = password_server("postgres", password_server.superuser_password)
+    with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("DROP ROLE IF EXISTS bb_pw_test")
-        conn.execute("CREATE ROLE bb_pw_test LOGIN PASSWORD 'right'")
+        conn.execute("CREATE ROLE bb_pw_test LOGIN PASSWORD 'right-pw-1'")
+        conn.execute("GRANT CREATE ON SCHEMA public TO bb_pw_test")
     try:
-        url = "postgresql://bb_pw_test:hunter2-wrong@127.0.0.1:5432/postgres"
-        out = cli("init-db", url=url)
-        _one_line_error(out)
+        out = cli("init-db", url=password_server("bb_pw_test", "hunter2-wrong"))
+        line = _one_line_error(out)
+        assert "password authentication failed" in line, line
         assert "hunter2-wrong" not in out.stderr + out.stdout
+        # The right password gets in: the failure above was the password, nothing else.
+        good = cli("init-db", url=password_server("bb_pw_test", "right-pw-1"))
+        assert good.returncode == 0, good.stderr
+        assert "right-pw-1" not in good.stderr + good.stdout
     finally:
-        with psycopg.connect(fresh_db, autocommit=True) as conn:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY bb_pw_test")
             conn.execute("DROP ROLE IF EXISTS bb_pw_test")
 
 

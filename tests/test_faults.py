@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -226,26 +227,68 @@ def _ids_in(messages) -> Counter:
     return ids
 
 
+_KILLMAILS, _BATCH = 20_000, 10
+_PLANNED = _KILLMAILS // _BATCH  # messages a complete `queue` run publishes
+
+
+@contextmanager
+def _scan_held(url: str):
+    """Hold `queue` between two batches: its next keyset page waits on this table lock.
+
+    `queue` confirms each message before it reads the next page, so while the
+    lock is held everything it read is published or about to be, and the rest
+    of the table is still to come: an outage started now lands mid-run for
+    certain, however fast the machine. Leaving the block releases the lock.
+    """
+    with psycopg.connect(url) as conn:
+        conn.execute("SET lock_timeout = '30s'")
+        conn.execute("LOCK TABLE killmails IN ACCESS EXCLUSIVE MODE")
+        yield
+
+
+def _stop_broker_mid_run(url: str, queue_name: str, producer) -> int:
+    """Stop the broker while `queue` is held mid-run; the messages confirmed by then."""
+    _wait_for_messages(queue_name, 300)
+    with _scan_held(url):
+        confirmed = rabbit.ready(queue_name)
+        assert producer.poll() is None, "queue finished before the outage"
+        # At most the one batch read before the lock is still being published.
+        assert confirmed + 1 < _PLANNED, confirmed
+        _rabbitmqctl("stop_app")
+    return confirmed
+
+
+def _all_ids(url: str) -> set[int]:
+    with psycopg.connect(url) as conn:
+        return {r[0] for r in conn.execute("SELECT killmail_id FROM killmails")}
+
+
+def _queued_batches(stdout: str) -> int:
+    line = next(line for line in stdout.splitlines() if line.startswith("queued "))
+    return int(line.split(" in ")[1].split()[0].replace(",", ""))
+
+
 @pytest.mark.slow
 @needs_rabbitmqctl
 def test_queue_survives_a_broker_restart(fresh_db, queue_name):
-    url = make_demo_db(fresh_db, 20_000)
-    producer = cli_popen("queue", "--queue", queue_name, "--batch-size", "10", url=url, env=_ENV)
+    url = make_demo_db(fresh_db, _KILLMAILS)
+    command = ("queue", "--queue", queue_name, "--batch-size", str(_BATCH))
+    producer = cli_popen(*command, url=url, env=_ENV)
     try:
-        _wait_for_messages(queue_name, 300)
-        _rabbitmqctl("stop_app")
+        _stop_broker_mid_run(url, queue_name, producer)
     finally:
         _rabbitmqctl("start_app")
         _rabbitmqctl("await_startup")
     stdout, stderr = producer.communicate(timeout=300)
     assert producer.returncode == 0, stderr
+    # The outage landed mid-run: the producer met it and reconnected.
     assert "lost the broker and reconnected" in stdout
+    assert _queued_batches(stdout) == _PLANNED
     queued = _ids_in(rabbit.drain(queue_name))
-    with psycopg.connect(url) as conn:
-        all_ids = {r[0] for r in conn.execute("SELECT killmail_id FROM killmails")}
+    all_ids = _all_ids(url)
     assert set(queued) == all_ids
     # Only the batch whose confirm was lost with the connection may be there twice.
-    assert sum(queued.values()) - len(all_ids) <= 10
+    assert sum(queued.values()) - len(all_ids) <= _BATCH
     _queue(url, queue_name)
     out = cli("work", "--queue", queue_name, "--until-empty", url=url, env=_ENV)
     assert out.returncode == 0, out.stderr
@@ -255,12 +298,11 @@ def test_queue_survives_a_broker_restart(fresh_db, queue_name):
 @pytest.mark.slow
 @needs_rabbitmqctl
 def test_queue_stopped_by_a_long_outage_resumes_with_after_id(fresh_db, queue_name):
-    url = make_demo_db(fresh_db, 20_000)
-    command = ("queue", "--queue", queue_name, "--batch-size", "10", "--broker-patience", "1")
-    producer = cli_popen(*command, url=url, env=_ENV)
+    url = make_demo_db(fresh_db, _KILLMAILS)
+    command = ("queue", "--queue", queue_name, "--batch-size", str(_BATCH))
+    producer = cli_popen(*command, "--broker-patience", "1", url=url, env=_ENV)
     try:
-        _wait_for_messages(queue_name, 300)
-        _rabbitmqctl("stop_app")
+        at_stop = _stop_broker_mid_run(url, queue_name, producer)
         stdout, stderr = producer.communicate(timeout=120)
     finally:
         _rabbitmqctl("start_app")
@@ -268,15 +310,19 @@ def test_queue_stopped_by_a_long_outage_resumes_with_after_id(fresh_db, queue_na
     assert producer.returncode == 1, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("bulk-backfill: error:")]
     assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    # The outage landed mid-run: what was confirmed is what the broker held when it
+    # stopped (give or take the batch in flight), far short of the whole table.
+    assert at_stop <= _queued_batches(stdout) <= at_stop + 1 < _PLANNED
     confirmed = [line for line in stdout.splitlines() if "last confirmed killmail_id" in line]
     after_id = int(confirmed[0].split()[-1])
     assert f"--after-id {after_id}" in errors[0]
-    _queue(url, queue_name, "--batch-size", "10", "--after-id", str(after_id))
-    queued = _ids_in(rabbit.drain(queue_name))
-    with psycopg.connect(url) as conn:
-        all_ids = {r[0] for r in conn.execute("SELECT killmail_id FROM killmails")}
+    before_resume = _ids_in(rabbit.drain(queue_name))
+    assert after_id in before_resume and max(before_resume) < max(_all_ids(url))
+    _queue(url, queue_name, "--batch-size", str(_BATCH), "--after-id", str(after_id))
+    queued = before_resume + _ids_in(rabbit.drain(queue_name))
+    all_ids = _all_ids(url)
     assert set(queued) == all_ids
-    assert sum(queued.values()) - len(all_ids) <= 10
+    assert sum(queued.values()) - len(all_ids) <= _BATCH
 
 
 def _wait_for_messages(queue_name: str, n: int, timeout: float = 60) -> None:

@@ -146,13 +146,18 @@ def test_filters_select_the_right_killmails(demo_db):
     def valued():
         return {k for k, v in values(demo_db).items() if v[0] is not None}
 
-    cli("run", *[a for i in some[:3] for a in ("--id", str(i))], url=demo_db)
+    def run(*args):
+        out = cli("run", *args, url=demo_db)
+        assert out.returncode == 0, out.stderr
+        return out
+
+    run(*[a for i in some[:3] for a in ("--id", str(i))])
     assert valued() == set(some[:3])
-    cli("run", "--ship-type", str(ship), url=demo_db)
+    run("--ship-type", str(ship))
     assert valued() == set(some[:3]) | by_ship
-    cli("run", "--since", str(day), "--until", str(day), url=demo_db)
+    run("--since", str(day), "--until", str(day))
     assert valued() == set(some[:3]) | by_ship | on_day
-    out = cli("run", "--limit", "7", url=demo_db)
+    out = run("--limit", "7")
     assert summary_count(out.stdout, "processed") == 7
     assert mismatches(demo_db) != []  # most killmails are still unvalued
     assert all(v[0] is None for k, v in values(demo_db).items() if k not in valued())
@@ -173,10 +178,49 @@ def test_ctrl_c_finishes_batches_in_hand_and_resumes(fresh_db):
     done = {k for k, v in values(url).items() if v[0] is not None}
     assert {m.killmail_id for m in mismatches(url)}.isdisjoint(done)
     resume = [line for line in stdout.splitlines() if "--after-id" in line]
-    assert resume, stdout
-    out = cli("run", "--procs", "2", url=url)
-    assert out.returncode == 0
-    assert mismatches(url) == []
+    assert len(resume) == 1, stdout
+    after_id = int(resume[0].split("--after-id")[1].split()[0])
+
+    # The resume point's promise: every killmail up to it is done (bar the victimless,
+    # which are never valued), so nothing at or below it needs selecting again.
+    no_victim = victimless(url)
+    before = values(url)
+    assert all(v[0] is not None for k, v in before.items() if k <= after_id and k not in no_victim)
+    pending = {k for k, v in before.items() if k > after_id and v[0] is None}
+    to_value = pending - no_victim
+    assert to_value, "the interrupt should leave killmails after the resume point"
+    # Unvalue the last five killmails up to the resume point (normally the point itself
+    # among them): null mode would select them again if the resumed scan started at
+    # or below the resume point.
+    reset = sorted(k for k in before if k <= after_id and k not in no_victim)[-5:]
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "UPDATE killmails SET total_value = NULL, destroyed_value = NULL,"
+            " dropped_value = NULL WHERE killmail_id = ANY(%s)",
+            (reset,),
+        )
+        # Every row the resumed run writes is logged, so a killmail at or below the
+        # resume point written again, or one after it left out, shows by its id.
+        conn.execute("CREATE TABLE touched (killmail_id int)")
+        conn.execute(
+            "CREATE FUNCTION log_touch() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN INSERT INTO touched VALUES (NEW.killmail_id); RETURN NULL; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER log_touch AFTER UPDATE ON killmails"
+            " FOR EACH ROW EXECUTE FUNCTION log_touch()"
+        )
+    out = cli("run", "--procs", "2", "--batch-size", "20", "--after-id", str(after_id), url=url)
+    assert out.returncode == 0, out.stderr
+    # Selected: exactly the still-NULL killmails after the resume point (victimless ones
+    # at or below it are NULL too, and would be counted if the scan went back over them).
+    assert summary_count(out.stdout, "selected") == len(pending)
+    assert summary_count(out.stdout, "updated") == len(to_value)
+    with psycopg.connect(url) as conn:
+        touched = [r[0] for r in conn.execute("SELECT killmail_id FROM touched")]
+    assert sorted(touched) == sorted(to_value)
+    # Everything is right except the killmails unvalued above, which were left alone.
+    assert {m.killmail_id for m in mismatches(url)} == set(reset)
 
 
 @pytest.mark.slow

@@ -81,23 +81,44 @@ def test_verify_sample_is_reproducible_with_a_seed(demo_db):
     assert whole["notes"]
 
 
+# Every band of verify's distribution, written here independently of
+# sql/value_distribution.sql. Bounds are ISK: lower bound inclusive, upper exclusive.
+_BANDS = {
+    "under_1m": "total_value < 1000000",
+    "m1_10m": "total_value >= 1000000 AND total_value < 10000000",
+    "m10_100m": "total_value >= 10000000 AND total_value < 100000000",
+    "m100m_1b": "total_value >= 100000000 AND total_value < 1000000000",
+    "over_1b": "total_value >= 1000000000",
+    "no_value": "total_value IS NULL",
+}
+
+
 def test_verify_distribution_matches_sql(demo_db):
+    assert cli("run", url=demo_db).returncode == 0
+    # Values on and next to every band edge, so a bound on the wrong side of an edge
+    # moves a killmail into the neighbouring band; plus zeros and unvalued rows.
+    edges = [0, 999_999.99, 1e6, 9_999_999.99, 1e7, 99_999_999.99, 1e8, 999_999_999.99, 1e9]
     with psycopg.connect(demo_db) as conn:
+        ids = [r[0] for r in conn.execute("SELECT killmail_id FROM killmails ORDER BY 1 LIMIT 40")]
+        for kid, value in zip(ids, edges):
+            conn.execute(
+                "UPDATE killmails SET total_value = %s WHERE killmail_id = %s", (value, kid)
+            )
         conn.execute(
-            "UPDATE killmails SET total_value = 0 WHERE killmail_id IN"
-            " (SELECT killmail_id FROM killmails ORDER BY 1 LIMIT 10)"
+            "UPDATE killmails SET total_value = NULL WHERE killmail_id = ANY(%s)", (ids[20:],)
         )
-    out = json.loads(_verify(demo_db, "--sample", "5", "--json").stdout)
-    bands = {
-        "under_1m": "total_value < 1e6",
-        "m1_10m": "total_value >= 1e6 AND total_value < 1e7",
-        "no_value": "total_value IS NULL",
-    }
-    for key, where in bands.items():
-        assert out["distribution"][key] == _scalar(
-            demo_db, f"SELECT count(*) FROM killmails WHERE {where}"
-        )
-    assert out["checked"] == 5
+    out = _verify(demo_db, "--sample", "5", "--json")
+    report = json.loads(out.stdout)
+    assert set(report["distribution"]) == set(_BANDS), report["distribution"]
+    for key, where in _BANDS.items():
+        expected = _scalar(demo_db, f"SELECT count(*) FROM killmails WHERE {where}")
+        assert expected > 0, key  # every band holds killmails, so every band is checked
+        assert report["distribution"][key] == expected, key
+    assert sum(report["distribution"].values()) == _scalar(
+        demo_db, "SELECT count(*) FROM killmails"
+    )
+    assert report["biggest"] == _scalar(demo_db, "SELECT max(total_value) FROM killmails")
+    assert report["checked"] == 5
 
 
 def test_status_counts_equal_sql_counts(demo_db, queue_name):

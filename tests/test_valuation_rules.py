@@ -19,7 +19,7 @@ def cents(price: float) -> Decimal:
 
 
 PRICES = {
-    100: 1234.565,  # a double just below the half cent: still rounds up, as numeric does
+    100: 1234.565,  # its double is just above the half cent (1234.56500000000005457…)
     101: 0.125,
     102: 0.0,  # a zero price values at 0
     104: 99.994999,  # many decimals
@@ -27,8 +27,19 @@ PRICES = {
     670: 5_000_000.0,  # the capsule has a price row, but is worth 10 ISK as a ship
     200: 12_345_678.9,  # a blueprint type (original or copy)
     300: 55.5,
+    # Doubles just below the half cent (1.005 is stored as 1.00499999999999989…):
+    # exact rounding of the double would give the lower cent, but PostgreSQL casts
+    # float8 to numeric with 15 significant digits (1.005), which rounds up.
+    110: 1.005,
+    111: 2.675,
+    112: 0.015,
+    113: 1.115,
+    114: 12_345.675,
+    115: 8.345,  # just above the half cent (8.34500000000000063…), for contrast
 }
 # 103 has no price row at all.
+BELOW_HALF_CENT = {110: "1.01", 111: "2.68", 112: "0.02", 113: "1.12", 114: "12345.68"}
+ABOVE_HALF_CENT = {100: "1234.57", 115: "8.35"}
 
 
 def _setup(conn):
@@ -36,7 +47,8 @@ def _setup(conn):
     conn.execute("INSERT INTO item_groups VALUES (1, 'g', 7), (2, 'bp', 9), (3, 'caps', 6)")
     conn.execute(
         "INSERT INTO types VALUES (100,'a',1),(101,'b',1),(102,'c',1),(103,'d',1),(104,'e',1),"
-        "(105,'f',1),(670,'Capsule',3),(200,'bp',2),(300,'m',1)"
+        "(105,'f',1),(670,'Capsule',3),(200,'bp',2),(300,'m',1),"
+        "(110,'h1',1),(111,'h2',1),(112,'h3',1),(113,'h4',1),(114,'h5',1),(115,'h6',1)"
     )
     for type_id, price in PRICES.items():
         conn.execute(
@@ -55,6 +67,9 @@ KILLMAILS = {
     5: (105, [(105, 1000, 24, 0)]),  # far above 2^53 cents
     6: (103, []),  # unpriced ship, no items
     7: (300, [(100, 1, None, 0)]),  # no victim row: skipped, never guessed at
+    # one unit of each half-cent price, destroyed or dropped, so a one-cent error shows
+    9: (110, [(111, 1, None, 0), (112, None, 1, 0), (113, 1, None, 0), (114, None, 1, 0)]),
+    10: (115, [(110, None, 1, 0)]),
 }
 # Sums beyond int64 cents: the batch is summed in Python integers and written
 # through the numeric-text path instead of binary int8 parameters.
@@ -94,7 +109,7 @@ def rules_db(schema_db):
 def test_engine_values_follow_the_rules_to_the_cent(rules_db):
     with psycopg.connect(rules_db) as conn:
         result = process_batch(conn, list(KILLMAILS), "null")
-    assert (result.updated, result.skipped, result.no_victim) == (6, 1, 1)
+    assert (result.updated, result.skipped, result.no_victim) == (8, 1, 1)
     assert result.no_victim_ids == [7]
     stored = values(rules_db)
     for kid, (ship, items) in KILLMAILS.items():
@@ -116,14 +131,51 @@ def test_half_cent_and_huge_values_are_exact(rules_db):
     assert stored[5][0] == float(total) and total * 100 > 2**53
 
 
-def test_sums_beyond_int64_are_written_exactly(rules_db):
+def test_doubles_just_below_the_half_cent_round_up_like_postgresql(rules_db):
+    half_cent = Decimal("0.005")
+    for type_id, rounded in {**BELOW_HALF_CENT, **ABOVE_HALF_CENT}.items():
+        price = PRICES[type_id]
+        # What the double really holds, against the decimal the price was written as.
+        below = Decimal(price) < Decimal(rounded) - half_cent
+        assert below == (type_id in BELOW_HALF_CENT), (price, Decimal(price))
+        assert cents(price) == Decimal(rounded)
     with psycopg.connect(rules_db) as conn:
-        result = process_batch(conn, [8], "null")
-    assert result.updated == 1
+        in_sql = dict(
+            conn.execute(
+                "SELECT type_id, round(sell::numeric, 2) FROM market_prices"
+                " WHERE type_id = ANY(%s)",
+                [list(BELOW_HALF_CENT) + list(ABOVE_HALF_CENT)],
+            ).fetchall()
+        )
+        assert in_sql == {t: Decimal(r) for t, r in {**BELOW_HALF_CENT, **ABOVE_HALF_CENT}.items()}
+        process_batch(conn, [9, 10], "null")
+    stored = values(rules_db)
+    up = {t: Decimal(r) for t, r in BELOW_HALF_CENT.items()}
+    destroyed, dropped = up[110] + up[111] + up[113], up[112] + up[114]
+    assert stored[9] == (float(destroyed + dropped), float(destroyed), float(dropped))
+    assert stored[10] == (float(Decimal("8.35") + up[110]), 8.35, float(up[110]))
+    assert mismatches(rules_db, ids=[9, 10]) == []
+
+
+def test_sums_beyond_int64_are_written_exactly(rules_db):
+    # One overflowing killmail among ordinary ones: the whole batch goes through the
+    # numeric-text write, whose VALUES rows after the first carry no type casts and
+    # mix small ints with numerics. Killmail 8 sits mid-batch, not in the typed row.
+    batch = sorted({**KILLMAILS, **BEYOND_INT64})
+    assert batch[0] != 8 and batch[-1] != 8
+    with psycopg.connect(rules_db) as conn:
+        result = process_batch(conn, batch, "null")
+    assert (result.updated, result.skipped) == (len(batch) - 1, 1)
     total, destroyed, dropped = _expected(*BEYOND_INT64[8])
     assert total * 100 > 2**63
-    assert values(rules_db)[8] == (float(total), float(destroyed), float(dropped))
-    assert mismatches(rules_db, ids=[8]) == []
+    stored = values(rules_db)
+    for kid, (ship, items) in {**KILLMAILS, **BEYOND_INT64}.items():
+        if kid == 7:
+            assert stored[kid] == (None, None, None)
+            continue
+        assert stored[kid] == tuple(float(v) for v in _expected(ship, items)), kid
+    assert stored[8] == (float(total), float(destroyed), float(dropped))
+    assert mismatches(rules_db, ids=batch) == []
 
 
 def test_reference_catches_a_wrong_value(rules_db):
