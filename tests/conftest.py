@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -168,6 +169,24 @@ def summary_count(output: str, label: str) -> int:
         if parts and parts[0] == label:
             return int(parts[1].replace(",", ""))
     raise AssertionError(f"no {label!r} line in:\n{output}")
+
+
+def failed_killmails(output: str) -> dict[int, str]:
+    """killmail_id -> error from a run summary's failure lines.
+
+    One killmail: 'failed ID: error'; several sharing an error:
+    'failed N killmails (ID, ID, ...): error'.
+    """
+    failed = {}
+    for line in output.splitlines():
+        group = re.match(r"failed [\d,]+ killmails \(([\d, ]+)\): (.*)$", line)
+        single = re.match(r"failed (\d+): (.*)$", line)
+        if group:
+            for killmail_id in group.group(1).split(", "):
+                failed[int(killmail_id)] = group.group(2)
+        elif single:
+            failed[int(single.group(1))] = single.group(2)
+    return failed
 
 
 def wait_until_valued(url: str, n: int, timeout: float = 60) -> None:

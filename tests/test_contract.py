@@ -7,7 +7,6 @@ silently dropped.
 """
 
 import json
-import re
 import subprocess
 import time
 
@@ -20,6 +19,7 @@ from tests.conftest import (
     SERVER_URL,
     cli,
     cli_popen,
+    failed_killmails,
     mismatches,
     summary_count,
     victimless,
@@ -177,9 +177,7 @@ def test_statement_timeout_run_ends_with_every_killmail_written_or_listed(demo_d
         _statement_timeout(demo_db, None)
     assert time.monotonic() - started < 240
     assert out.returncode == 1, out.stderr  # failures were listed
-    failed = {int(m) for m in re.findall(r"^failed (\d+): ", out.stdout, re.M)}
-    for line in re.findall(r"^failed [\d,]+ killmails \(([\d, ]+)\)", out.stdout, re.M):
-        failed |= {int(x) for x in line.split(", ")}
+    failed = set(failed_killmails(out.stdout))
     assert set(slow) <= failed
     assert "57014" in out.stdout or "QueryCanceled" in out.stdout
     assert summary_count(out.stdout, "skipped") >= len(failed)
@@ -237,7 +235,8 @@ def test_run_a_serialization_failure_costs_only_its_killmail(demo_db):
     _serialization_failure_for(demo_db, bad)
     out = cli("run", "--procs", "2", url=demo_db)
     assert out.returncode == 1, out.stderr
-    assert re.search(rf"^failed {bad}: SerializationFailure", out.stdout, re.M), out.stdout
+    failed = failed_killmails(out.stdout)
+    assert list(failed) == [bad] and failed[bad].startswith("SerializationFailure"), out.stdout
     assert {m.killmail_id for m in mismatches(demo_db)} == {bad}
     others = set(batch) - {bad} - victimless(demo_db)
     assert others <= _valued_ids(demo_db)
@@ -365,3 +364,22 @@ def test_dead_requeue_reports_a_refused_publish_and_keeps_the_message(demo_db, q
     assert "refused" in _one_line_error(out.stderr)
     assert [body for body, _ in rabbit.drain(f"{queue_name}.dead")] == [dead_body]
     assert rabbit.ready(queue_name) == 0
+
+
+def test_work_stops_on_an_environment_error_and_leaves_the_batches_queued(demo_db, queue_name):
+    out = cli("queue", "--queue", queue_name, "--batch-size", "500", url=demo_db, env=_ENV)
+    assert out.returncode == 0, out.stderr
+    queued = rabbit.ready(queue_name)
+    name = psycopg.conninfo.conninfo_to_dict(demo_db)["dbname"]
+    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    try:
+        out = cli("work", "--queue", queue_name, "--until-empty", url=demo_db, env=_ENV)
+    finally:
+        with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+    assert out.returncode != 0
+    assert "ReadOnlySqlTransaction" in _one_line_error(out.stderr)
+    assert _valued_ids(demo_db) == set()
+    assert rabbit.counts(queue_name) == (queued, 0)  # every batch still queued
+    assert rabbit.ready(f"{queue_name}.dead") == 0  # nothing dead-lettered

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from bulk.esi import ErrorBudget
-from tests.conftest import cli, mismatches, values
+from tests.conftest import cli, failed_killmails, mismatches, values
 from tests.test_prices import _CannedESI, _prices
 
 _GOOD = [
@@ -192,11 +192,7 @@ def test_a_price_beyond_int8_cents_fails_only_its_killmails_and_names_the_type(d
     out = cli("run", url=demo_db)
     assert out.returncode == 1
     assert "Traceback" not in out.stderr and "bigint out of range" not in out.stdout
-    failed = {}
-    for line in out.stdout.splitlines():
-        if line.startswith("failed "):
-            killmail_id, error = line[len("failed ") :].split(": ", 1)
-            failed[int(killmail_id)] = error
+    failed = failed_killmails(out.stdout)
     assert set(failed) == bad_huge | bad_infinite
     for killmail_id in bad_huge:
         assert failed[killmail_id] == (
