@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bulk.retry import backoff_delay
+from bulk.backoff import jitter
 
 DEFAULT_ESI = "https://esi.evetech.net/latest"
 DEFAULT_REGION = 10000002  # The Forge, where Jita is
@@ -162,7 +162,7 @@ class Client:
                     last_error = "HTTP 420 (error limit reached)"
                 elif exc.code >= 500:
                     last_error = f"HTTP {exc.code}"
-                    self.sleep(backoff_delay(attempt, base=0.5, cap=10.0))
+                    self.sleep(jitter(attempt, base=0.5, cap=10.0))
                 else:
                     raise TypeFailed(f"page {page}: HTTP {exc.code} {exc.reason}") from None
             except (
@@ -173,7 +173,7 @@ class Client:
             ) as exc:
                 reason = getattr(exc, "reason", exc)
                 last_error = f"{type(reason).__name__}: {reason}" if str(reason) else "timeout"
-                self.sleep(backoff_delay(attempt, base=0.5, cap=10.0))
+                self.sleep(jitter(attempt, base=0.5, cap=10.0))
             except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
                 # ValueError also covers an integer of thousands of digits.
                 reason = " ".join(str(exc).split())[:200]

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import psycopg
 
 from bulk import broker, db, messages, scan
+from bulk.backoff import Backoff
 from bulk.config import scrub
 from bulk.errors import one_line
 from bulk.progress import Progress
-from bulk.retry import backoff_delay
 
 SCAN_APPLICATION = "bulk-backfill queue scan"
 
@@ -66,8 +66,7 @@ class _Link:
 
         A broker that goes away is waited for, with backoff, for `patience` seconds.
         """
-        lost_at = None
-        attempt = 0
+        backoff = Backoff(base=0.5, cap=10.0, patience=self.patience)
         while True:
             try:
                 if self._publisher is None:
@@ -80,11 +79,10 @@ class _Link:
                 # again can queue this batch twice, which is harmless (the write is
                 # idempotent), whereas not publishing it could lose it.
                 self.close()
-                lost_at = lost_at or time.monotonic()
-                if time.monotonic() - lost_at >= self.patience:
+                backoff.start_clock()
+                if backoff.expired():
                     raise
-                sleep(backoff_delay(attempt, base=0.5, cap=10.0))
-                attempt += 1
+                sleep(backoff.delay())
 
     def close(self) -> None:
         if self._publisher is not None:

@@ -15,13 +15,13 @@ Errors are classified by SQLSTATE (bulk.sqlstate):
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
 
+from bulk.backoff import Backoff
 from bulk.batch import BatchResult, process_batch
 from bulk.errors import describe
 from bulk.sqlstate import ErrorKind, classify
@@ -47,11 +47,6 @@ class Failure:
 class Outcome:
     result: BatchResult = field(default_factory=BatchResult)
     failures: list[Failure] = field(default_factory=list)
-
-
-def backoff_delay(attempt: int, base: float = 0.2, cap: float = 10.0) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
-    return random.uniform(0, min(cap, base * 2**attempt))
 
 
 class ConnectionHolder:
@@ -109,8 +104,8 @@ def run_batch(
 
 def _attempt(holder, part, mode, price_column, patience, sleep, outcome) -> str | None:
     """Run one part; the error text if it failed as a batch error, else None."""
-    lost_since: float | None = None
-    attempt = contention = 0
+    backoff = Backoff(base=0.2, cap=10.0, patience=patience)
+    contention = 0
     while True:
         conn = None
         try:
@@ -129,10 +124,9 @@ def _attempt(holder, part, mode, price_column, patience, sleep, outcome) -> str 
                     return describe(exc)
             else:
                 holder.discard()
-                lost_since = lost_since or time.monotonic()
-                if time.monotonic() - lost_since >= patience:
+                backoff.start_clock()
+                if backoff.expired():
                     raise DatabaseGone(describe(exc)) from None
         except Exception as exc:  # noqa: BLE001 - a killmail no engine step can value
             return describe(exc)
-        sleep(backoff_delay(attempt))
-        attempt += 1
+        sleep(backoff.delay())

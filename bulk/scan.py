@@ -10,8 +10,8 @@ from datetime import datetime
 import psycopg
 
 from bulk import sqlfiles
+from bulk.backoff import Backoff
 from bulk.errors import describe, one_line
-from bulk.retry import backoff_delay
 from bulk.sqlstate import ErrorKind, classify
 
 # Filter fragments on alias k; each names the parameters it binds.
@@ -122,14 +122,13 @@ class Scan:
         params = {**self._params, "page": page}
         if self.after is not None:
             params["after"] = self.after
-        lost_at = None
-        attempt = 0
+        backoff = Backoff(base=0.5, cap=10.0, patience=self._patience)
         while True:
             conn = self._conn
             try:
                 if conn is None:
                     conn = self._conn = self._connect()
-                    if lost_at is not None:
+                    if backoff.since is not None:
                         self.reconnects += 1
                 return [r[0] for r in conn.execute(self._statement, params).fetchall()]
             except psycopg.Error as exc:
@@ -137,21 +136,18 @@ class Scan:
                 self.close()
                 if kind is not ErrorKind.CONNECTION:
                     raise ScanStopped(f"the scan failed: {describe(exc)}", self.after) from None
-                now = time.monotonic()
-                if lost_at is None:
-                    lost_at = now
+                if backoff.since is None:
+                    backoff.start_clock()
                     self._note(
                         f"lost the database connection of the scan ({one_line(exc)}); reconnecting"
                     )
-                if now - lost_at >= self._patience or self._should_stop():
+                if backoff.expired() or self._should_stop():
                     raise ScanStopped(
-                        f"lost the database connection of the scan for {now - lost_at:.0f} s"
+                        f"lost the database connection of the scan for {backoff.waited():.0f} s"
                         f" ({one_line(exc)})",
                         self.after,
                     ) from None
-                left = self._patience - (now - lost_at)
-                self._wait(min(backoff_delay(attempt, base=0.5, cap=10.0), left))
-                attempt += 1
+                self._wait(backoff.delay())
 
     def _wait(self, seconds: float) -> None:
         # In short steps, so that a stop asked for meanwhile is not kept waiting.

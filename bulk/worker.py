@@ -32,9 +32,10 @@ from dataclasses import dataclass
 import psycopg
 
 from bulk import broker, messages
+from bulk.backoff import Backoff, jitter
 from bulk.batch import BatchResult, process_batch
 from bulk.errors import describe
-from bulk.retry import CONTENTION_TRIES, ConnectionHolder, backoff_delay
+from bulk.retry import CONTENTION_TRIES, ConnectionHolder
 from bulk.sqlstate import ErrorKind, classify
 
 _IDLE_AFTER = 0.05  # seconds without a message before the worker counts as idle
@@ -114,18 +115,17 @@ class Worker:
 
     def run(self) -> None:
         """Consume until asked to stop; reconnect to the broker whenever it goes away."""
-        attempt = 0
+        backoff = Backoff(base=0.5, cap=15.0)
         try:
             while not self.should_stop():
                 try:
                     self._open()
-                    attempt = 0
+                    backoff.reset()
                     self._consume()
                 except broker.CONNECTION_ERRORS + (broker.BrokerError,) as exc:
                     self._close_broker()
                     self._note(f"broker connection lost ({describe(exc)}); reconnecting")
-                    self._pause(backoff_delay(attempt, base=0.5, cap=15.0))
-                    attempt += 1
+                    self._pause(backoff.delay())
         except _Stop:
             pass  # asked to stop while waiting out an outage: nothing in hand is acked
         finally:
@@ -183,7 +183,7 @@ class Worker:
                 broker.declare(self.channel, self.s.queue)
             except broker.BrokerError as declare_error:
                 self._note(f"cannot re-declare the queues: {declare_error}")
-            self._pause(backoff_delay(self.refusals, base=0.5, cap=30.0))
+            self._pause(jitter(self.refusals, base=0.5, cap=30.0))
         else:
             self.refusals = 0
 
@@ -302,7 +302,8 @@ class Worker:
 
     def _value(self, ids: list[int], mode: str, tags: list[int]) -> BatchResult | str:
         """The batch written, or the text of a batch error."""
-        attempt = contention = 0
+        backoff = Backoff(base=0.2, cap=10.0)
+        contention = 0
         while True:
             conn = None
             try:
@@ -321,16 +322,15 @@ class Worker:
                         return describe(exc)
                 else:
                     self.db.discard()
-                    if attempt == 0 or attempt % 5 == 0:
+                    if backoff.attempt % 5 == 0:
                         self._note(f"database unavailable ({describe(exc)}); retrying")
             except Exception as exc:  # noqa: BLE001 - a batch no engine step can value
                 return describe(exc)
             try:
-                self._pause(backoff_delay(attempt, cap=10.0))
+                self._pause(backoff.delay())
             except _Stop:
                 self._nack(tags)
                 raise
-            attempt += 1
 
     def _publish(self, queue: str, body: bytes, headers: dict, tags: list[int]) -> None:
         try:
