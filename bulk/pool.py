@@ -258,6 +258,7 @@ def _feed(pool: _Pool, batches: Iterator[list[int]], stopper: Stopper) -> None:
         if not pool.busy() and (stopping or not (requeue or scanning)):
             return
         pool.collect(_POLL, requeue)
+        pool.progress.tick()
 
 
 def run_local(
