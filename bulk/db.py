@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import psycopg
 
-from bulk import redact, sqlfiles
+from bulk import redact
 from bulk.config import check_libpq_url, mask_url, scrub
+from bulk.engine import sqlfiles
 from bulk.errors import UserError, one_line
 
 REQUIRED_TABLES = (

@@ -6,7 +6,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import psycopg
 import pytest
 
-from bulk.batch import process_batch
+from bulk.engine.batch import process_batch
 from tests.conftest import mismatches, values
 
 BLUEPRINT_CATEGORY = 9

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pika
 
-from bulk import broker, messages
+from bulk.queue import broker, messages
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bulk import messages
+from bulk.queue import messages
 
 
 def test_a_v1_batch_round_trips():

@@ -10,12 +10,13 @@ from pathlib import Path
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from bulk import db, reference
+from bulk import db
+from bulk.audit import reference
 from bulk.config import mask_url
-from bulk.demo_data import load_demo_data
+from bulk.demo.load import load_demo_data
+from bulk.engine.scan import Selection
 from bulk.errors import UserError
-from bulk.pool import RunSummary, run_local
-from bulk.scan import Selection
+from bulk.run import RunSummary, run_local
 
 DEFAULT_DATADIR = Path(".bulk-backfill-demo") / "pgdata"
 # Set on every database the demo creates; only a database bearing it is ever dropped.

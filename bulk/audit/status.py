@@ -19,7 +19,9 @@ from datetime import datetime, timedelta
 import pika
 import psycopg
 
-from bulk import broker, messages, redact, sqlfiles
+from bulk import redact
+from bulk.engine import sqlfiles
+from bulk.queue import broker, messages
 
 # Above this many item rows (about 200,000 killmails), the types used in killmails
 # are read from a 2% block sample: the exact distinct scan of tens of millions of

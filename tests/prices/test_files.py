@@ -2,8 +2,8 @@
 
 import pytest
 
-from bulk.market import MarketPrice, summarize
-from bulk.price_files import PriceFileError, parse_csv, parse_esi_json
+from bulk.prices.files import PriceFileError, parse_csv, parse_esi_json
+from bulk.prices.market import MarketPrice, summarize
 
 
 def test_order_book_definitions():

@@ -1,12 +1,13 @@
-"""Loads a generated killboard (bulk.demo_gen) into PostgreSQL through binary COPY."""
+"""Loads a generated killboard (bulk.demo.generate) into PostgreSQL through binary COPY."""
 
 from __future__ import annotations
 
 import numpy as np
 import psycopg
 
-from bulk import db, demo_gen
-from bulk.copy_binary import FLOAT8, INT4, TIMESTAMP, Column, copy_columns, timestamp_values
+from bulk import db
+from bulk.demo import generate
+from bulk.demo.copy_binary import FLOAT8, INT4, TIMESTAMP, Column, copy_columns, timestamp_values
 from bulk.errors import UserError
 from bulk.progress import Progress
 
@@ -21,7 +22,7 @@ def _require_empty(conn: psycopg.Connection) -> None:
             )
 
 
-def _load_catalogue(cur: psycopg.Cursor, cat: demo_gen.Catalogue) -> None:
+def _load_catalogue(cur: psycopg.Cursor, cat: generate.Catalogue) -> None:
     with cur.copy("COPY categories (id, name) FROM STDIN") as copy:
         for row in cat.categories:
             copy.write_row(row)
@@ -47,7 +48,7 @@ def _load_catalogue(cur: psycopg.Cursor, cat: demo_gen.Catalogue) -> None:
     )
 
 
-def _load_chunk(cur: psycopg.Cursor, chunk: demo_gen.KillmailChunk) -> None:
+def _load_chunk(cur: psycopg.Cursor, chunk: generate.KillmailChunk) -> None:
     n = chunk.killmail_ids.size
     unset = np.ones(n, dtype=bool)
     copy_columns(
@@ -103,9 +104,9 @@ def load_demo_data(
     try:
         with conn.transaction(), conn.cursor() as cur:
             _require_empty(conn)
-            cat = demo_gen.catalogue(rng)
+            cat = generate.catalogue(rng)
             _load_catalogue(cur, cat)
-            for chunk in demo_gen.killmail_chunks(rng, cat, killmails):
+            for chunk in generate.killmail_chunks(rng, cat, killmails):
                 _load_chunk(cur, chunk)
                 items += chunk.item_killmail_ids.size
                 bar.add(chunk.killmail_ids.size)

@@ -3,7 +3,7 @@
 import psycopg
 import pytest
 
-from bulk.sqlstate import ErrorKind, classify
+from bulk.engine.errors import ErrorKind, classify
 
 
 @pytest.mark.parametrize(

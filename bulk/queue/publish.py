@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from bulk import broker, db, messages, scan
+from bulk import db
 from bulk.backoff import Backoff
 from bulk.config import scrub
+from bulk.engine import scan
 from bulk.errors import one_line
 from bulk.progress import Progress
+from bulk.queue import broker, messages
 
 SCAN_APPLICATION = "bulk-backfill queue scan"
 

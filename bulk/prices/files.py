@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from bulk.market import MAX_PRICE, PRICE_FIELDS
+from bulk.prices.market import MAX_PRICE, PRICE_FIELDS
 
 ESI_FIELDS = ("average_price", "adjusted_price")
 _MAX_TYPE_ID = 2**31 - 1

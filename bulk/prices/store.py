@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import psycopg
 
-from bulk import sqlfiles
-from bulk.market import PRICE_FIELDS
+from bulk.engine import sqlfiles
+from bulk.prices.market import PRICE_FIELDS
 
 
 def upsert(conn: psycopg.Connection, columns: Sequence[str], rows: Sequence[tuple]) -> int:

@@ -1,7 +1,7 @@
 """`work --procs N`: the parent that runs N consuming children.
 
 Each child consumes from RabbitMQ with its own AMQP and PostgreSQL
-connection (bulk.worker); the parent merges their counters into one progress
+connection (bulk.queue.consume); the parent merges their counters into one progress
 display, watches the queue depth, restarts a child that dies, decides when
 an --until-empty run is done, and on SIGINT/SIGTERM asks every child to
 finish the batch in hand and stop.
@@ -17,11 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
-from bulk import broker, db, redact
+from bulk import db, redact
 from bulk.errors import UserError
 from bulk.progress import Progress
+from bulk.queue import broker
+from bulk.queue.consume import FatalError, Worker, WorkSettings
 from bulk.stopper import Stopper
-from bulk.worker import FatalError, Worker, WorkSettings
 
 _POLL = 0.25
 _DEPTH_EVERY = 0.5  # seconds between queue-depth checks

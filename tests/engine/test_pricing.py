@@ -1,9 +1,9 @@
-"""bulk.pricing against sums done one line at a time in Python integers."""
+"""bulk.engine.pricing against sums done one line at a time in Python integers."""
 
 import numpy as np
 import pytest
 
-from bulk import pricing
+from bulk.engine import pricing
 
 
 def _python_sums(ids, unit, qd, qr):

@@ -12,29 +12,19 @@ import click
 import pika.exceptions
 import psycopg
 
-from bulk import (
-    broker,
-    config,
-    db,
-    dead_letters,
-    demo,
-    esi,
-    importer,
-    prices,
-    producer,
-    redact,
-    reference,
-    scan,
-    status,
-    supervisor,
-    verify,
-)
+from bulk import config, db, importer, redact
+from bulk.audit import reference, status, verify
 from bulk.config import mask_url
-from bulk.demo_data import load_demo_data
+from bulk.demo import run as demo
+from bulk.demo.load import load_demo_data
+from bulk.engine import scan
+from bulk.engine.sqlfiles import MODE_PREDICATES, PRICE_COLUMNS
 from bulk.errors import UserError, one_line
-from bulk.market import MAX_PRICE
-from bulk.pool import RunSummary, run_local
-from bulk.sqlfiles import MODE_PREDICATES, PRICE_COLUMNS
+from bulk.prices import esi, fetch, load
+from bulk.prices.market import MAX_PRICE
+from bulk.queue import broker, publish, supervise
+from bulk.queue import dead as dead_letters
+from bulk.run import RunSummary, run_local
 
 
 class _Moment(click.ParamType):
@@ -407,7 +397,7 @@ def queue_cmd(
             err=True,
         )
 
-    summary = producer.queue_killmails(
+    summary = publish.queue_killmails(
         url,
         rabbitmq_url,
         selection,
@@ -481,7 +471,7 @@ def queue_cmd(
 @click.option(
     "--stall-timeout",
     type=click.FloatRange(min=1),
-    default=supervisor.DEFAULT_STALL_TIMEOUT,
+    default=supervise.DEFAULT_STALL_TIMEOUT,
     show_default=True,
     help="Kill and restart a process that reports nothing for this many seconds "
     "while it has work in hand.",
@@ -505,7 +495,7 @@ def work_cmd(
 
     Example: bulk-backfill work --procs 2 --until-empty
     """
-    settings = supervisor.WorkSettings(
+    settings = supervise.WorkSettings(
         db_url=config.database_url(database_url),
         amqp_url=rabbitmq_url,
         queue=queue,
@@ -522,7 +512,7 @@ def work_cmd(
             err=True,
         )
 
-    summary = supervisor.work(
+    summary = supervise.work(
         settings,
         procs=procs,
         until_empty=until_empty,
@@ -738,7 +728,7 @@ def prices_import_cmd(database_url, file, average_as, adjusted_as):
     url = config.database_url(database_url)
     with db.connect(url) as conn:
         db.require_schema(conn)
-        result = prices.import_prices(conn, file, mapping)
+        result = load.import_prices(conn, file, mapping)
     click.echo(
         f"imported {_plural(result.rows, 'price row')} from {file} "
         f"into {', '.join(result.columns)} (updated_at set to now)"
@@ -792,7 +782,7 @@ def prices_fetch_cmd(database_url, region, type_ids, concurrency, esi_url, user_
             err=True,
         )
 
-    summary = prices.fetch_prices(
+    summary = fetch.fetch_prices(
         url, client, type_ids=list(type_ids) or None, concurrency=concurrency, announce=announce
     )
     lines = [
@@ -875,7 +865,7 @@ def dead_requeue_cmd(rabbitmq_url, queue, limit):
     )
 
 
-def print_work_summary(summary: supervisor.WorkSummary) -> None:
+def print_work_summary(summary: supervise.WorkSummary) -> None:
     other_skips = summary.skipped - summary.no_victim - summary.dead
     lines = [
         f"batches    {summary.batches:>12,}  (messages acked)",

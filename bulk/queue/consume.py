@@ -1,6 +1,6 @@
 """One `work` process: consume batches, value them, ack after COMMIT.
 
-Failure handling (the README's failure section), by SQLSTATE (bulk.sqlstate):
+Failure handling (the README's failure section), by SQLSTATE (bulk.engine.errors):
 - a lost PostgreSQL connection retries the same batch on a new connection,
   with backoff, for as long as it takes;
 - a serialization failure, deadlock or lock timeout retries a few times, then
@@ -31,12 +31,12 @@ from dataclasses import dataclass
 
 import psycopg
 
-from bulk import broker, messages
 from bulk.backoff import Backoff, jitter
-from bulk.batch import BatchResult, process_batch
+from bulk.engine.batch import BatchResult, process_batch
+from bulk.engine.errors import ErrorKind, classify
+from bulk.engine.retry import CONTENTION_TRIES, ConnectionHolder
 from bulk.errors import describe
-from bulk.retry import CONTENTION_TRIES, ConnectionHolder
-from bulk.sqlstate import ErrorKind, classify
+from bulk.queue import broker, messages
 
 _IDLE_AFTER = 0.05  # seconds without a message before the worker counts as idle
 _GATHER = 0.5  # longest wait for more old single-killmail messages to fill a batch

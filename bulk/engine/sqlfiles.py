@@ -28,7 +28,7 @@ def _sql_dir():
         return resources.files("bulk.sql")
     except ModuleNotFoundError:
         # Imported from a source checkout (tests run in the repo): sql/ sits beside bulk/.
-        return Path(__file__).resolve().parent.parent / "sql"
+        return Path(__file__).resolve().parents[2] / "sql"
 
 
 @cache

@@ -1,6 +1,6 @@
 """Running a batch so that one bad killmail never costs its neighbours (`run`'s contract).
 
-Errors are classified by SQLSTATE (bulk.sqlstate):
+Errors are classified by SQLSTATE (bulk.engine.errors):
 - a lost connection retries the part on a new connection with capped, jittered
   backoff until `patience` runs out, then DatabaseGone: nothing of the part is
   written or counted, so the job can resume before it;
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import psycopg
 
 from bulk.backoff import Backoff
-from bulk.batch import BatchResult, process_batch
+from bulk.engine.batch import BatchResult, process_batch
+from bulk.engine.errors import ErrorKind, classify
 from bulk.errors import describe
-from bulk.sqlstate import ErrorKind, classify
 
 CONTENTION_TRIES = 5  # tries of a part that meets serialization failures or deadlocks
 

@@ -2,7 +2,7 @@
 
 The parent scans IDs (keyset) and hands one batch at a time to each of N
 child processes over a pipe of its own; each child has its own PostgreSQL
-connection and runs each batch with bulk.retry. A pipe per child, rather than
+connection and runs each batch with bulk.engine.retry. A pipe per child, rather than
 a shared queue, means a child killed at any moment cannot leave a lock held:
 the parent sees its pipe close, feeds its batch to a new child, and goes on.
 On SIGINT/SIGTERM the parent stops handing out batches and lets every child
@@ -22,11 +22,12 @@ from multiprocessing.connection import wait
 
 import psycopg
 
-from bulk import db, redact, scan
+from bulk import db, redact
 from bulk.config import scrub
+from bulk.engine import scan
+from bulk.engine.retry import ConnectionHolder, DatabaseGone, EnvironmentFailure, Failure, run_batch
 from bulk.errors import UserError
 from bulk.progress import Progress
-from bulk.retry import ConnectionHolder, DatabaseGone, EnvironmentFailure, Failure, run_batch
 from bulk.stopper import Stopper
 
 _POLL = 0.2

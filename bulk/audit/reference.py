@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from bulk import sqlfiles
+from bulk.engine import sqlfiles
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from bulk import reference, sqlfiles
+from bulk.audit import reference
+from bulk.engine import sqlfiles
 
 SHOWN = 20  # mismatches listed in full
 

@@ -14,7 +14,7 @@ import psycopg
 import psycopg.errors
 from psycopg import pq
 
-from bulk import pricing, sqlfiles
+from bulk.engine import pricing, sqlfiles
 
 
 @dataclass

@@ -9,10 +9,10 @@ from datetime import datetime
 
 import psycopg
 
-from bulk import sqlfiles
 from bulk.backoff import Backoff
+from bulk.engine import sqlfiles
+from bulk.engine.errors import ErrorKind, classify
 from bulk.errors import describe, one_line
-from bulk.sqlstate import ErrorKind, classify
 
 # Filter fragments on alias k; each names the parameters it binds.
 _FILTERS = {

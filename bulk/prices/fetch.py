@@ -1,9 +1,9 @@
-"""`prices import` and `prices fetch`: filling market_prices.
+"""`prices fetch`: market_prices from ESI's order books, written in bulk as it goes.
 
 Values need prices: without them every value is 0, which is what the zero
-mode is for. An import is one transaction. A fetch writes its results in bulk
-upserts as it goes, each in its own transaction, so an interrupted fetch
-leaves the table consistent, with the types done so far up to date.
+mode is for. A fetch writes its results in bulk upserts as it goes, each in
+its own transaction, so an interrupted fetch leaves the table consistent, with
+the types done so far up to date.
 """
 
 from __future__ import annotations
@@ -12,51 +12,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psycopg
 
-from bulk import db, esi, price_files, price_store
-from bulk.errors import UserError
-from bulk.market import PRICE_FIELDS, MarketPrice, read_book
+from bulk import db
+from bulk.prices import esi, store
+from bulk.prices.market import PRICE_FIELDS, MarketPrice, read_book
 from bulk.progress import Progress
 
 _FLUSH_EVERY = 500  # types per upsert during a fetch
-
-
-@dataclass
-class ImportSummary:
-    rows: int
-    columns: tuple[str, ...]
-    written: int
-
-
-def import_prices(
-    conn: psycopg.Connection, path: Path, esi_mapping: dict[str, str] | None = None
-) -> ImportSummary:
-    """Read the whole file, then upsert every row in one transaction.
-
-    JSON files are ESI /markets/prices/ lists and need esi_mapping (ESI field ->
-    column); other files are read as CSV.
-    """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
-    try:
-        if _looks_like_json(path, text):
-            table = price_files.parse_esi_json(text, esi_mapping or {"average_price": "average"})
-        else:
-            table = price_files.parse_csv(text)
-    except price_files.PriceFileError as exc:
-        raise UserError(f"{path}:{exc}; nothing was imported") from None
-    with conn.transaction():
-        written = price_store.upsert(conn, table.columns, table.rows)
-    return ImportSummary(len(table.rows), table.columns, written)
-
-
-def _looks_like_json(path: Path, text: str) -> bool:
-    return path.suffix.lower() == ".json" or text.lstrip().startswith("[")
 
 
 @dataclass
@@ -88,7 +52,7 @@ def fetch_prices(
     started = time.monotonic()
     with db.connect(url, autocommit=True) as conn:
         db.require_schema(conn)
-        types = sorted(set(type_ids)) if type_ids else price_store.used_types(conn)
+        types = sorted(set(type_ids)) if type_ids else store.used_types(conn)
         summary = FetchSummary(types=len(types))
         if announce is not None:
             announce(len(types))
@@ -165,6 +129,6 @@ def _flush(conn: psycopg.Connection, done: list[MarketPrice]) -> int:
         return 0
     rows = [(p.type_id, *(getattr(p, name) for name in PRICE_FIELDS)) for p in done]
     with conn.transaction():
-        written = price_store.upsert(conn, PRICE_FIELDS, rows)
+        written = store.upsert(conn, PRICE_FIELDS, rows)
     done.clear()
     return written
