@@ -1,34 +1,27 @@
 """`run`: the broker-less batch pipeline on one machine.
 
 The parent scans IDs (keyset) and hands one batch at a time to each of N
-child processes over a pipe of its own; each child has its own PostgreSQL
-connection and runs each batch with bulk.engine.retry. A pipe per child, rather than
-a shared queue, means a child killed at any moment cannot leave a lock held:
-the parent sees its pipe close, feeds its batch to a new child, and goes on.
-On SIGINT/SIGTERM the parent stops handing out batches and lets every child
-finish the one in hand.
+child processes (bulk.procs); each child has its own PostgreSQL connection and
+runs each batch with bulk.engine.retry. A child that dies has its batch fed to
+a new child. On SIGINT/SIGTERM the parent stops handing out batches and lets
+every child finish the one in hand.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
 
 import psycopg
 
-from bulk import db, redact
+from bulk import db
 from bulk.config import scrub
 from bulk.engine import scan
 from bulk.engine.retry import ConnectionHolder, DatabaseGone, EnvironmentFailure, Failure, run_batch
-from bulk.errors import UserError
+from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
 from bulk.progress import Progress
-from bulk.stopper import Stopper
 
 _POLL = 0.2
 SCAN_APPLICATION = "bulk-backfill run scan"
@@ -57,20 +50,14 @@ class RunSummary:
 
 
 def _child(url: str, mode: str, price_column: str, patience: float, pipe) -> None:
-    # The parent decides when to stop; a Ctrl+C reaching the whole process
-    # group must not interrupt a batch half way through its transaction.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # A spawned child starts with no passwords noted: its failure texts must mask them.
-    redact.remember(url)
-    parent = os.getppid()
+    parent = child_setup(url)
     holder = ConnectionHolder(
         lambda: psycopg.connect(url, autocommit=True, application_name="bulk-backfill run")
     )
     try:
         while True:
             if not pipe.poll(_POLL):
-                if os.getppid() != parent:
+                if parent_gone(parent):
                     return
                 continue
             try:
@@ -79,12 +66,8 @@ def _child(url: str, mode: str, price_column: str, patience: float, pipe) -> Non
                 return
             if task is None:
                 return
-            result = _value(holder, task, mode, price_column, patience)
-            try:
-                pipe.send(result)
-            except OSError:
-                # The parent is gone (killed, say): nobody is left to report to.
-                # The batch is committed; the next run skips it as already written.
+            # A parent gone by now leaves the batch committed: the next run skips it.
+            if not send(pipe, _value(holder, task, mode, price_column, patience)):
                 return
     finally:
         holder.discard()
@@ -114,68 +97,47 @@ def _value(
     )
 
 
-@dataclass
-class _Child:
-    process: mp.Process
-    pipe: object
-    batch: tuple[int, list[int]] | None = None  # (seq, ids) in hand
-
-
 class _Pool:
+    """run's policy over the children: one batch each, a dead child's batch fed again."""
+
     def __init__(
-        self, url, mode, price_column, patience, procs, summary: RunSummary, progress: Progress
+        self, url, mode, price_column, patience, procs: int, summary: RunSummary, bar: Progress
     ):
-        self.args = (url, mode, price_column, patience)
-        self.ctx = mp.get_context("spawn")
+        self.url = url
         self.summary = summary
-        self.progress = progress
-        self.children: list[_Child] = []
-        self.max_restarts = procs * 3
+        self.progress = bar
+        self.requeue: deque = deque()  # batches of children that died with them
         self.last_id: dict[int, int] = {}  # seq -> last id of that batch
         self.finished: set[int] = set()
-        for _ in range(procs):
-            self._start()
+        self.children = Children(
+            _child,
+            (url, mode, price_column, patience),
+            procs,
+            progress=bar,
+            on_message=self._record,
+            on_exit=self._exited,
+            say=lambda text: print(text, file=bar.stream, flush=True),
+            noun="child process",
+            lost_work=" and feeding its batch again",
+        )
 
-    def _start(self) -> None:
-        parent_end, child_end = self.ctx.Pipe()
-        process = self.ctx.Process(target=_child, args=(*self.args, child_end), daemon=True)
-        process.start()
-        child_end.close()
-        self.children.append(_Child(process, parent_end))
+    def busy(self) -> list[Child]:
+        return [c for c in self.children.children if c.task is not None]
 
-    def busy(self) -> list[_Child]:
-        return [c for c in self.children if c.batch is not None]
+    def idle(self) -> list[Child]:
+        return [c for c in self.children.children if c.task is None]
 
-    def idle(self) -> list[_Child]:
-        return [c for c in self.children if c.batch is None]
-
-    def give(self, child: _Child, seq: int, ids: list[int]) -> None:
+    def give(self, child: Child, seq: int, ids: list[int]) -> None:
         self.last_id[seq] = ids[-1]
-        child.batch = (seq, ids)
+        child.task = (seq, ids)
         try:
             child.pipe.send(ids)
         except OSError:
             pass  # the child just died: collect() sees it and feeds the batch again
 
-    def collect(self, timeout: float, requeue: deque) -> None:
-        """Take finished batches; replace dead children (busy or idle), feed their batch again."""
-        busy = self.busy()
-        waitables = [c.pipe for c in busy] + [c.process.sentinel for c in self.children]
-        ready = wait(waitables, timeout)
-        for child in list(self.children):
-            if child.pipe not in ready and child.process.sentinel not in ready:
-                continue
-            if child.batch is not None:
-                try:
-                    if child.pipe.poll():
-                        self._record(child.batch[0], child.pipe.recv())
-                        child.batch = None
-                except (EOFError, OSError):
-                    pass
-            if child.process.sentinel in ready and not child.process.is_alive():
-                self._replace(child, requeue)
-
-    def _record(self, seq: int, result: tuple) -> None:
+    def _record(self, child: Child, result: tuple) -> None:
+        seq = child.task[0]
+        child.task = None
         if result[0] == "stop":
             # The batch stays unfinished, so the resume point stays before it.
             self.summary.stopped_early = self.summary.stopped_early or result[1]
@@ -191,39 +153,10 @@ class _Pool:
         s.failures += [Failure(i, e) for i, e in failed]
         self.progress.add(n, updated=updated, skipped=skipped - len(failed), failed=len(failed))
 
-    def _replace(self, child: _Child, requeue: deque) -> None:
-        self.children.remove(child)
-        child.pipe.close()
-        if child.batch is not None:
-            requeue.append(child.batch)
-        if self.summary.restarts >= self.max_restarts:
-            raise UserError(
-                f"child processes keep dying (last exit code {child.process.exitcode}); "
-                f"gave up after {self.summary.restarts} restarts"
-            )
-        self.summary.restarts += 1
-        print(
-            f"child process {child.process.pid} died (exit code {child.process.exitcode});"
-            " restarting it and feeding its batch again",
-            file=self.progress.stream,
-            flush=True,
-        )
-        self._start()
-
-    def close(self, kill: bool = False) -> None:
-        for child in self.children:
-            if kill:
-                child.process.kill()
-            else:
-                try:
-                    child.pipe.send(None)
-                except OSError:
-                    pass
-        for child in self.children:
-            child.process.join(timeout=10)
-            if child.process.is_alive():
-                child.process.kill()
-            child.pipe.close()
+    def _exited(self, child: Child, code: int | None) -> bool:
+        if child.task is not None:
+            self.requeue.append(child.task)
+        return True  # any end of a child before the parent says so is a death
 
     def resume_point(self) -> int | None:
         """The highest id up to which every handed-out batch finished."""
@@ -236,7 +169,7 @@ class _Pool:
 
 
 def _feed(pool: _Pool, batches: Iterator[list[int]], stopper: Stopper) -> None:
-    requeue: deque = deque()
+    requeue = pool.requeue
     seq = 0
     scanning = True
     while True:
@@ -249,7 +182,7 @@ def _feed(pool: _Pool, batches: Iterator[list[int]], stopper: Stopper) -> None:
                 ids = next(batches, None)
             except scan.ScanStopped as exc:
                 # What was handed out is finished first, so the resume point covers it.
-                pool.summary.stopped_early = scrub(str(exc), pool.args[0])
+                pool.summary.stopped_early = scrub(str(exc), pool.url)
                 ids = None
             if ids is None:
                 scanning = False
@@ -258,8 +191,7 @@ def _feed(pool: _Pool, batches: Iterator[list[int]], stopper: Stopper) -> None:
             seq += 1
         if not pool.busy() and (stopping or not (requeue or scanning)):
             return
-        pool.collect(_POLL, requeue)
-        pool.progress.tick()
+        pool.children.collect(_POLL)
 
 
 def run_local(
@@ -330,7 +262,8 @@ def run_local(
             batches.close()
             summary.scan_reconnects = batches.reconnects
         if pool is not None:
-            pool.close(kill=killed)
+            pool.children.close(None, kill=killed)
+            summary.restarts = pool.children.restarts
         bar.close()
     if (summary.interrupted or summary.stopped_early) and pool is not None:
         summary.resume_after = pool.resume_point()

@@ -9,20 +9,15 @@ finish the batch in hand and stop.
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
 
-from bulk import db, redact
-from bulk.errors import UserError
+from bulk import db
+from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
 from bulk.progress import Progress
 from bulk.queue import broker
 from bulk.queue.consume import FatalError, Worker, WorkSettings
-from bulk.stopper import Stopper
 
 _POLL = 0.25
 _DEPTH_EVERY = 0.5  # seconds between queue-depth checks
@@ -61,30 +56,20 @@ class WorkSummary:
 
 
 def _child(settings: WorkSettings, pipe) -> None:
-    # The parent decides when to stop: a Ctrl+C reaching the whole process
-    # group must not interrupt a batch half way through.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # A spawned child starts with no passwords noted: its error texts (dead-letter
-    # headers included) must still mask the ones in the URLs it was given.
-    redact.remember(settings.db_url, settings.amqp_url)
-    parent = os.getppid()
+    parent = child_setup(settings.db_url, settings.amqp_url)
     stop = False
 
     def should_stop() -> bool:
         nonlocal stop
         if not stop:
             try:
-                stop = os.getppid() != parent or (pipe.poll() and pipe.recv() == "stop")
+                stop = parent_gone(parent) or (pipe.poll() and pipe.recv() == "stop")
             except (EOFError, OSError):
                 stop = True
         return stop
 
     def report(event: tuple) -> None:
-        try:
-            pipe.send(event)
-        except OSError:
-            pass  # the parent is gone; should_stop() sees it next
+        send(pipe, event)  # a parent gone is seen by should_stop() next
 
     # Imports are done: from here on the parent's stall clock applies.
     report(("started",))
@@ -95,17 +80,9 @@ def _child(settings: WorkSettings, pipe) -> None:
         raise SystemExit(_EXIT_FATAL) from None
 
 
-@dataclass
-class _Child:
-    process: mp.Process
-    pipe: object
-    idle: bool = False
-    started: bool = False  # past its imports: a child still starting holds no batch
-    heard: float = field(default_factory=time.monotonic)  # its last event
-    stalled: bool = False  # killed by the parent for saying nothing for too long
+class _Fleet:
+    """work's policy over the children: merge their counters; a fatal error ends the job."""
 
-
-class _Children:
     def __init__(
         self,
         settings: WorkSettings,
@@ -114,68 +91,26 @@ class _Children:
         bar: Progress,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     ):
-        self.settings = settings
-        self.stall_timeout = stall_timeout
-        self.ctx = mp.get_context("spawn")
         self.summary = summary
         self.bar = bar
-        self.max_restarts = procs * 3
-        self.children: list[_Child] = []
         self.events = 0  # batches finished or handed on, to tell "still idle" apart
-        for _ in range(procs):
-            self._start()
-
-    def _start(self) -> None:
-        parent_end, child_end = self.ctx.Pipe()
-        process = self.ctx.Process(target=_child, args=(self.settings, child_end), daemon=True)
-        process.start()
-        child_end.close()
-        self.children.append(_Child(process, parent_end))
+        self.children = Children(
+            _child,
+            (settings,),
+            procs,
+            progress=bar,
+            on_message=self._record,
+            on_exit=lambda child, code: code not in (0, _EXIT_FATAL),
+            say=self._say,
+            noun="worker process",
+            lost_work=" (its unacked batches go back to the queue)",
+            stall_timeout=stall_timeout,
+        )
 
     def all_idle(self) -> bool:
-        return all(c.idle for c in self.children)
+        return all(c.idle for c in self.children.children)
 
-    def alive(self) -> list[_Child]:
-        return [c for c in self.children if c.process.is_alive()]
-
-    def collect(self, timeout: float, restart: bool = True) -> None:
-        waitables = [c.pipe for c in self.children] + [c.process.sentinel for c in self.children]
-        ready = wait(waitables, timeout)
-        for child in list(self.children):
-            try:
-                while child.pipe.poll():
-                    child.heard = time.monotonic()
-                    child.started = True
-                    self._record(child, child.pipe.recv())
-            except (EOFError, OSError):
-                pass
-            if child.process.sentinel in ready and not child.process.is_alive():
-                self._gone(child, restart)
-
-    def kill_stalled(self, stopping: bool = False) -> None:
-        """SIGKILL a child that has said nothing for stall_timeout with work in hand.
-
-        Any event counts as a sign of life. An idle child on an empty queue has
-        nothing to say and is left alone, except while stopping, when every
-        child should be on its way out. SIGKILL because a stopped (SIGSTOP)
-        process does not act on SIGTERM until continued; the kernel then closes
-        its sockets and the broker gives its unacked batches to the others.
-        """
-        now = time.monotonic()
-        for child in self.children:
-            if child.stalled or not child.started or (child.idle and not stopping):
-                continue
-            if now - child.heard >= self.stall_timeout and child.process.is_alive():
-                child.stalled = True
-                self._say(
-                    f"worker process {child.process.pid} reported nothing for "
-                    f"{now - child.heard:.0f} s with work in hand; killing "
-                    f"{'it' if stopping else 'and restarting it'} "
-                    "(its unacked batches go back to the queue)"
-                )
-                child.process.kill()
-
-    def _record(self, child: _Child, event: tuple) -> None:
+    def _record(self, child: Child, event: tuple) -> None:
         kind, *rest = event
         s = self.summary
         if kind == "idle":
@@ -205,46 +140,9 @@ class _Children:
         elif kind == "fatal":
             s.fatal = rest[0]
 
-    def _gone(self, child: _Child, restart: bool) -> None:
-        self.children.remove(child)
-        child.pipe.close()
-        code = child.process.exitcode
-        if code == 0 or code == _EXIT_FATAL or not restart:
-            return
-        if child.stalled:
-            # Not a crash loop: a stall takes stall_timeout to show, so restarts
-            # after stalls cannot race; they are counted apart and never give up.
-            self.summary.stall_restarts += 1
-            self._start()
-            return
-        if self.summary.restarts >= self.max_restarts:
-            raise UserError(
-                f"worker processes keep dying (last exit code {code}); "
-                f"gave up after {self.summary.restarts} restarts"
-            )
-        self.summary.restarts += 1
-        self._say(
-            f"worker process {child.process.pid} died (exit code {code}); restarting it "
-            "(its unacked batches go back to the queue)"
-        )
-        self._start()
-
     def _say(self, text: str) -> None:
         self.summary.notes.append(text)
         print(text, file=self.bar.stream, flush=True)
-
-    def stop(self) -> None:
-        for child in self.children:
-            # A stopping child has until stall_timeout from now to finish its batch.
-            child.heard = time.monotonic()
-            try:
-                child.pipe.send("stop")
-            except OSError:
-                pass
-
-    def kill(self) -> None:
-        for child in self.children:
-            child.process.kill()
 
 
 class _Depth:
@@ -324,36 +222,40 @@ def work(
         )
 
     depth = _Depth(settings.amqp_url, settings.queue)
-    children = None
+    fleet = None
     try:
         with Stopper(on_first_signal) as stopper:
-            children = _Children(settings, procs, summary, bar, stall_timeout)
-            _supervise(children, depth, stopper, until_empty, bar)
+            fleet = _Fleet(settings, procs, summary, bar, stall_timeout)
+            _supervise(fleet, depth, stopper, until_empty, bar)
             summary.interrupted = stopper.requested
-            children.stop()
+            children = fleet.children
+            children.stop("stop")
             while children.children:
                 children.collect(_POLL, restart=False)
                 children.kill_stalled(stopping=True)
     except KeyboardInterrupt:
         summary.interrupted = True
-        if children is not None:
-            children.kill()
+        if fleet is not None:
+            fleet.children.kill()
     finally:
+        if fleet is not None:
+            summary.restarts = fleet.children.restarts
+            summary.stall_restarts = fleet.children.stall_restarts
         depth.close()
         bar.close()
     summary.elapsed = time.monotonic() - started
     return summary
 
 
-def _supervise(children: _Children, depth: _Depth, stopper, until_empty: bool, bar) -> None:
+def _supervise(fleet: _Fleet, depth: _Depth, stopper, until_empty: bool, bar) -> None:
     """Until a stop, a fatal error, or (until_empty) a drained queue with every child idle."""
     last_check = -_DEPTH_EVERY
-    drained_seen: int | None = None  # children.events when the queue was last seen drained
-    while not stopper.requested and children.summary.fatal is None and children.children:
-        idle = children.all_idle()
+    drained_seen: int | None = None  # fleet.events when the queue was last seen drained
+    children = fleet.children
+    while not stopper.requested and fleet.summary.fatal is None and children.children:
+        idle = fleet.all_idle()
         children.collect(_DRAIN_CHECK if idle else _POLL)
         children.kill_stalled()
-        bar.tick()
         # Once every child is idle the end may be near: look more often.
         if time.monotonic() - last_check < (_DRAIN_CHECK if idle else _DEPTH_EVERY):
             continue
@@ -365,11 +267,11 @@ def _supervise(children: _Children, depth: _Depth, stopper, until_empty: bool, b
         bar.set_total(max(bar.done + ready, bar.total or 0))
         if not until_empty:
             continue
-        if ready == 0 and children.all_idle():
+        if ready == 0 and fleet.all_idle():
             # Seen twice in a row with nothing finished between: a message that was
             # on its way to a child would have made it busy by now.
-            if drained_seen == children.events:
+            if drained_seen == fleet.events:
                 return
-            drained_seen = children.events
+            drained_seen = fleet.events
         else:
             drained_seen = None
