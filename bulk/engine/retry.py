@@ -25,8 +25,7 @@ from bulk.backoff import Backoff
 from bulk.engine.batch import BatchResult, process_batch
 from bulk.engine.errors import ErrorKind, classify
 from bulk.errors import describe
-
-CONTENTION_TRIES = 5  # tries of a part that meets serialization failures or deadlocks
+from bulk.queue.policy import Action, decide
 
 
 class EnvironmentFailure(Exception):
@@ -93,7 +92,7 @@ def run_batch(
         error = _attempt(holder, part, mode, price_column, patience, sleep, outcome)
         if error is None:
             continue
-        if len(part) == 1:
+        if decide(ErrorKind.BATCH, size=len(part), queue=False) is Action.FAIL:
             outcome.failures.append(Failure(part[0], error))
             outcome.result.skipped += 1
         else:
@@ -114,19 +113,19 @@ def _attempt(holder, part, mode, price_column, patience, sleep, outcome) -> str 
             return None
         except psycopg.Error as exc:
             kind = classify(exc, conn)
-            if kind is ErrorKind.ENVIRONMENT:
-                raise EnvironmentFailure(describe(exc)) from None
-            if kind is ErrorKind.BATCH:
-                return describe(exc)
             if kind is ErrorKind.CONTENTION:
                 contention += 1
-                if contention >= CONTENTION_TRIES:
-                    return describe(exc)
-            else:
+            elif kind is ErrorKind.CONNECTION:
                 holder.discard()
                 backoff.start_clock()
-                if backoff.expired():
-                    raise DatabaseGone(describe(exc)) from None
+            action = decide(
+                kind, size=len(part), contention=contention, expired=backoff.expired(), queue=False
+            )
+            if action is Action.STOP:
+                gone = kind is ErrorKind.CONNECTION
+                raise (DatabaseGone if gone else EnvironmentFailure)(describe(exc)) from None
+            if action is not Action.RETRY:
+                return describe(exc)
         except Exception as exc:  # noqa: BLE001 - a killmail no engine step can value
             return describe(exc)
         sleep(backoff.delay())

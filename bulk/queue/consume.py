@@ -34,9 +34,10 @@ import psycopg
 from bulk.backoff import Backoff, jitter
 from bulk.engine.batch import BatchResult, process_batch
 from bulk.engine.errors import ErrorKind, classify
-from bulk.engine.retry import CONTENTION_TRIES, ConnectionHolder
+from bulk.engine.retry import ConnectionHolder
 from bulk.errors import describe
 from bulk.queue import broker, messages
+from bulk.queue.policy import Action, decide
 
 _IDLE_AFTER = 0.05  # seconds without a message before the worker counts as idle
 _GATHER = 0.5  # longest wait for more old single-killmail messages to fill a batch
@@ -266,11 +267,12 @@ class Worker:
             "x-attempts": min(_count_header(headers, "x-attempts") + 1, messages.MAX_ATTEMPTS),
         }
         attempts += 1
-        if attempts < self.s.max_attempts:
+        action = decide(
+            ErrorKind.BATCH, size=len(unique), attempts=attempts, max_attempts=self.s.max_attempts
+        )
+        if action is Action.REQUEUE:
             self._republish([unique], mode, attempts, failure_headers, tags)
-        elif len(unique) > 1:
-            # The whole batch has had its retries, so a failure is not a passing
-            # fluke: each half gets one try, and a half that fails splits again.
+        elif action is Action.SPLIT:
             middle = len(unique) // 2
             halves = [unique[:middle], unique[middle:]]
             self._republish(halves, mode, self.s.max_attempts - 1, failure_headers, tags)
@@ -311,16 +313,14 @@ class Worker:
                 return process_batch(conn, ids, mode, self.s.price_column)
             except psycopg.Error as exc:
                 kind = classify(exc, conn)
-                if kind is ErrorKind.BATCH:
-                    return describe(exc)
-                if kind is ErrorKind.ENVIRONMENT:
+                contention += kind is ErrorKind.CONTENTION
+                action = decide(kind, size=len(ids), contention=contention)
+                if action is Action.STOP:
                     self._nack(tags)
                     raise FatalError(describe(exc)) from None
-                if kind is ErrorKind.CONTENTION:
-                    contention += 1
-                    if contention >= CONTENTION_TRIES:
-                        return describe(exc)
-                else:
+                if action is not Action.RETRY:
+                    return describe(exc)  # a batch error: _do decides what comes next
+                if kind is ErrorKind.CONNECTION:
                     self.db.discard()
                     if backoff.attempt % 5 == 0:
                         self._note(f"database unavailable ({describe(exc)}); retrying")
