@@ -220,7 +220,9 @@ def _selection(mode, limit, ids, ship_types, since, until, after_id) -> scan.Sel
 def cli():
     """Compute and write the ISK values of EVE Online killmails in PostgreSQL, in bulk.
 
-    Example: bulk-backfill demo
+    \b
+    Example:
+        bulk-backfill demo
     """
 
 
@@ -229,7 +231,9 @@ def cli():
 def init_db_cmd(database_url):
     """Create the killboard tables that are missing. Never drops or alters existing data.
 
-    Example: DATABASE_URL=postgresql://postgres@127.0.0.1/killboard bulk-backfill init-db
+    \b
+    Example:
+        DATABASE_URL=postgresql://postgres@127.0.0.1/killboard bulk-backfill init-db
     """
     url = config.database_url(database_url)
     with db.connect(url) as conn:
@@ -247,7 +251,9 @@ def init_db_cmd(database_url):
 def demo_data_cmd(database_url, killmails, seed):
     """Fill an empty killboard with generated killmails, items, types and prices.
 
-    Example: bulk-backfill demo-data --killmails 100000 --seed 7
+    \b
+    Example:
+        bulk-backfill demo-data --killmails 100000 --seed 7
     """
     url = config.database_url(database_url)
     with db.connect(url) as conn:
@@ -261,7 +267,9 @@ def demo_data_cmd(database_url, killmails, seed):
 def import_killmails_cmd(database_url, file):
     """Load ESI-format killmails from a JSON-lines file (bare, or zKillboard/RedisQ wrapped).
 
-    Example: bulk-backfill import-killmails killmails.jsonl
+    \b
+    Example:
+        bulk-backfill import-killmails killmails.jsonl
     """
     url = config.database_url(database_url)
     with db.connect(url) as conn:
@@ -317,7 +325,9 @@ def run_cmd(
 
     Ctrl+C finishes the batches in hand and stops; the summary says how to resume.
 
-    Example: bulk-backfill run --mode zero --procs 2
+    \b
+    Example:
+        bulk-backfill run --mode zero --procs 2
     """
     url = config.database_url(database_url)
     sel = _selection(**selection)
@@ -384,7 +394,9 @@ def queue_cmd(
     Every message is persistent and confirmed by the broker. The summary
     gives the last confirmed killmail_id; --after-id resumes from there.
 
-    Example: bulk-backfill queue --mode zero --since 2024-01-01
+    \b
+    Example:
+        bulk-backfill queue --mode zero --since 2024-01-01
     """
     url = config.database_url(database_url)
     selection = _selection(**sel)
@@ -493,7 +505,9 @@ def work_cmd(
     Acks each batch after its COMMIT. Ctrl+C (or SIGTERM) finishes the
     batches in hand and exits 0. Run it on as many machines as you like.
 
-    Example: bulk-backfill work --procs 2 --until-empty
+    \b
+    Example:
+        bulk-backfill work --procs 2 --until-empty
     """
     settings = supervise.WorkSettings(
         db_url=config.database_url(database_url),
@@ -552,7 +566,9 @@ def status_cmd(
 ):
     """Queue depth, valuation progress and price freshness, in about a second.
 
-    Example: bulk-backfill status --stale-days 3
+    \b
+    Example:
+        bulk-backfill status --stale-days 3
     """
     url = config.database_url(database_url)
     with db.connect(url, autocommit=True) as conn:
@@ -618,7 +634,9 @@ def verify_cmd(database_url, sample, check_all, seed, price_column, as_json):
 
     Without --sample or --all it checks a sample of 2,000.
 
-    Example: bulk-backfill verify --sample 5000 --seed 42
+    \b
+    Example:
+        bulk-backfill verify --sample 5000 --seed 42
     """
     if sample and check_all:
         raise click.UsageError("give --sample N or --all, not both")
@@ -695,7 +713,12 @@ def _isk(values: tuple) -> str:
 
 @cli.group("prices")
 def prices_group():
-    """Fill market_prices: from ESI (fetch) or from a file (import)."""
+    """Fill market_prices: from ESI (fetch) or from a file (import).
+
+    \b
+    Example:
+        bulk-backfill prices fetch --user-agent 'kb.example; me@example.com'
+    """
 
 
 _ESI_COLUMN = click.Choice(list(PRICE_COLUMNS))
@@ -716,7 +739,9 @@ def prices_import_cmd(database_url, file, average_as, adjusted_as):
     CSV needs a header: type_id plus any of buy, sell, average, volume. A bad
     row stops the import with its line number and nothing is written.
 
-    Example: bulk-backfill prices import esi_prices.json --average-as sell
+    \b
+    Example:
+        bulk-backfill prices import esi_prices.json --average-as sell
     """
     mapping = {}
     if average_as or not adjusted_as:
@@ -742,7 +767,13 @@ def prices_import_cmd(database_url, file, average_as, adjusted_as):
 
 @prices_group.command("fetch")
 @database_option
-@click.option("--region", type=click.IntRange(min=1), default=esi.DEFAULT_REGION, show_default=True)
+@click.option(
+    "--region",
+    type=click.IntRange(min=1),
+    default=esi.DEFAULT_REGION,
+    show_default=True,
+    help="ESI region whose market orders are read (10000002 is The Forge, Jita's region).",
+)
 @click.option(
     "--type-id",
     "type_ids",
@@ -750,8 +781,14 @@ def prices_import_cmd(database_url, file, average_as, adjusted_as):
     multiple=True,
     help="Only this type (repeat). Default: every type the killmails use.",
 )
-@click.option("--concurrency", type=click.IntRange(1, 100), default=20, show_default=True)
-@click.option("--esi-url", default=esi.DEFAULT_ESI, show_default=True)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 100),
+    default=20,
+    show_default=True,
+    help="Requests to ESI at the same time.",
+)
+@click.option("--esi-url", default=esi.DEFAULT_ESI, show_default=True, help="Base URL of ESI.")
 @click.option(
     "--user-agent",
     help="Who to contact about these requests, e.g. 'killboard.example; admin@example.com'.",
@@ -769,7 +806,9 @@ def prices_fetch_cmd(database_url, region, type_ids, concurrency, esi_url, user_
     buy = highest buy order, sell = lowest sell order, average = (buy + sell) / 2,
     volume = sum of volume_remain. A type with no orders keeps its old row.
 
-    Example: bulk-backfill prices fetch --user-agent 'kb.example; me@example.com'
+    \b
+    Example:
+        bulk-backfill prices fetch --user-agent 'kb.example; me@example.com'
     """
     url = config.database_url(database_url)
     agent = f"bulk-backfill/{_version()}" + (f" ({user_agent})" if user_agent else "")
@@ -819,16 +858,29 @@ def _version() -> str:
 
 @cli.group("dead")
 def dead_group():
-    """Look at and requeue the dead-letter queue <queue>.dead."""
+    """Look at and requeue the dead-letter queue <queue>.dead.
+
+    \b
+    Example:
+        bulk-backfill dead list
+    """
 
 
 @dead_group.command("list")
 @broker_options
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Show at most this many messages.",
+)
 def dead_list_cmd(rabbitmq_url, queue, limit):
     """Show each dead letter's reason, number of IDs and attempts; nothing is removed.
 
-    Example: bulk-backfill dead list --limit 50
+    \b
+    Example:
+        bulk-backfill dead list --limit 50
     """
     total, shown = dead_letters.list_dead(rabbitmq_url, queue, limit)
     dead = broker.dead_letter_queue(queue)
@@ -854,7 +906,9 @@ def dead_requeue_cmd(rabbitmq_url, queue, limit):
 
     Invalid messages stay in the dead-letter queue: they would fail again.
 
-    Example: bulk-backfill dead requeue
+    \b
+    Example:
+        bulk-backfill dead requeue
     """
     summary = dead_letters.requeue_dead(rabbitmq_url, queue, limit)
     click.echo(
@@ -927,9 +981,23 @@ def _failure_lines(failures: list) -> list[str]:
 
 
 @cli.command("demo")
-@click.option("--killmails", type=click.IntRange(min=1), default=50_000, show_default=True)
-@click.option("--procs", type=click.IntRange(1, 64), default=2, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--killmails",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="How many killmails to generate.",
+)
+@click.option(
+    "--procs",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Processes that value killmails.",
+)
+@click.option(
+    "--seed", type=int, default=1, show_default=True, help="Same seed, same generated data."
+)
 @click.option(
     "--database",
     default="bulk_backfill_demo",
@@ -949,7 +1017,9 @@ def demo_cmd(killmails, procs, seed, database, datadir):
     With DATABASE_URL set it uses a database named bulk_backfill_demo on that
     server; without it, an embedded PostgreSQL (pip install 'bulk-backfill[demo]').
 
-    Example: bulk-backfill demo --killmails 20000
+    \b
+    Example:
+        bulk-backfill demo --killmails 20000
     """
     result = demo.run_demo(
         killmails=killmails,
