@@ -1,5 +1,5 @@
 """The engine and the SQL reference on hand-made killmails whose values are worked out
-here in Python Decimal arithmetic, straight from the rules in DESIGN.md."""
+here in Python Decimal arithmetic, straight from the valuation rules of the README."""
 
 from decimal import ROUND_HALF_UP, Decimal
 

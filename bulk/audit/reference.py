@@ -35,16 +35,6 @@ def mismatches(
     return [Mismatch(r[0], (r[1], r[2], r[3]), (r[4], r[5], r[6])) for r in rows]
 
 
-def reference_values(
-    conn: psycopg.Connection, ids: Sequence[int] | None = None, price_column: str = "sell"
-) -> dict[int, tuple]:
-    """killmail_id -> (total, destroyed, dropped) as exact Decimals."""
-    rows = conn.execute(
-        sqlfiles.reference_sql(price_column), {"ids": None if ids is None else list(ids)}
-    ).fetchall()
-    return {r[0]: (r[1], r[2], r[3]) for r in rows}
-
-
 # The usual killboard bands of total_value, in the order of value_distribution.sql.
 BANDS = ("under_1m", "m1_10m", "m10_100m", "m100m_1b", "over_1b", "no_value")
 BAND_LABELS = ("< 1M", "1-10M", "10-100M", "100M-1B", "> 1B", "no value")

@@ -71,7 +71,7 @@ def price_batch(lines: np.ndarray) -> tuple[KillmailCents, np.ndarray]:
 
     Columns: killmail_id, line, unit_cents, qty_destroyed, qty_dropped.
     Returns the per-killmail cents and the ids of killmails without a victim,
-    which are not valued (DESIGN.md: reported, never guessed at).
+    which are not valued: a missing victim is reported, never guessed at.
     """
     lines = np.asarray(lines, dtype=np.int64).reshape(-1, 5)
     no_victim = np.unique(lines[lines[:, 1] == LINE_NO_VICTIM, 0])

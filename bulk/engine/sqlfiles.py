@@ -6,7 +6,7 @@ SQL text; every user value is a bound parameter.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -76,7 +76,9 @@ def unusable_prices_sql(mode: str, column: str) -> str:
     )
 
 
-@cache
+# Keyed by row count: a job uses one batch size and a smaller last batch or
+# bisected halves, so a few entries cover it; unbounded, every size ever seen stays.
+@lru_cache(maxsize=16)
 def update_batch_sql(mode: str, n_rows: int) -> str:
     """The write with psycopg placeholders, for cents beyond int8 (sent as numeric)."""
     # Types on the first row fix the VALUES column types for every row.
@@ -85,7 +87,7 @@ def update_batch_sql(mode: str, n_rows: int) -> str:
     return load("update_batch").format(rows=rows, mode_predicate=mode_predicate(mode))
 
 
-@cache
+@lru_cache(maxsize=16)
 def update_batch_raw(mode: str, n_rows: int) -> bytes:
     """The write with libpq's $n placeholders, for binary int4/int8 parameters."""
     rows = ", ".join(

@@ -46,11 +46,10 @@ def dead_letter_queue(queue: str) -> str:
     return f"{queue}.dead"
 
 
-def connect(url: str, *, heartbeat: int | None = None) -> pika.BlockingConnection:
+def connect(url: str) -> pika.BlockingConnection:
     """A blocking connection, or a BrokerError of one line that never shows the password.
 
-    The heartbeat is `heartbeat`, else the URL's `?heartbeat=`, else
-    DEFAULT_HEARTBEAT.
+    The heartbeat is the URL's `?heartbeat=`, else DEFAULT_HEARTBEAT.
     """
     redact.remember(url)
     try:
@@ -63,9 +62,7 @@ def connect(url: str, *, heartbeat: int | None = None) -> pika.BlockingConnectio
             f"bad RabbitMQ URL (not shown: it may hold a password): {reason}; "
             "percent-encode special characters in the password, e.g. # as %23, / as %2F"
         ) from None
-    if heartbeat is not None:
-        params.heartbeat = heartbeat
-    elif "heartbeat" not in parse_qs(urlsplit(url).query):
+    if "heartbeat" not in parse_qs(urlsplit(url).query):
         params.heartbeat = DEFAULT_HEARTBEAT
     params.client_properties = {"connection_name": f"bulk-backfill@{socket.gethostname()}"}
     try:
