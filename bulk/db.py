@@ -32,6 +32,15 @@ def connect(url: str, *, autocommit: bool = False, application: str = "bulk-back
         raise UserError(f"cannot connect to PostgreSQL at {mask_url(url)}: {reason}") from None
 
 
+def close_quietly(conn: psycopg.Connection | None) -> None:
+    """Close a connection that may already be broken; its error, if any, is not news."""
+    if conn is not None:
+        try:
+            conn.close()
+        except psycopg.Error:
+            pass
+
+
 def missing_tables(conn: psycopg.Connection) -> list[str]:
     rows = conn.execute(
         "SELECT t FROM unnest(%s::text[]) AS t WHERE to_regclass(t) IS NULL",

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from bulk import db
 from bulk.backoff import Backoff
 from bulk.engine.batch import BatchResult, process_batch
 from bulk.engine.errors import ErrorKind, classify
@@ -62,11 +63,7 @@ class ConnectionHolder:
         return self._conn
 
     def discard(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except psycopg.Error:
-                pass
+        db.close_quietly(self._conn)
         self._conn = None
 
 

@@ -9,6 +9,7 @@ from datetime import datetime
 
 import psycopg
 
+from bulk import db
 from bulk.backoff import Backoff
 from bulk.engine import sqlfiles
 from bulk.engine.errors import ErrorKind, classify
@@ -159,9 +160,5 @@ class Scan:
             self._sleep(min(left, 0.2))
 
     def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except psycopg.Error:
-                pass
+        db.close_quietly(self._conn)
         self._conn = None
