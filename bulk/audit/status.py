@@ -20,7 +20,7 @@ import pika
 import psycopg
 
 from bulk import redact
-from bulk.engine import sqlfiles
+from bulk.engine import modes, sqlfiles
 from bulk.queue import broker, messages
 
 # Above this many item rows (about 200,000 killmails), the types used in killmails
@@ -94,7 +94,7 @@ def price_status(conn: psycopg.Connection, price_column: str) -> tuple[PriceStat
     sampled = items > _EXACT_ITEMS_UP_TO
     statement = sqlfiles.load("status_prices").format(
         items=_ITEM_SOURCES["sample" if sampled else "all"],
-        price_column=sqlfiles.price_column(price_column),
+        price_column=modes.price_column(price_column),
     )
     rows, oldest, newest, used, priced = conn.execute(statement).fetchone()
     return (

@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 import click
 
 from bulk.engine import scan
-from bulk.engine.sqlfiles import MODE_PREDICATES, PRICE_COLUMNS
+from bulk.engine.modes import MODE_PREDICATES, PRICE_COLUMNS
 from bulk.errors import UserError
 from bulk.queue import broker
 

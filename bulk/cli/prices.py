@@ -9,7 +9,7 @@ import click
 
 from bulk import config, db
 from bulk.cli import options, render
-from bulk.engine.sqlfiles import PRICE_COLUMNS
+from bulk.engine.modes import PRICE_COLUMNS
 from bulk.prices import esi, fetch, load
 from bulk.prices.market import MAX_PRICE
 

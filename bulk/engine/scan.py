@@ -11,7 +11,7 @@ import psycopg
 
 from bulk import db
 from bulk.backoff import Backoff
-from bulk.engine import sqlfiles
+from bulk.engine import modes, sqlfiles
 from bulk.engine.errors import ErrorKind, classify
 from bulk.errors import describe, one_line
 
@@ -45,7 +45,7 @@ class Selection:
     after_id: int | None = None
 
     def _where(self) -> tuple[str, dict]:
-        clauses = [sqlfiles.mode_predicate(self.mode)]
+        clauses = [modes.mode_predicate(self.mode)]
         params: dict = {"after": _MIN_ID if self.after_id is None else self.after_id}
         for name in _FILTERS:
             value = getattr(self, name)

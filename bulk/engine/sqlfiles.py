@@ -1,7 +1,7 @@
 """Loads the sql/*.sql files shipped in the package and fills their fixed placeholders.
 
-Only identifiers and predicates from the fixed tables below are ever pasted into
-SQL text; every user value is a bound parameter.
+Only identifiers and predicates from the fixed tables of bulk.engine.modes are
+ever pasted into SQL text; every user value is a bound parameter.
 """
 
 from __future__ import annotations
@@ -10,17 +10,7 @@ from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 
-from bulk.errors import UserError
-
-# The mode guard, on alias k (killmails). The same text is used by the
-# scan that selects IDs and by the UPDATE that writes them.
-MODE_PREDICATES: dict[str, str] = {
-    "null": "k.total_value IS NULL",
-    "zero": "k.total_value = 0",
-    "all": "TRUE",
-}
-
-PRICE_COLUMNS: dict[str, str] = {"sell": "sell", "buy": "buy", "average": "average"}
+from bulk.engine.modes import mode_predicate, price_column
 
 
 def _sql_dir():
@@ -40,26 +30,6 @@ def load(name: str) -> str:
     """
     text = _sql_dir().joinpath(f"{name}.sql").read_text(encoding="utf-8")
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
-
-
-def _fixed(table: dict[str, str], key: str, what: str) -> str:
-    try:
-        return table[key]
-    except KeyError:
-        raise UserError(f"unknown {what} {key!r}: choose one of {', '.join(table)}") from None
-
-
-def fixed_name(names: tuple[str, ...], name: str, what: str) -> str:
-    """`name` if the fixed tuple holds it: identifiers never come from user text."""
-    return _fixed(dict(zip(names, names)), name, what)
-
-
-def mode_predicate(mode: str) -> str:
-    return _fixed(MODE_PREDICATES, mode, "mode")
-
-
-def price_column(column: str) -> str:
-    return _fixed(PRICE_COLUMNS, column, "price column")
 
 
 @cache

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import psycopg
 
-from bulk.engine import sqlfiles
+from bulk.engine import modes, sqlfiles
 from bulk.prices.market import PRICE_FIELDS
 
 
@@ -14,7 +14,7 @@ def upsert(conn: psycopg.Connection, columns: Sequence[str], rows: Sequence[tupl
     """Write rows of (type_id, value per column); the number of rows written."""
     if not rows:
         return 0
-    names = [sqlfiles.fixed_name(PRICE_FIELDS, c, "price column") for c in columns]
+    names = [modes.fixed_name(PRICE_FIELDS, c, "price column") for c in columns]
     statement = sqlfiles.load("upsert_prices").format(
         columns=", ".join(names),
         arrays=", ".join(f"%({n})s::float8[]" for n in names),

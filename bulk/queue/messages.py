@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from bulk.engine.sqlfiles import MODE_PREDICATES
+from bulk.engine.modes import MODE_PREDICATES
 
 MAX_IDS = 10_000
 MAX_ATTEMPTS = 1_000_000  # far above any retry count; bounds what a header or body can claim
