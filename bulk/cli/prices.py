@@ -11,7 +11,6 @@ from bulk import config, db
 from bulk.cli import options, render
 from bulk.engine.modes import PRICE_COLUMNS
 from bulk.prices import esi, fetch, load
-from bulk.prices.market import MAX_PRICE
 
 
 @click.group("prices")
@@ -127,27 +126,7 @@ def prices_fetch_cmd(database_url, region, type_ids, concurrency, esi_url, user_
     summary = fetch.fetch_prices(
         url, client, type_ids=list(type_ids) or None, concurrency=concurrency, announce=announce
     )
-    lines = [
-        f"priced     {summary.priced:>8,}  (rows written: {summary.written:,})",
-        f"no orders  {len(summary.no_orders):>8,}  (their old rows are kept)",
-        f"failed     {len(summary.failed):>8,}",
-        f"bad orders {summary.bad_orders:>8,}  (skipped: price not a number from 0 to "
-        f"{MAX_PRICE:.0e} ISK, or is_buy_order not true/false)",
-        f"requests   {summary.stats.requests:>8,}  ({summary.stats.retries:,} retried; "
-        f"{summary.stats.pauses:,} pauses for ESI's error limit)",
-        f"elapsed    {summary.elapsed:>8.1f} s",
-    ]
-    if summary.no_orders:
-        lines.append(f"no orders: {render.sample(summary.no_orders)}")
-    if summary.bad_order_types:
-        lines.append(f"bad orders in types: {render.sample(sorted(summary.bad_order_types))}")
-    for type_id, reason in summary.failed[:20]:
-        lines.append(f"failed {type_id}: {reason}")
-    if summary.interrupted:
-        lines.append("interrupted: the types fetched so far are written; run again for the rest")
-    if summary.priced:
-        lines.append("next: bulk-backfill queue --mode zero (or run --mode zero) to value them")
-    click.echo("\n".join(lines))
+    click.echo("\n".join(render.fetch_lines(summary)))
     if summary.failed or summary.interrupted:
         raise click.exceptions.Exit(1)
 

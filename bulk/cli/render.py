@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from bulk.audit import reference, status, verify
+from bulk.prices import fetch
+from bulk.prices.market import MAX_PRICE
 from bulk.queue import broker, supervise
 from bulk.run import RunSummary
 
@@ -177,4 +179,28 @@ def failure_lines(failures: list) -> list[str]:
         else:
             listed = ", ".join(map(str, sorted(ids)))
             lines.append(f"failed {len(ids):,} killmails ({listed}): {error}")
+    return lines
+
+
+def fetch_lines(summary: fetch.FetchSummary) -> list[str]:
+    lines = [
+        f"priced     {summary.priced:>8,}  (rows written: {summary.written:,})",
+        f"no orders  {len(summary.no_orders):>8,}  (their old rows are kept)",
+        f"failed     {len(summary.failed):>8,}",
+        f"bad orders {summary.bad_orders:>8,}  (skipped: price not a number from 0 to "
+        f"{MAX_PRICE:.0e} ISK, or is_buy_order not true/false)",
+        f"requests   {summary.stats.requests:>8,}  ({summary.stats.retries:,} retried; "
+        f"{summary.stats.pauses:,} pauses for ESI's error limit)",
+        f"elapsed    {summary.elapsed:>8.1f} s",
+    ]
+    if summary.no_orders:
+        lines.append(f"no orders: {sample(summary.no_orders)}")
+    if summary.bad_order_types:
+        lines.append(f"bad orders in types: {sample(sorted(summary.bad_order_types))}")
+    for type_id, reason in summary.failed[:20]:
+        lines.append(f"failed {type_id}: {reason}")
+    if summary.interrupted:
+        lines.append("interrupted: the types fetched so far are written; run again for the rest")
+    if summary.priced:
+        lines.append("next: bulk-backfill queue --mode zero (or run --mode zero) to value them")
     return lines
