@@ -1,7 +1,7 @@
 """The replaced system's algorithm, reproduced: one killmail at a time, five round trips each.
 
-Per killmail, as the per-killmail RabbitMQ worker does it (DESIGN.md: "six
-queries and one UPDATE per killmail"):
+Per killmail, as the per-killmail RabbitMQ worker did it (six queries and one
+UPDATE per killmail):
 1. a mode-check SELECT (is total_value still NULL?);
 2. a SELECT of the killmail with its victim and items;
 3. the prices of its distinct types;

@@ -20,10 +20,13 @@ from psycopg.conninfo import make_conninfo
 
 from benchmarks import baseline, ceiling
 from benchmarks.rss import ChildPeakRSS
-from bulk import broker, db, producer, reference, scan, supervisor
-from bulk.demo_data import load_demo_data
-from bulk.pool import run_local
-from bulk.worker import WorkSettings
+from bulk import db
+from bulk.audit import reference
+from bulk.demo.load import load_demo_data
+from bulk.engine import scan
+from bulk.queue import broker, publish, supervise
+from bulk.queue.consume import WorkSettings
+from bulk.run import run_local
 
 SEED = 1
 
@@ -177,7 +180,7 @@ class Suite:
         reset(url)
         queue = f"bench_{uuid.uuid4().hex[:10]}"
         try:
-            queued = producer.queue_killmails(
+            queued = publish.queue_killmails(
                 url,
                 self.config.rabbitmq_url,
                 scan.Selection("null"),
@@ -187,7 +190,7 @@ class Suite:
             )
             settings = WorkSettings(url, self.config.rabbitmq_url, queue=queue, batch_size=batch)
             with ChildPeakRSS() as rss:
-                summary = supervisor.work(settings, procs=procs, until_empty=True, progress=False)
+                summary = supervise.work(settings, procs=procs, until_empty=True, progress=False)
         finally:
             connection = broker.connect(self.config.rabbitmq_url)
             channel = connection.channel()

@@ -1,3 +1,1 @@
-"""bulk-backfill: compute and write killmail ISK values in bulk."""
-
-__version__ = "0.1.0"
+"""bulk-backfill: compute and write killmail ISK values in bulk (version: package metadata)."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import psycopg
 
-from bulk import redact, sqlfiles
+from bulk import redact
 from bulk.config import check_libpq_url, mask_url, scrub
+from bulk.engine import sqlfiles
 from bulk.errors import UserError, one_line
 
 REQUIRED_TABLES = (
@@ -29,6 +30,15 @@ def connect(url: str, *, autocommit: bool = False, application: str = "bulk-back
     except psycopg.Error as exc:
         reason = scrub(one_line(exc), url)
         raise UserError(f"cannot connect to PostgreSQL at {mask_url(url)}: {reason}") from None
+
+
+def close_quietly(conn: psycopg.Connection | None) -> None:
+    """Close a connection that may already be broken; its error, if any, is not news."""
+    if conn is not None:
+        try:
+            conn.close()
+        except psycopg.Error:
+            pass
 
 
 def missing_tables(conn: psycopg.Connection) -> list[str]:

@@ -8,6 +8,11 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+# Longest a finished batch waits to appear on the bar, given a tick() at least
+# this often. tqdm left to itself adapts miniters and may wait up to its
+# maxinterval (10 s) before it shows the last reports of a job.
+_REFRESH = 0.2
+
 
 class Progress:
     """Counts killmails done and shows them; the caller adds, this only displays."""
@@ -36,9 +41,17 @@ class Progress:
         self._noun = noun
         self._enabled = enabled
         self._bar = None
+        self._dirty = False  # the bar shows less than is known
         if enabled and self.stream.isatty():
             self._bar = tqdm(
-                total=total, desc=desc, unit=unit, unit_scale=True, file=self.stream, smoothing=0.1
+                total=total,
+                desc=desc,
+                unit=unit,
+                unit_scale=True,
+                file=self.stream,
+                smoothing=0.1,
+                miniters=1,
+                mininterval=_REFRESH,
             )
 
     def add(self, done: int, **counts: int) -> None:
@@ -51,13 +64,18 @@ class Progress:
             # Strings: tqdm would shorten a number such as 20000 to "2e+4".
             postfix = {k: str(v) for k, v in self._postfix().items()}
             self._bar.set_postfix(postfix, refresh=False)
-            self._bar.update(done)
-        else:
-            self.tick()
+            self._dirty = True
+            if self._bar.update(done):
+                self._dirty = False  # tqdm displayed it, postfix included
+        self.tick()
 
     def tick(self) -> None:
-        """Print the plain stats line if it is due and something changed."""
-        if self._bar is not None or not self._enabled or self._printed == self.done:
+        """Bring the display up to date if it is due (call it at least every _REFRESH s)."""
+        if self._bar is not None:
+            if self._dirty and self._bar._time() - self._bar.last_print_t >= _REFRESH:
+                self._refresh()
+            return
+        if not self._enabled or self._printed == self.done:
             return
         if time.monotonic() - self._last_line >= self._interval:
             self._print_line()
@@ -67,7 +85,13 @@ class Progress:
         self.total = total
         if self._bar is not None and self._bar.total != total:
             self._bar.total = total
-            self._bar.refresh()
+            self._refresh()
+
+    def _refresh(self) -> None:
+        self._bar.refresh()
+        self._bar.last_print_n = self._bar.n
+        self._bar.last_print_t = self._bar._time()
+        self._dirty = False
 
     def _postfix(self) -> dict:
         if self._noun == "killmails" or "updated" not in self.counts:
@@ -98,6 +122,7 @@ class Progress:
 
     def close(self) -> None:
         if self._bar is not None:
+            self._refresh()  # the final counts, whatever the time since the last display
             self._bar.close()
         elif self._enabled and self._printed != self.done:
             self._print_line()

@@ -83,7 +83,7 @@ def schema_db(fresh_db):
 
 def make_demo_db(url: str, killmails: int, seed: int = 1) -> str:
     from bulk import db
-    from bulk.demo_data import load_demo_data
+    from bulk.demo.load import load_demo_data
 
     with psycopg.connect(url) as conn:
         db.init_db(conn)
@@ -146,7 +146,7 @@ def values(url: str) -> dict[int, tuple]:
 
 
 def mismatches(url: str, price_column: str = "sell", ids: list[int] | None = None) -> list:
-    from bulk import reference
+    from bulk.audit import reference
 
     with psycopg.connect(url) as conn:
         return reference.mismatches(conn, ids, price_column=price_column)

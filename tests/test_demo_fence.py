@@ -9,7 +9,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from bulk.demo import DEMO_MARKER
+from bulk.demo.run import DEMO_MARKER
 from tests.conftest import SERVER_URL, cli, drop_database, mismatches
 
 

@@ -20,9 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
-from bulk import broker, db, redact
+from bulk import db, redact
 from bulk.config import database_url
 from bulk.errors import UserError, describe, one_line
+from bulk.queue import broker
 from tests import rabbit
 from tests.conftest import cli
 

@@ -15,7 +15,7 @@ import time
 import psycopg
 import pytest
 
-from bulk import scan
+from bulk.engine import scan
 from tests import rabbit
 from tests.conftest import (
     child_pids,
@@ -183,10 +183,10 @@ def test_run_that_loses_its_scan_prints_the_resume_point(fresh_db):
 
 
 def test_depth_polls_keep_one_channel(queue_name):
-    from bulk import supervisor
+    from bulk.queue import supervise
 
     rabbit.publish_raw(queue_name, [b"{}"] * 3)
-    depth = supervisor._Depth(rabbit.RABBITMQ_URL, queue_name)
+    depth = supervise._Depth(rabbit.RABBITMQ_URL, queue_name)
     try:
         # More polls than the default channel_max (2047) channels.
         for _ in range(3_000):

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 import pytest
 
-from bulk.esi import ErrorBudget
+from bulk.prices.esi import ErrorBudget
 from tests.conftest import cli, failed_killmails, mismatches, values
 from tests.test_prices import _CannedESI, _prices
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pika
 import pytest
 
-from bulk import status
+from bulk.audit import status
 from tests import rabbit
 from tests.conftest import cli
 

@@ -1,12 +1,12 @@
 """The engine and the SQL reference on hand-made killmails whose values are worked out
-here in Python Decimal arithmetic, straight from the rules in DESIGN.md."""
+here in Python Decimal arithmetic, straight from the valuation rules of the README."""
 
 from decimal import ROUND_HALF_UP, Decimal
 
 import psycopg
 import pytest
 
-from bulk.batch import process_batch
+from bulk.engine.batch import process_batch
 from tests.conftest import mismatches, values
 
 BLUEPRINT_CATEGORY = 9

@@ -1,0 +1,1 @@
+"""Checking the database: `status`, `verify` and the independent SQL reference."""

@@ -1,0 +1,279 @@
+"""`status`: how far along the backfill is, in the queue, the database and the price table.
+
+Every figure is exact unless its name is listed in `estimates`. The queue's
+unacked count needs RabbitMQ's management API; without it that figure is
+None and a note says why.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+import pika
+import psycopg
+
+from bulk import redact
+from bulk.engine import modes, sqlfiles
+from bulk.queue import broker, messages
+
+# Above this many item rows (about 200,000 killmails), the types used in killmails
+# are read from a 2% block sample: the exact distinct scan of tens of millions of
+# rows takes seconds.
+_EXACT_ITEMS_UP_TO = 5_000_000
+_ITEM_SOURCES = {
+    "all": "killmail_items",
+    "sample": "killmail_items TABLESAMPLE SYSTEM (2) REPEATABLE (1)",
+}
+
+
+@dataclass
+class QueueStatus:
+    name: str
+    ready: int
+    consumers: int
+    dead_letters: int
+    killmails_waiting: int  # estimate: ready messages times the IDs in the first one
+    unacked: int | None = None
+    unacked_note: str | None = None
+
+
+@dataclass
+class DatabaseStatus:
+    killmails: int
+    valued: int
+    null_value: int
+    zero_value: int
+    no_victim: int
+
+
+@dataclass
+class PriceStatus:
+    rows: int
+    price_column: str
+    types_used: int
+    types_priced: int
+    oldest_update: str | None
+    newest_update: str | None
+
+    @property
+    def priced_share(self) -> float | None:
+        return self.types_priced / self.types_used if self.types_used else None
+
+
+@dataclass
+class Status:
+    database: DatabaseStatus
+    prices: PriceStatus
+    queue: QueueStatus | None
+    warnings: list[str] = field(default_factory=list)
+    estimates: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["prices"]["priced_share"] = self.prices.priced_share
+        return data
+
+
+def database_status(conn: psycopg.Connection) -> DatabaseStatus:
+    row = conn.execute(sqlfiles.load("status_killmails")).fetchone()
+    return DatabaseStatus(*row)
+
+
+def price_status(conn: psycopg.Connection, price_column: str) -> tuple[PriceStatus, bool]:
+    """The price table's figures, and whether the type share is a sample's estimate."""
+    (items,) = conn.execute(
+        sqlfiles.load("table_rows_estimate"), {"table": "killmail_items"}
+    ).fetchone()
+    sampled = items > _EXACT_ITEMS_UP_TO
+    statement = sqlfiles.load("status_prices").format(
+        items=_ITEM_SOURCES["sample" if sampled else "all"],
+        price_column=modes.price_column(price_column),
+    )
+    rows, oldest, newest, used, priced = conn.execute(statement).fetchone()
+    return (
+        PriceStatus(rows, price_column, used, priced, _iso(oldest), _iso(newest)),
+        sampled,
+    )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat(sep=" ", timespec="seconds")
+
+
+def queue_status(amqp_url: str, queue: str, management_url: str | None) -> QueueStatus:
+    connection = broker.connect(amqp_url)
+    try:
+        channel = connection.channel()
+        depth = _existing_depth(channel, queue)
+        dead = _existing_depth(connection.channel(), broker.dead_letter_queue(queue))
+        per_message = _ids_in_first_message(connection.channel(), queue) if depth.ready else 0
+    finally:
+        connection.close()
+    status = QueueStatus(
+        name=queue,
+        ready=depth.ready,
+        consumers=depth.consumers,
+        dead_letters=dead.ready,
+        killmails_waiting=depth.ready * per_message,
+    )
+    status.unacked, status.unacked_note = _unacked(amqp_url, queue, management_url)
+    return status
+
+
+def _existing_depth(channel, queue: str) -> broker.Depth:
+    try:
+        return broker.depth(channel, queue)
+    except pika.exceptions.ChannelClosedByBroker:  # no such queue yet: nothing waiting
+        return broker.Depth(0, 0)
+
+
+def _ids_in_first_message(channel, queue: str) -> int:
+    """IDs in the message at the head of the queue, which goes straight back."""
+    method, _, body = channel.basic_get(queue, auto_ack=False)
+    if method is None:
+        return 0
+    channel.basic_nack(method.delivery_tag, requeue=True)
+    try:
+        message = messages.decode(body)
+    except messages.InvalidMessage:
+        return 0
+    return len(message.ids) if isinstance(message, messages.Batch) else 1
+
+
+def default_management_url(amqp_url: str) -> str:
+    """The management API where a default install has it: TLS (15671) for amqps, else 15672."""
+    params = pika.URLParameters(amqp_url)
+    host = params.host or "127.0.0.1"
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    if amqp_url.lower().startswith("amqps://"):
+        return f"https://{host}:15671"
+    return f"http://{host}:15672"
+
+
+@dataclass
+class _Target:
+    base: str  # without userinfo: safe to show
+    username: str
+    password: str
+    refusal: str | None = None  # why the credentials are not sent
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def management_target(amqp_url: str, management_url: str | None) -> _Target:
+    """Where to ask, with which credentials, and whether they may be sent there.
+
+    Credentials go only over https, to a loopback host, or to a URL the user
+    named with --management-url; never over plain HTTP to a host we guessed.
+    """
+    params = pika.URLParameters(amqp_url)
+    username, password = params.credentials.username, params.credentials.password
+    explicit = management_url is not None
+    url = management_url if explicit else default_management_url(amqp_url)
+    scheme, sep, rest = url.partition("://")
+    # Userinfo up to the last '@' before the path: a password may hold '#', '/' or '?'.
+    authority_end = len(rest)
+    at = rest.rfind("@")
+    slash = rest.find("/", at + 1)
+    if slash != -1:
+        authority_end = slash
+    authority, path = rest[:authority_end], rest[authority_end:]
+    userinfo, at_sign, hostport = authority.rpartition("@")
+    if at_sign:
+        user, _, secret = userinfo.partition(":")
+        username, password = urllib.parse.unquote(user), urllib.parse.unquote(secret)
+        redact.remember(url)
+    base = f"{scheme}{sep}{hostport}{path}".rstrip("/")
+    target = _Target(base, username, password)
+    host = urllib.parse.urlsplit(f"{scheme}://{hostport}").hostname or ""
+    if not explicit and scheme.lower() != "https" and not _is_loopback(host):
+        target.refusal = (
+            f"unknown: the broker's password is not sent over plain HTTP to {host}; "
+            "pass --management-url (https://..., or http://... if you accept that) to ask it"
+        )
+    return target
+
+
+def _unacked(amqp_url: str, queue: str, management_url: str | None) -> tuple[int | None, str]:
+    target = management_target(amqp_url, management_url)
+    if target.refusal:
+        return None, target.refusal
+    base = target.base
+    params = pika.URLParameters(amqp_url)
+    vhost = urllib.parse.quote(params.virtual_host, safe="")
+    request = urllib.request.Request(f"{base}/api/queues/{vhost}/{urllib.parse.quote(queue)}")
+    credentials = f"{target.username}:{target.password}"
+    request.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            data = json.load(response)
+        return int(data.get("messages_unacknowledged", 0)), f"from the management API at {base}"
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return 0, f"from the management API at {base} (no such queue)"
+        return None, f"unknown: the management API at {base} answered HTTP {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = redact.scrub(str(getattr(exc, "reason", exc)), management_url, amqp_url)
+        return None, f"unknown: the management API at {base} is not reachable ({reason})"
+
+
+def status(
+    conn: psycopg.Connection,
+    *,
+    amqp_url: str | None,
+    queue: str,
+    management_url: str | None = None,
+    price_column: str = "sell",
+    stale_days: float = 7,
+    now: datetime | None = None,
+) -> Status:
+    """Everything `status` shows; amqp_url None leaves the queue out."""
+    prices, sampled = price_status(conn, price_column)
+    result = Status(
+        database=database_status(conn),
+        prices=prices,
+        queue=None if amqp_url is None else queue_status(amqp_url, queue, management_url),
+    )
+    if result.queue is not None:
+        result.estimates.append("queue.killmails_waiting")
+    if sampled:
+        result.estimates += ["prices.types_used", "prices.types_priced", "prices.priced_share"]
+    result.warnings = _warnings(result, stale_days, now or datetime.now())
+    return result
+
+
+def _warnings(result: Status, stale_days: float, now: datetime) -> list[str]:
+    found = []
+    prices = result.prices
+    if prices.rows == 0:
+        found.append(
+            "market_prices is empty: every value would be 0 (load prices, then redo zero mode)"
+        )
+    elif prices.newest_update is None:
+        found.append("market_prices has no updated_at values: their age is unknown")
+    elif datetime.fromisoformat(prices.newest_update) < now - timedelta(days=stale_days):
+        found.append(
+            f"prices are older than {stale_days:g} days: last updated {prices.newest_update}"
+            " (bulk-backfill prices fetch, then queue or run --mode all)"
+        )
+    if result.queue is not None and result.queue.dead_letters:
+        found.append(
+            f"{result.queue.dead_letters:,} messages in the dead-letter queue "
+            "(bulk-backfill dead list)"
+        )
+    return found

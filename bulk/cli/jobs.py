@@ -1,0 +1,243 @@
+"""`run`, `queue` and `work`: the commands that value killmails."""
+
+from __future__ import annotations
+
+import click
+
+from bulk import config
+from bulk.cli import options, render
+from bulk.config import mask_url
+from bulk.queue import broker, publish, supervise
+from bulk.run import run_local
+
+
+@click.command("run")
+@options.database_option
+@options.selection_options
+@options.procs_option
+@options.price_options
+@options.db_patience_option
+def run_cmd(
+    database_url, procs, price_column, allow_empty_prices, batch_size, db_patience, **selection
+):
+    """Value killmails on this machine with N processes, no broker needed.
+
+    Ctrl+C finishes the batches in hand and stops; the summary says how to resume.
+
+    \b
+    Example:
+        bulk-backfill run --mode zero --procs 2
+    """
+    url = config.database_url(database_url)
+    sel = options.to_selection(**selection)
+
+    def announce(selected: int) -> None:
+        click.echo(
+            f"run: mode {sel.mode}, {selected:,} killmails match, {procs} processes, "
+            f"batch size {batch_size}, prices from {price_column}, database {mask_url(url)}",
+            err=True,
+        )
+
+    summary = run_local(
+        url,
+        sel,
+        procs=procs,
+        batch_size=batch_size,
+        price_column=price_column,
+        allow_empty_prices=allow_empty_prices,
+        db_patience=db_patience,
+        announce=announce,
+    )
+    render.run_summary(summary)
+    if summary.stopped_early:
+        raise click.ClickException(
+            f"{summary.stopped_early}; " + render.resume_hint("run", summary.resume_after, "valued")
+        )
+    if summary.interrupted and summary.resume_after is not None:
+        click.echo(
+            f"interrupted: resume with the same command and --after-id {summary.resume_after}"
+        )
+    elif summary.interrupted:
+        click.echo("interrupted before any batch finished: run the same command again")
+    if summary.failures:
+        raise click.exceptions.Exit(1)
+
+
+@click.command("queue")
+@options.database_option
+@options.broker_options
+@options.selection_options
+@click.option("--dry-run", is_flag=True, help="Count the batches; publish nothing.")
+@options.allow_empty_prices_option
+@click.option(
+    "--broker-patience",
+    type=click.FloatRange(min=0),
+    default=60,
+    show_default=True,
+    help="Seconds to wait for a lost broker before stopping with a resume point.",
+)
+@options.db_patience_option
+def queue_cmd(
+    database_url,
+    rabbitmq_url,
+    queue,
+    batch_size,
+    dry_run,
+    allow_empty_prices,
+    broker_patience,
+    db_patience,
+    **sel,
+):
+    """Publish the matching killmails to RabbitMQ as batches for `work`.
+
+    Every message is persistent and confirmed by the broker. The summary
+    gives the last confirmed killmail_id; --after-id resumes from there.
+
+    \b
+    Example:
+        bulk-backfill queue --mode zero --since 2024-01-01
+    """
+    url = config.database_url(database_url)
+    selection = options.to_selection(**sel)
+
+    def announce(selected: int, batches: int) -> None:
+        target = "dry run, nothing published" if dry_run else mask_url(rabbitmq_url)
+        click.echo(
+            f"queue: mode {selection.mode}, {selected:,} killmails match, queue {queue}, "
+            f"batch size {batch_size} ({render.plural(batches, 'batch')}), {target}",
+            err=True,
+        )
+
+    summary = publish.queue_killmails(
+        url,
+        rabbitmq_url,
+        selection,
+        queue=queue,
+        batch_size=batch_size,
+        dry_run=dry_run,
+        allow_empty_prices=allow_empty_prices,
+        broker_patience=broker_patience,
+        db_patience=db_patience,
+        announce=announce,
+    )
+    verb = "would queue" if dry_run else "queued"
+    click.echo(
+        f"{verb} {summary.queued:,} killmails in {render.plural(summary.batches, 'batch')} "
+        f"to {queue} in {summary.elapsed:.1f} s"
+    )
+    if summary.reconnects:
+        click.echo(f"lost the broker and reconnected {render.plural(summary.reconnects, 'time')}")
+    if summary.last_confirmed_id is not None and not dry_run:
+        click.echo(f"last confirmed killmail_id: {summary.last_confirmed_id}")
+    if summary.scan_reconnects:
+        click.echo(
+            f"lost the scan's database connection and reconnected "
+            f"{render.plural(summary.scan_reconnects, 'time')}"
+        )
+    if summary.stopped_early and not summary.unconfirmed:
+        raise click.ClickException(
+            f"{summary.stopped_early}; "
+            + render.resume_hint("queue", summary.last_confirmed_id, "queued", dry_run)
+        )
+    if not summary.complete:
+        unconfirmed = len(summary.unconfirmed)
+        resume = (
+            f"queue again with --after-id {summary.last_confirmed_id}"
+            if summary.last_confirmed_id is not None
+            else "queue again with the same command"
+        )
+        why = f" ({summary.stopped_early})" if summary.stopped_early else ""
+        raise click.ClickException(
+            f"{unconfirmed:,} batch{'es were' if unconfirmed != 1 else ' was'} not confirmed "
+            f"by the broker{why}; {resume}"
+        )
+    if not dry_run and summary.queued:
+        queue_flag = "" if queue == broker.DEFAULT_QUEUE else f" --queue {queue}"
+        click.echo(
+            "start the workers (on this machine or on several):\n"
+            f"  bulk-backfill work --procs 2{queue_flag}"
+        )
+
+
+@click.command("work")
+@options.database_option
+@options.broker_options
+@options.procs_option
+@options.price_options
+@click.option(
+    "--prefetch",
+    type=click.IntRange(1, 1000),
+    default=2,
+    show_default=True,
+    help="Batch messages each process holds ahead of the one it works on.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=500,
+    show_default=True,
+    help="Old single-killmail messages are gathered into batches of up to this many.",
+)
+@click.option("--until-empty", is_flag=True, help="Exit once the queue is drained.")
+@click.option(
+    "--stall-timeout",
+    type=click.FloatRange(min=1),
+    default=supervise.DEFAULT_STALL_TIMEOUT,
+    show_default=True,
+    help="Kill and restart a process that reports nothing for this many seconds "
+    "while it has work in hand.",
+)
+def work_cmd(
+    database_url,
+    rabbitmq_url,
+    queue,
+    procs,
+    price_column,
+    allow_empty_prices,
+    prefetch,
+    batch_size,
+    until_empty,
+    stall_timeout,
+):
+    """Consume batches from RabbitMQ with N processes and write the values.
+
+    Acks each batch after its COMMIT. Ctrl+C (or SIGTERM) finishes the
+    batches in hand and exits 0. Run it on as many machines as you like.
+
+    \b
+    Example:
+        bulk-backfill work --procs 2 --until-empty
+    """
+    settings = supervise.WorkSettings(
+        db_url=config.database_url(database_url),
+        amqp_url=rabbitmq_url,
+        queue=queue,
+        prefetch=prefetch,
+        batch_size=batch_size,
+        price_column=price_column,
+    )
+
+    def announce(ready: int) -> None:
+        ending = "until the queue is empty" if until_empty else "until stopped"
+        click.echo(
+            f"work: {procs} processes on queue {queue} ({ready:,} messages ready), "
+            f"{ending}, broker {mask_url(rabbitmq_url)}, database {mask_url(settings.db_url)}",
+            err=True,
+        )
+
+    summary = supervise.work(
+        settings,
+        procs=procs,
+        until_empty=until_empty,
+        allow_empty_prices=allow_empty_prices,
+        stall_timeout=stall_timeout,
+        announce=announce,
+    )
+    render.work_summary(summary)
+    if summary.fatal:
+        raise click.ClickException(f"workers stopped: {summary.fatal}")
+    # Exit 1 says a killmail of the job was dead-lettered; an invalid message is
+    # no killmail, so it is reported (and kept in the dead-letter queue) but
+    # does not fail the run.
+    if until_empty and not summary.interrupted and summary.dead:
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,200 @@
+"""Shared option decorators and parameter types of the CLI."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+
+import click
+
+from bulk.engine import scan
+from bulk.engine.modes import MODE_PREDICATES, PRICE_COLUMNS
+from bulk.errors import UserError
+from bulk.queue import broker
+
+
+class _Moment(click.ParamType):
+    """A date (2024-01-31 or 20240131) or a date and time (2024-01-31T18:00[:SS][+HH:MM]).
+
+    killmail_time is a timestamp without time zone holding UTC, so a time with
+    an offset is converted to UTC and one without is taken as UTC.
+    """
+
+    name = "DATE"
+
+    def __init__(self, end_of_day: bool = False):
+        self.end_of_day = end_of_day
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a date like 2024-01-31 or 2024-01-31T18:00", param, ctx)
+        try:
+            if moment.tzinfo is not None:
+                moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        except OverflowError:
+            self.fail(f"{value!r} is out of range: years 1 to 9999 in UTC", param, ctx)
+        # A bare date, in either ISO form, in --until means to the end of that day.
+        if self.end_of_day and _is_bare_date(value):
+            if moment.date() == date.max:
+                self.fail(f"{value!r} is the last day there is: leave out --until", param, ctx)
+            moment += timedelta(days=1)
+        return moment
+
+
+def _is_bare_date(value: str) -> bool:
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+_INT4 = click.IntRange(-(2**31), 2**31 - 1)
+# <queue>.dead must fit AMQP's 255-byte limit on queue names too.
+_MAX_QUEUE_BYTES = 255 - len(".dead")
+
+
+def _queue_name(ctx, param, value: str) -> str:
+    if not value:
+        raise click.BadParameter("must not be empty", ctx, param)
+    size = len(value.encode("utf-8"))
+    if size > _MAX_QUEUE_BYTES:
+        raise click.BadParameter(
+            f"is {size} bytes; at most {_MAX_QUEUE_BYTES} (with '.dead', the dead-letter "
+            "queue's name, AMQP allows 255)",
+            ctx,
+            param,
+        )
+    return value
+
+
+def database_option(f):
+    return click.option(
+        "--database-url",
+        envvar="DATABASE_URL",
+        show_envvar=True,
+        help="libpq URL of the killboard database.",
+    )(f)
+
+
+def broker_options(f):
+    """--rabbitmq-url and --queue (shared by queue and work)."""
+    f = click.option(
+        "--queue",
+        envvar="BACKFILL_QUEUE",
+        show_envvar=True,
+        default=broker.DEFAULT_QUEUE,
+        show_default=True,
+        callback=_queue_name,
+        help="Queue name; its dead letters go to <queue>.dead.",
+    )(f)
+    return click.option(
+        "--rabbitmq-url",
+        envvar="RABBITMQ_URL",
+        show_envvar=True,
+        default=broker.DEFAULT_URL,
+        show_default="amqp://guest:***@127.0.0.1:5672/%2F",
+        help="amqp URL of the broker.",
+    )(f)
+
+
+def price_column_option(help_text: str = "Which market_prices column is the unit price."):
+    return click.option(
+        "--price-column",
+        type=click.Choice(list(PRICE_COLUMNS)),
+        default="sell",
+        show_default=True,
+        help=help_text,
+    )
+
+
+allow_empty_prices_option = click.option(
+    "--allow-empty-prices", is_flag=True, help="Go on even with no market prices."
+)
+
+
+def price_options(f):
+    return price_column_option()(allow_empty_prices_option(f))
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object (keys in the README)."
+)
+
+
+def procs_option(f):
+    return click.option(
+        "--procs",
+        type=click.IntRange(1, 64),
+        default=2,
+        show_default=True,
+        help="Child processes; about the number of cores is right.",
+    )(f)
+
+
+db_patience_option = click.option(
+    "--db-patience",
+    type=click.FloatRange(min=0),
+    default=60,
+    show_default=True,
+    help="Seconds to wait for a lost database connection of the scan before stopping "
+    "with a resume point.",
+)
+
+
+def selection_options(f):
+    """The options that choose which killmails a job covers (shared by run and queue)."""
+    options = [
+        click.option(
+            "--mode",
+            type=click.Choice(list(MODE_PREDICATES)),
+            default="null",
+            show_default=True,
+            help="null: never valued; zero: valued 0; all: every killmail.",
+        ),
+        click.option("--limit", type=click.IntRange(min=1), help="At most this many killmails."),
+        click.option("--id", "ids", type=_INT4, multiple=True, help="Only this killmail (repeat)."),
+        click.option(
+            "--ship-type", "ship_types", type=_INT4, multiple=True, help="Only this ship (repeat)."
+        ),
+        click.option(
+            "--since",
+            type=_Moment(),
+            help="killmail_time on or after this; UTC unless it has an offset (+02:00).",
+        ),
+        click.option(
+            "--until",
+            type=_Moment(end_of_day=True),
+            help="killmail_time before this; a bare date includes that day. UTC unless offset.",
+        ),
+        click.option(
+            "--after-id", type=_INT4, help="Only killmail_id above this (resume a stopped job)."
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(1, 10_000),
+            default=500,
+            show_default=True,
+            help="Killmails per batch.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def to_selection(mode, limit, ids, ship_types, since, until, after_id) -> scan.Selection:
+    if since and until and since >= until:
+        raise UserError("--since must be before --until")
+    return scan.Selection(
+        mode=mode,
+        limit=limit,
+        ids=tuple(ids),
+        ship_types=tuple(ship_types),
+        since=since,
+        until=until,
+        after_id=after_id,
+    )

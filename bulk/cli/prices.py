@@ -1,0 +1,138 @@
+"""`prices import` and `prices fetch`: filling market_prices."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import click
+
+from bulk import config, db
+from bulk.cli import options, render
+from bulk.engine.modes import PRICE_COLUMNS
+from bulk.prices import esi, fetch, load
+
+
+@click.group("prices")
+def prices_group():
+    """Fill market_prices: from ESI (fetch) or from a file (import).
+
+    \b
+    Example:
+        bulk-backfill prices fetch --user-agent 'kb.example; me@example.com'
+    """
+
+
+_ESI_COLUMN = click.Choice(list(PRICE_COLUMNS))
+
+
+@prices_group.command("import")
+@options.database_option
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--average-as",
+    type=_ESI_COLUMN,
+    help="ESI JSON: the column average_price fills [default: average].",
+)
+@click.option("--adjusted-as", type=_ESI_COLUMN, help="ESI JSON: the column adjusted_price fills.")
+def prices_import_cmd(database_url, file, average_as, adjusted_as):
+    """Upsert prices from ESI /markets/prices/ JSON or a CSV file, in one transaction.
+
+    CSV needs a header: type_id plus any of buy, sell, average, volume. A bad
+    row stops the import with its line number and nothing is written.
+
+    \b
+    Example:
+        bulk-backfill prices import esi_prices.json --average-as sell
+    """
+    mapping = {}
+    if average_as or not adjusted_as:
+        mapping["average_price"] = average_as or "average"
+    if adjusted_as:
+        mapping["adjusted_price"] = adjusted_as
+    if len(set(mapping.values())) != len(mapping):
+        raise click.UsageError("--average-as and --adjusted-as must fill different columns")
+    url = config.database_url(database_url)
+    with db.connect(url) as conn:
+        db.require_schema(conn)
+        result = load.import_prices(conn, file, mapping)
+    click.echo(
+        f"imported {render.plural(result.rows, 'price row')} from {file} "
+        f"into {', '.join(result.columns)} (updated_at set to now)"
+    )
+    if "sell" not in result.columns:
+        click.echo(
+            "note: values use market_prices.sell unless --price-column says otherwise"
+            " (e.g. run --price-column average)"
+        )
+
+
+@prices_group.command("fetch")
+@options.database_option
+@click.option(
+    "--region",
+    type=click.IntRange(min=1),
+    default=esi.DEFAULT_REGION,
+    show_default=True,
+    help="ESI region whose market orders are read (10000002 is The Forge, Jita's region).",
+)
+@click.option(
+    "--type-id",
+    "type_ids",
+    type=click.IntRange(min=1),
+    multiple=True,
+    help="Only this type (repeat). Default: every type the killmails use.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 100),
+    default=20,
+    show_default=True,
+    help="Requests to ESI at the same time.",
+)
+@click.option("--esi-url", default=esi.DEFAULT_ESI, show_default=True, help="Base URL of ESI.")
+@click.option(
+    "--user-agent",
+    help="Who to contact about these requests, e.g. 'killboard.example; admin@example.com'.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=10,
+    show_default=True,
+    help="Seconds per request before it is retried.",
+)
+def prices_fetch_cmd(database_url, region, type_ids, concurrency, esi_url, user_agent, timeout):
+    """Fetch buy, sell, average and volume from ESI market orders for every type used.
+
+    buy = highest buy order, sell = lowest sell order, average = (buy + sell) / 2,
+    volume = sum of volume_remain. A type with no orders keeps its old row.
+
+    \b
+    Example:
+        bulk-backfill prices fetch --user-agent 'kb.example; me@example.com'
+    """
+    url = config.database_url(database_url)
+    agent = f"bulk-backfill/{_version()}" + (f" ({user_agent})" if user_agent else "")
+    client = esi.Client(esi_url, region, user_agent=agent, timeout=timeout)
+
+    def announce(n: int) -> None:
+        click.echo(
+            f"prices fetch: {render.plural(n, 'type')} from {esi_url} region {region}, "
+            f"{concurrency} at a time",
+            err=True,
+        )
+
+    summary = fetch.fetch_prices(
+        url, client, type_ids=list(type_ids) or None, concurrency=concurrency, announce=announce
+    )
+    click.echo("\n".join(render.fetch_lines(summary)))
+    if summary.failed or summary.interrupted:
+        raise click.exceptions.Exit(1)
+
+
+def _version() -> str:
+    try:
+        return version("bulk-backfill")
+    except PackageNotFoundError:
+        return "dev"

@@ -1,0 +1,206 @@
+"""What the CLI prints: summaries, tables and JSON of each command's result."""
+
+from __future__ import annotations
+
+import click
+
+from bulk.audit import reference, status, verify
+from bulk.prices import fetch
+from bulk.prices.market import MAX_PRICE
+from bulk.queue import broker, supervise
+from bulk.run import RunSummary
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "es" if noun.endswith("ch") else "s")
+
+
+def resume_hint(command: str, after: int | None, done: str, dry_run: bool = False) -> str:
+    """Where a stopped run or queue goes on: the last confirmed ID and the command."""
+    if dry_run:
+        return "count again with the same command"
+    if after is None:
+        return f"nothing was {done} for sure: {command} again with the same command"
+    return (
+        f"last confirmed killmail_id {after} (every match up to it is {done}): "
+        f"resume with the same command and --after-id {after}"
+    )
+
+
+def sample(ids, n: int = 10) -> str:
+    shown = ", ".join(str(i) for i in ids[:n])
+    return shown + (f", ... ({len(ids) - n} more)" if len(ids) > n else "")
+
+
+def status_lines(result: status.Status) -> list[str]:
+    est = set(result.estimates)
+    d, p, q = result.database, result.prices, result.queue
+    lines = []
+    if q is not None:
+        unacked = f"{q.unacked:,}" if q.unacked is not None else "?"
+        lines += [
+            f"queue {q.name}",
+            f"  ready messages      {q.ready:>12,}",
+            f"  unacked messages    {unacked:>12}  ({q.unacked_note})",
+            f"  consumers           {q.consumers:>12,}",
+            f"  killmails waiting   {q.killmails_waiting:>12,}  (estimate: ready messages"
+            " times the IDs in the first one)",
+            f"  dead letters        {q.dead_letters:>12,}",
+        ]
+    share = "-" if p.priced_share is None else f"{p.priced_share:.1%}"
+    sampled = "  (estimate: 2% sample of killmail_items)" if "prices.types_used" in est else ""
+    lines += [
+        "database",
+        f"  killmails           {d.killmails:>12,}",
+        f"  valued              {d.valued:>12,}",
+        f"  NULL (not valued)   {d.null_value:>12,}",
+        f"  zero                {d.zero_value:>12,}",
+        f"  without a victim    {d.no_victim:>12,}  (never valued: nothing to value)",
+        "prices",
+        f"  rows                {p.rows:>12,}",
+        f"  types in killmails  {p.types_used:>12,}{sampled}",
+        f"  priced              {p.types_priced:>12,}  ({share} have {p.price_column} > 0)",
+        f"  oldest update       {p.oldest_update or '-':>19}",
+        f"  newest update       {p.newest_update or '-':>19}",
+    ]
+    lines += [f"warning: {w}" for w in result.warnings]
+    return lines
+
+
+def verify_json(report: verify.VerifyReport) -> dict:
+    return {
+        "checked": report.checked,
+        "mismatches": report.mismatch_count,
+        "ok": report.ok,
+        "price_column": report.price_column,
+        "sample": None
+        if report.sample_size is None
+        else {"size": report.sample_size, "seed": report.seed, "digest": report.sample_digest},
+        "first_mismatches": [
+            {
+                "killmail_id": m.killmail_id,
+                "stored": dict(zip(("total", "destroyed", "dropped"), m.stored)),
+                "expected": dict(zip(("total", "destroyed", "dropped"), m.expected)),
+            }
+            for m in report.mismatches
+        ],
+        "distribution": {k: report.distribution[k] for k in reference.BANDS},
+        "biggest": report.distribution["biggest"],
+        "notes": report.notes,
+    }
+
+
+def verify_lines(report: verify.VerifyReport) -> list[str]:
+    what = (
+        "every valued killmail"
+        if report.sample_size is None
+        else f"a sample (seed {report.seed}, digest {report.sample_digest})"
+    )
+    lines = [
+        f"checked     {report.checked:>12,}  ({what}; reference prices: {report.price_column})",
+        f"mismatches  {report.mismatch_count:>12,}",
+    ]
+    for m in report.mismatches:
+        lines.append(f"  {m.killmail_id}: stored {isk(m.stored)}; expected {isk(m.expected)}")
+    if report.mismatch_count > len(report.mismatches):
+        lines.append(f"  ... and {report.mismatch_count - len(report.mismatches):,} more")
+    lines += [f"note: {n}" for n in report.notes]
+    lines.append("value distribution (total_value, ISK, every killmail):")
+    for band, label in zip(reference.BANDS, reference.BAND_LABELS):
+        lines.append(f"  {label:<9} {report.distribution[band]:>12,}")
+    return lines
+
+
+def isk(values: tuple) -> str:
+    names = ("total", "destroyed", "dropped")
+    return ", ".join(
+        # repr: the shortest text that round-trips, so two floats that differ
+        # in the last bit never print alike.
+        f"{n} {'NULL' if v is None else repr(v)}"
+        for n, v in zip(names, values)
+    )
+
+
+def work_summary(summary: supervise.WorkSummary) -> None:
+    other_skips = summary.skipped - summary.no_victim - summary.dead
+    lines = [
+        f"batches    {summary.batches:>12,}  (messages acked)",
+        f"processed  {summary.processed:>12,}",
+        f"updated    {summary.updated:>12,}",
+        f"skipped    {summary.skipped:>12,}  (no victim {summary.no_victim:,}; "
+        f"no longer matching the mode {other_skips:,}; dead-lettered {summary.dead:,})",
+        f"elapsed    {summary.elapsed:>12.1f} s  ({summary.rate:,.0f} killmails/s)",
+    ]
+    if summary.retried:
+        lines.append(f"retried    {summary.retried:>12,}  killmails republished after an error")
+    if summary.invalid:
+        lines.append(f"invalid    {summary.invalid:>12,}  messages dead-lettered as invalid")
+    dead_queue = broker.dead_letter_queue(summary.queue)
+    if summary.dead or summary.invalid:
+        lines.append(f"dead letters are in {dead_queue}: bulk-backfill dead list")
+    if summary.restarts:
+        lines.append(f"worker processes restarted: {summary.restarts}")
+    if summary.stall_restarts:
+        lines.append(f"worker processes restarted after a stall: {summary.stall_restarts}")
+    if summary.interrupted:
+        lines.append("stopped on request; unfinished messages are back in the queue")
+    click.echo("\n".join(lines))
+
+
+def run_summary(summary: RunSummary) -> None:
+    other_skips = summary.skipped - summary.no_victim - len(summary.failures)
+    lines = [
+        f"selected   {summary.selected:>12,}",
+        f"processed  {summary.processed:>12,}",
+        f"updated    {summary.updated:>12,}",
+        f"skipped    {summary.skipped:>12,}  (no victim {summary.no_victim:,}; "
+        f"no longer matching the mode {other_skips:,}; failed {len(summary.failures):,})",
+        f"elapsed    {summary.elapsed:>12.1f} s  ({summary.rate:,.0f} killmails/s)",
+    ]
+    if summary.no_victim_sample:
+        lines.append(f"no victim: {sample(summary.no_victim_sample)}")
+    lines += failure_lines(summary.failures)
+    if summary.restarts:
+        lines.append(f"child processes restarted: {summary.restarts}")
+    if summary.scan_reconnects:
+        lines.append(f"scan reconnected to the database: {summary.scan_reconnects}")
+    click.echo("\n".join(lines))
+
+
+def failure_lines(failures: list) -> list[str]:
+    """Every killmail that failed alone, with its error; killmails sharing an error share a line."""
+    by_error: dict[str, list[int]] = {}
+    for failure in failures:
+        by_error.setdefault(failure.error, []).append(failure.killmail_id)
+    lines = []
+    for error, ids in by_error.items():
+        if len(ids) == 1:
+            lines.append(f"failed {ids[0]}: {error}")
+        else:
+            listed = ", ".join(map(str, sorted(ids)))
+            lines.append(f"failed {len(ids):,} killmails ({listed}): {error}")
+    return lines
+
+
+def fetch_lines(summary: fetch.FetchSummary) -> list[str]:
+    lines = [
+        f"priced     {summary.priced:>8,}  (rows written: {summary.written:,})",
+        f"no orders  {len(summary.no_orders):>8,}  (their old rows are kept)",
+        f"failed     {len(summary.failed):>8,}",
+        f"bad orders {summary.bad_orders:>8,}  (skipped: price not a number from 0 to "
+        f"{MAX_PRICE:.0e} ISK, or is_buy_order not true/false)",
+        f"requests   {summary.stats.requests:>8,}  ({summary.stats.retries:,} retried; "
+        f"{summary.stats.pauses:,} pauses for ESI's error limit)",
+        f"elapsed    {summary.elapsed:>8.1f} s",
+    ]
+    if summary.no_orders:
+        lines.append(f"no orders: {sample(summary.no_orders)}")
+    if summary.bad_order_types:
+        lines.append(f"bad orders in types: {sample(sorted(summary.bad_order_types))}")
+    for type_id, reason in summary.failed[:20]:
+        lines.append(f"failed {type_id}: {reason}")
+    if summary.interrupted:
+        lines.append("interrupted: the types fetched so far are written; run again for the rest")
+    if summary.priced:
+        lines.append("next: bulk-backfill queue --mode zero (or run --mode zero) to value them")
+    return lines

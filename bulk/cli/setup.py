@@ -1,0 +1,155 @@
+"""`init-db`, `demo-data`, `import-killmails` and `demo`: getting a killboard to work on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bulk import config, db, importer
+from bulk.audit import reference
+from bulk.cli import options, render
+from bulk.config import mask_url
+from bulk.demo import run as demo
+from bulk.demo.load import load_demo_data
+
+
+@click.command("init-db")
+@options.database_option
+def init_db_cmd(database_url):
+    """Create the killboard tables that are missing. Never drops or alters existing data.
+
+    \b
+    Example:
+        DATABASE_URL=postgresql://postgres@127.0.0.1/killboard bulk-backfill init-db
+    """
+    url = config.database_url(database_url)
+    with db.connect(url) as conn:
+        created = db.init_db(conn)
+    if created:
+        click.echo(f"created tables: {', '.join(created)} in {mask_url(url)}")
+    else:
+        click.echo(f"all killboard tables already exist in {mask_url(url)}; nothing changed")
+
+
+@click.command("demo-data")
+@options.database_option
+@click.option("--killmails", type=click.IntRange(min=1), required=True, help="How many.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same data.")
+def demo_data_cmd(database_url, killmails, seed):
+    """Fill an empty killboard with generated killmails, items, types and prices.
+
+    \b
+    Example:
+        bulk-backfill demo-data --killmails 100000 --seed 7
+    """
+    url = config.database_url(database_url)
+    with db.connect(url) as conn:
+        items = load_demo_data(conn, killmails, seed)
+    click.echo(f"loaded {killmails:,} killmails with {items:,} item rows (seed {seed})")
+
+
+@click.command("import-killmails")
+@options.database_option
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def import_killmails_cmd(database_url, file):
+    """Load ESI-format killmails from a JSON-lines file (bare, or zKillboard/RedisQ wrapped).
+
+    \b
+    Example:
+        bulk-backfill import-killmails killmails.jsonl
+    """
+    url = config.database_url(database_url)
+    with db.connect(url) as conn:
+        db.require_schema(conn)
+        result = importer.import_killmails(conn, file)
+    click.echo(
+        f"read {result.read:,} killmails: imported {result.imported:,} "
+        f"with {result.items:,} item rows"
+    )
+    if result.already_present:
+        click.echo(
+            f"skipped {len(result.already_present):,} already present: "
+            + render.sample(result.already_present)
+        )
+    if result.repeated_in_file:
+        click.echo(
+            f"skipped {len(result.repeated_in_file):,} repeated in the file: "
+            + render.sample(result.repeated_in_file)
+        )
+
+
+@click.command("demo")
+@click.option(
+    "--killmails",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="How many killmails to generate.",
+)
+@click.option(
+    "--procs",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Processes that value killmails.",
+)
+@click.option(
+    "--seed", type=int, default=1, show_default=True, help="Same seed, same generated data."
+)
+@click.option(
+    "--database",
+    default="bulk_backfill_demo",
+    show_default=True,
+    help="Name of the demo database (re-created; an existing one only if a demo created it).",
+)
+@click.option(
+    "--datadir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=demo.DEFAULT_DATADIR,
+    show_default=True,
+    help="Where the embedded PostgreSQL keeps its data when DATABASE_URL is not set.",
+)
+def demo_cmd(killmails, procs, seed, database, datadir):
+    """Run the whole job end to end on a generated killboard.
+
+    With DATABASE_URL set it uses a database named bulk_backfill_demo on that
+    server; without it, an embedded PostgreSQL (pip install 'bulk-backfill[demo]').
+
+    \b
+    Example:
+        bulk-backfill demo --killmails 20000
+    """
+    result = demo.run_demo(
+        killmails=killmails,
+        procs=procs,
+        seed=seed,
+        database=database,
+        server_url=demo.server_url_from_env(),
+        datadir=datadir,
+        say=click.echo,
+    )
+    render.run_summary(result.summary)
+    click.echo("\nvalue distribution (total_value, ISK):")
+    for band, label in zip(reference.BANDS, reference.BAND_LABELS):
+        click.echo(f"  {label:<9} {result.distribution[band]:>10,}")
+    click.echo(f"  biggest   {result.distribution['biggest'] or 0:>22,.2f}")
+    if result.embedded:
+        click.echo(
+            "\nnext steps (the embedded PostgreSQL stops with this command):\n"
+            "  # the same demo on your own server, where you can look around afterwards:\n"
+            "  DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres bulk-backfill demo\n"
+            "  # then on your killboard:\n"
+            "  export DATABASE_URL=postgresql://USER@HOST/KILLBOARD\n"
+            "  bulk-backfill run --mode null --procs 2"
+        )
+    else:
+        click.echo(
+            "\nnext steps:\n"
+            f"  export DATABASE_URL='{mask_url(result.url)}'\n"
+            "  bulk-backfill run --mode all --procs 2     # recalculate everything\n"
+            '  psql "$DATABASE_URL" -c \'SELECT killmail_id, total_value FROM killmails'
+            " ORDER BY total_value DESC NULLS LAST LIMIT 5'"
+        )
+    if result.summary.failures:
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,1 @@
+"""The demo: generated killmails and prices, their binary COPY, and `demo` end to end."""

@@ -1,0 +1,1 @@
+"""The valuation engine: pricing sums, batch write, keyset scan, SQL files, error classes."""

@@ -1,0 +1,176 @@
+"""One batch of killmail IDs: load its priced lines, price them, write the values.
+
+A batch is written whole or not at all: by one UPDATE statement.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import psycopg
+import psycopg.errors
+from psycopg import pq
+
+from bulk.engine import pricing, sqlfiles
+
+
+@dataclass
+class BatchResult:
+    """Counts for one batch. updated + skipped = distinct IDs; no_victim is part of skipped."""
+
+    updated: int = 0
+    skipped: int = 0
+    no_victim: int = 0
+    no_victim_ids: list[int] = field(default_factory=list)
+
+    def add(self, other: BatchResult) -> None:
+        self.updated += other.updated
+        self.skipped += other.skipped
+        self.no_victim += other.no_victim
+        self.no_victim_ids.extend(other.no_victim_ids)
+
+
+def _update_params(cents: pricing.KillmailCents) -> list[int]:
+    columns = (cents.killmail_ids, cents.total, cents.destroyed, cents.dropped)
+    return [value for row in zip(*(c.tolist() for c in columns)) for value in row]
+
+
+_INT4_OID, _INT8_OID = 23, 20
+_ROW_TYPES = (_INT4_OID, _INT8_OID, _INT8_OID, _INT8_OID)
+
+
+def _binary_params(cents: pricing.KillmailCents) -> list[bytes]:
+    """Each killmail's id (int4) and three cent sums (int8), big-endian as libpq sends them.
+
+    Building these with numpy and sending them through libpq directly skips
+    psycopg's per-value adaptation, which costs more than the rest of the
+    write for 2,000 parameters.
+    """
+    n = int(cents.killmail_ids.size)
+    ids = cents.killmail_ids.astype(">i4").tobytes()
+    sums = np.empty((n, 3), dtype=">i8")
+    sums[:, 0], sums[:, 1], sums[:, 2] = cents.total, cents.destroyed, cents.dropped
+    raw = sums.tobytes()
+    params: list[bytes] = []
+    for i in range(n):
+        at = 24 * i
+        params += (
+            ids[4 * i : 4 * i + 4],
+            raw[at : at + 8],
+            raw[at + 8 : at + 16],
+            raw[at + 16 : at + 24],
+        )
+    return params
+
+
+def _unpack(row: tuple | None) -> np.ndarray:
+    """The packed columns of load_batch.sql as an (n, 5) int64 array."""
+    if row is None or row[0] is None:
+        return np.zeros((0, 5), dtype=np.int64)
+    return np.column_stack([np.frombuffer(column, dtype=">i8") for column in row]).astype(np.int64)
+
+
+def _write(conn: psycopg.Connection, cur: psycopg.Cursor, cents, mode: str) -> int:
+    """The one guarded UPDATE ... FROM (VALUES ...); the number of rows it changed."""
+    n = int(cents.killmail_ids.size)
+    if cents.total.dtype == object:  # sums beyond int8: numeric text through psycopg
+        cur.execute(sqlfiles.update_batch_sql(mode, n), _update_params(cents), prepare=False)
+        return cur.rowcount
+    result = conn.pgconn.exec_params(
+        sqlfiles.update_batch_raw(mode, n),
+        _binary_params(cents),
+        _ROW_TYPES * n,
+        [pq.Format.BINARY] * (4 * n),
+        pq.Format.BINARY,
+    )
+    if result.status != pq.ExecStatus.COMMAND_OK:
+        if conn.pgconn.status == pq.ConnStatus.BAD:
+            message = conn.pgconn.error_message.decode(errors="replace").strip()
+            raise psycopg.OperationalError(message or "the connection was lost")
+        raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+    return int(result.command_tuples or 0)
+
+
+class PriceOutOfRange(psycopg.errors.NumericValueOutOfRange):
+    """A unit price of the batch whose cents do not fit int8; str() names the types.
+
+    A NumericValueOutOfRange (SQLSTATE 22003), so whatever classifies errors
+    by SQLSTATE or by class treats it as the batch error it is: the batch is
+    split and only the killmails that use the price fail.
+    """
+
+
+# The errors PostgreSQL raises casting such a price to int8 cents:
+# "bigint out of range" (22003), "cannot convert NaN/infinity to bigint" (0A000).
+_CENTS_CAST_ERRORS = (psycopg.errors.NumericValueOutOfRange, psycopg.errors.FeatureNotSupported)
+
+
+def process_batch(
+    conn: psycopg.Connection,
+    ids: Iterable[int],
+    mode: str,
+    price_column: str = "sell",
+) -> BatchResult:
+    """Value and write the killmails of `ids` that match `mode`, all or nothing.
+
+    On an autocommit connection the write is its own transaction: it is one
+    statement, so it commits whole or not at all, and the BEGIN/COMMIT pair
+    (two round trips a batch) is saved; the read needs no transaction, since
+    the UPDATE re-checks the mode itself. Otherwise both run in one
+    transaction of the caller's connection.
+    """
+    batch_ids = sorted({int(i) for i in ids})
+    try:
+        if conn.autocommit:
+            updated, no_victim = _load_price_write(conn, batch_ids, mode, price_column)
+        else:
+            with conn.transaction():
+                updated, no_victim = _load_price_write(conn, batch_ids, mode, price_column)
+    except _CENTS_CAST_ERRORS as exc:
+        if isinstance(exc, PriceOutOfRange):
+            raise
+        bad = _unusable_prices(conn, batch_ids, mode, price_column)
+        if not bad:
+            raise
+        raise PriceOutOfRange(
+            "; ".join(_describe_price(price_column, t, p) for t, p in bad)
+        ) from exc
+    return BatchResult(
+        updated=updated,
+        skipped=len(batch_ids) - updated,
+        no_victim=int(no_victim.size),
+        no_victim_ids=no_victim.tolist(),
+    )
+
+
+def _load_price_write(conn, batch_ids: list[int], mode: str, price_column: str):
+    load_sql = sqlfiles.load_batch_sql(mode, price_column)
+    with conn.cursor(binary=True) as cur:
+        # prepare=False: a prepared generic plan of this join can be many
+        # times slower than the custom plan for the batch's actual IDs.
+        cur.execute(load_sql, {"ids": batch_ids}, prepare=False)
+        lines = _unpack(cur.fetchone())
+        cents, no_victim = pricing.price_batch(lines)
+        updated = _write(conn, cur, cents, mode) if cents.killmail_ids.size else 0
+    return updated, no_victim
+
+
+def _unusable_prices(conn, batch_ids: list[int], mode: str, price_column: str) -> list:
+    """(type_id, price) of the batch's prices that cannot be cents; run after the load failed."""
+    statement = sqlfiles.unusable_prices_sql(mode, price_column)
+    if conn.autocommit:
+        return conn.execute(statement, {"ids": batch_ids}, prepare=False).fetchall()
+    with conn.transaction():
+        return conn.execute(statement, {"ids": batch_ids}, prepare=False).fetchall()
+
+
+def _describe_price(column: str, type_id: int, price: float) -> str:
+    if math.isfinite(price):
+        return (
+            f"market_prices.{column} of type {type_id} is {price!r} ISK,"
+            " beyond what a value can hold"
+        )
+    return f"market_prices.{column} of type {type_id} is {price!r}, not a price"

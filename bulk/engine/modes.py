@@ -1,0 +1,39 @@
+"""The job modes (which killmails a job may write) and the price columns, as fixed SQL text.
+
+Only identifiers and predicates from the fixed tables below are ever pasted into
+SQL text; every user value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+from bulk.errors import UserError
+
+# The mode guard, on alias k (killmails). The same text is used by the
+# scan that selects IDs and by the UPDATE that writes them.
+MODE_PREDICATES: dict[str, str] = {
+    "null": "k.total_value IS NULL",
+    "zero": "k.total_value = 0",
+    "all": "TRUE",
+}
+
+PRICE_COLUMNS: dict[str, str] = {"sell": "sell", "buy": "buy", "average": "average"}
+
+
+def _fixed(table: dict[str, str], key: str, what: str) -> str:
+    try:
+        return table[key]
+    except KeyError:
+        raise UserError(f"unknown {what} {key!r}: choose one of {', '.join(table)}") from None
+
+
+def fixed_name(names: tuple[str, ...], name: str, what: str) -> str:
+    """`name` if the fixed tuple holds it: identifiers never come from user text."""
+    return _fixed(dict(zip(names, names)), name, what)
+
+
+def mode_predicate(mode: str) -> str:
+    return _fixed(MODE_PREDICATES, mode, "mode")
+
+
+def price_column(column: str) -> str:
+    return _fixed(PRICE_COLUMNS, column, "price column")

@@ -1,0 +1,128 @@
+"""Running a batch so that one bad killmail never costs its neighbours (`run`'s contract).
+
+Errors are classified by SQLSTATE (bulk.engine.errors):
+- a lost connection retries the part on a new connection with capped, jittered
+  backoff until `patience` runs out, then DatabaseGone: nothing of the part is
+  written or counted, so the job can resume before it;
+- a serialization failure, deadlock or lock timeout retries a few times, then
+  counts as a batch error;
+- an environment error (missing table, privilege, read-only) raises
+  EnvironmentFailure at once: splitting would fail every killmail alike;
+- any other error (a statement timeout included) splits the part in halves
+  until the failing killmail stands alone; it is reported as failed and every
+  other killmail is written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+
+from bulk import db
+from bulk.backoff import Backoff
+from bulk.engine.batch import BatchResult, process_batch
+from bulk.engine.errors import ErrorKind, classify
+from bulk.errors import describe
+from bulk.queue.policy import Action, decide
+
+
+class EnvironmentFailure(Exception):
+    """The database is wrong for the job (a missing table, no privilege): no retry helps."""
+
+
+class DatabaseGone(Exception):
+    """The connection stayed lost for longer than the patience allowed."""
+
+
+@dataclass
+class Failure:
+    killmail_id: int
+    error: str
+
+
+@dataclass
+class Outcome:
+    result: BatchResult = field(default_factory=BatchResult)
+    failures: list[Failure] = field(default_factory=list)
+
+
+class ConnectionHolder:
+    """One PostgreSQL connection, reopened after it breaks."""
+
+    def __init__(self, connect: Callable[[], psycopg.Connection]):
+        self._connect = connect
+        self._conn: psycopg.Connection | None = None
+
+    def get(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.discard()
+            self._conn = self._connect()
+        return self._conn
+
+    def discard(self) -> None:
+        db.close_quietly(self._conn)
+        self._conn = None
+
+
+def run_batch(
+    holder: ConnectionHolder,
+    ids: list[int],
+    mode: str,
+    price_column: str = "sell",
+    *,
+    patience: float = 60.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Outcome:
+    """process_batch with retries by error kind and bisection of batch errors.
+
+    EnvironmentFailure and DatabaseGone leave the function; the parts already
+    written stay written and are counted in neither exception (the caller treats
+    the whole batch as not done: re-running it is idempotent).
+    """
+    outcome = Outcome()
+    pending = [sorted(set(ids))]
+    while pending:
+        part = pending.pop()
+        error = _attempt(holder, part, mode, price_column, patience, sleep, outcome)
+        if error is None:
+            continue
+        if decide(ErrorKind.BATCH, size=len(part), queue=False) is Action.FAIL:
+            outcome.failures.append(Failure(part[0], error))
+            outcome.result.skipped += 1
+        else:
+            middle = len(part) // 2
+            pending += [part[middle:], part[:middle]]
+    return outcome
+
+
+def _attempt(holder, part, mode, price_column, patience, sleep, outcome) -> str | None:
+    """Run one part; the error text if it failed as a batch error, else None."""
+    backoff = Backoff(base=0.2, cap=10.0, patience=patience)
+    contention = 0
+    while True:
+        conn = None
+        try:
+            conn = holder.get()
+            outcome.result.add(process_batch(conn, part, mode, price_column))
+            return None
+        except psycopg.Error as exc:
+            kind = classify(exc, conn)
+            if kind is ErrorKind.CONTENTION:
+                contention += 1
+            elif kind is ErrorKind.CONNECTION:
+                holder.discard()
+                backoff.start_clock()
+            action = decide(
+                kind, size=len(part), contention=contention, expired=backoff.expired(), queue=False
+            )
+            if action is Action.STOP:
+                gone = kind is ErrorKind.CONNECTION
+                raise (DatabaseGone if gone else EnvironmentFailure)(describe(exc)) from None
+            if action is not Action.RETRY:
+                return describe(exc)
+        except Exception as exc:  # noqa: BLE001 - a killmail no engine step can value
+            return describe(exc)
+        sleep(backoff.delay())

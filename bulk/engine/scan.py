@@ -1,0 +1,164 @@
+"""Which killmails a job covers, and the keyset scan that yields them in batches."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from bulk import db
+from bulk.backoff import Backoff
+from bulk.engine import modes, sqlfiles
+from bulk.engine.errors import ErrorKind, classify
+from bulk.errors import describe, one_line
+
+# Filter fragments on alias k; each names the parameters it binds.
+_FILTERS = {
+    "ids": "k.killmail_id = ANY(%(ids)s::int[])",
+    "ship_types": (
+        "EXISTS (SELECT 1 FROM victims AS sv WHERE sv.killmail_id = k.killmail_id"
+        " AND sv.ship_type_id = ANY(%(ship_types)s::int[]))"
+    ),
+    "since": "k.killmail_time >= %(since)s",
+    "until": "k.killmail_time < %(until)s",
+}
+
+_MIN_ID = -(2**31)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The killmails a job covers: the mode's predicate plus optional filters.
+
+    until is exclusive; the CLI turns a bare date into the start of the next day.
+    """
+
+    mode: str = "null"
+    limit: int | None = None
+    ids: tuple[int, ...] = ()
+    ship_types: tuple[int, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    after_id: int | None = None
+
+    def _where(self) -> tuple[str, dict]:
+        clauses = [modes.mode_predicate(self.mode)]
+        params: dict = {"after": _MIN_ID if self.after_id is None else self.after_id}
+        for name in _FILTERS:
+            value = getattr(self, name)
+            if value:
+                clauses.append(_FILTERS[name])
+                params[name] = list(value) if isinstance(value, tuple) else value
+        return " AND ".join(clauses), params
+
+
+def count(conn: psycopg.Connection, selection: Selection) -> int:
+    """How many killmails the selection covers now, capped by its limit."""
+    filters, params = selection._where()
+    (n,) = conn.execute(sqlfiles.load("count_ids").format(filters=filters), params).fetchone()
+    return n if selection.limit is None else min(n, selection.limit)
+
+
+class ScanStopped(Exception):
+    """The scan cannot go on; the message is one line. `after` is the last ID handed out."""
+
+    def __init__(self, message: str, after: int | None):
+        super().__init__(message)
+        self.after = after
+
+
+class Scan:
+    """A keyset scan that survives its connection: it reconnects and goes on from `after`.
+
+    Only a lost connection (ErrorKind.CONNECTION) is waited out, with capped
+    jittered backoff, for `patience` seconds of failing in a row; any other
+    error, or a connection that stays away, raises ScanStopped. Each page is
+    its own short query, so a reconnect loses nothing: the next page simply
+    starts after the last ID handed out.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection],
+        selection: Selection,
+        batch_size: int,
+        *,
+        patience: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+        should_stop: Callable[[], bool] = lambda: False,
+        note: Callable[[str], None] = lambda text: None,
+    ):
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        filters, self._params = selection._where()
+        self._statement = sqlfiles.load("scan_ids").format(filters=filters)
+        self._connect = connect
+        self._batch_size = batch_size
+        self._patience = patience
+        self._sleep = sleep
+        self._should_stop = should_stop
+        self._note = note
+        self._conn: psycopg.Connection | None = None
+        self.after = selection.after_id  # the last ID handed out
+        self.remaining = selection.limit
+        self.reconnects = 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        while self.remaining is None or self.remaining > 0:
+            page = self._batch_size
+            if self.remaining is not None:
+                page = min(page, self.remaining)
+            ids = self._page(page)
+            if not ids:
+                return
+            self.after = ids[-1]
+            if self.remaining is not None:
+                self.remaining -= len(ids)
+            yield ids
+
+    def _page(self, page: int) -> list[int]:
+        params = {**self._params, "page": page}
+        if self.after is not None:
+            params["after"] = self.after
+        backoff = Backoff(base=0.5, cap=10.0, patience=self._patience)
+        while True:
+            conn = self._conn
+            try:
+                if conn is None:
+                    conn = self._conn = self._connect()
+                    if backoff.since is not None:
+                        self.reconnects += 1
+                return [r[0] for r in conn.execute(self._statement, params).fetchall()]
+            except psycopg.Error as exc:
+                kind = classify(exc, conn)
+                self.close()
+                if kind is not ErrorKind.CONNECTION:
+                    raise ScanStopped(f"the scan failed: {describe(exc)}", self.after) from None
+                if backoff.since is None:
+                    backoff.start_clock()
+                    self._note(
+                        f"lost the database connection of the scan ({one_line(exc)}); reconnecting"
+                    )
+                if backoff.expired() or self._should_stop():
+                    raise ScanStopped(
+                        f"lost the database connection of the scan for {backoff.waited():.0f} s"
+                        f" ({one_line(exc)})",
+                        self.after,
+                    ) from None
+                self._wait(backoff.delay())
+
+    def _wait(self, seconds: float) -> None:
+        # In short steps, so that a stop asked for meanwhile is not kept waiting.
+        deadline = time.monotonic() + seconds
+        while not self._should_stop():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._sleep(min(left, 0.2))
+
+    def close(self) -> None:
+        db.close_quietly(self._conn)
+        self._conn = None

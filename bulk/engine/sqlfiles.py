@@ -1,0 +1,76 @@
+"""Loads the sql/*.sql files shipped in the package and fills their fixed placeholders.
+
+Only identifiers and predicates from the fixed tables of bulk.engine.modes are
+ever pasted into SQL text; every user value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+from functools import cache, lru_cache
+from importlib import resources
+from pathlib import Path
+
+from bulk.engine.modes import mode_predicate, price_column
+
+
+def _sql_dir():
+    try:
+        return resources.files("bulk.sql")
+    except ModuleNotFoundError:
+        # Imported from a source checkout (tests run in the repo): sql/ sits beside bulk/.
+        return Path(__file__).resolve().parents[2] / "sql"
+
+
+@cache
+def load(name: str) -> str:
+    """The statement in sql/NAME.sql, without its whole-line comments.
+
+    The comments document placeholders and parameters by name; dropping them
+    keeps those names from being filled in or counted as parameters.
+    """
+    text = _sql_dir().joinpath(f"{name}.sql").read_text(encoding="utf-8")
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+
+
+@cache
+def load_batch_sql(mode: str, column: str) -> str:
+    return load("load_batch").format(
+        mode_predicate=mode_predicate(mode), price_column=price_column(column)
+    )
+
+
+@cache
+def unusable_prices_sql(mode: str, column: str) -> str:
+    return load("unusable_prices").format(
+        mode_predicate=mode_predicate(mode), price_column=price_column(column)
+    )
+
+
+# Keyed by row count: a job uses one batch size and a smaller last batch or
+# bisected halves, so a few entries cover it; unbounded, every size ever seen stays.
+@lru_cache(maxsize=16)
+def update_batch_sql(mode: str, n_rows: int) -> str:
+    """The write with psycopg placeholders, for cents beyond int8 (sent as numeric)."""
+    # Types on the first row fix the VALUES column types for every row.
+    first = "(%s::int4, %s::numeric, %s::numeric, %s::numeric)"
+    rows = ", ".join([first] + ["(%s, %s, %s, %s)"] * (n_rows - 1))
+    return load("update_batch").format(rows=rows, mode_predicate=mode_predicate(mode))
+
+
+@lru_cache(maxsize=16)
+def update_batch_raw(mode: str, n_rows: int) -> bytes:
+    """The write with libpq's $n placeholders, for binary int4/int8 parameters."""
+    rows = ", ".join(
+        f"(${4 * i + 1}, ${4 * i + 2}, ${4 * i + 3}, ${4 * i + 4})" for i in range(n_rows)
+    )
+    return load("update_batch").format(rows=rows, mode_predicate=mode_predicate(mode)).encode()
+
+
+@cache
+def reference_sql(column: str) -> str:
+    return load("reference_values").format(price_column=price_column(column))
+
+
+@cache
+def reference_mismatches_sql(column: str) -> str:
+    return load("reference_mismatches").format(reference=reference_sql(column))

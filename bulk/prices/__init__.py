@@ -1,0 +1,1 @@
+"""Market prices: the book rules, ESI, price files, the market_prices table, fetch and import."""

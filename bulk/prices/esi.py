@@ -1,0 +1,189 @@
+"""Reading market orders from ESI, politely.
+
+Every page of `GET {esi}/markets/{region}/orders/?type_id=T&order_type=all`
+is read (X-Pages says how many). 5xx answers, timeouts and dropped
+connections are retried with backoff. ESI's error budget is watched: when
+X-ESI-Error-Limit-Remain runs low, every request waits for
+X-ESI-Error-Limit-Reset seconds before the limit is hit, and a 420 (the
+limit was hit anyway) is waited out the same way.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bulk.backoff import jitter
+
+DEFAULT_ESI = "https://esi.evetech.net/latest"
+DEFAULT_REGION = 10000002  # The Forge, where Jita is
+_ERROR_FLOOR = 10  # errors left in ESI's window below which requests pause
+_DEFAULT_RESET = 60.0  # seconds to wait on a 420 that does not say
+_MAX_RESET = 300.0  # the longest wait any answer can ask for
+# A type's orders fill a few pages at most; a count beyond this is a broken
+# answer, and believing it would mean thousands of requests for one type.
+MAX_PAGES = 10_000
+
+
+# A request that timed out or lost its connection is worth another try.
+_RETRIABLE = (TimeoutError, urllib.error.URLError, ConnectionError, http.client.HTTPException)
+
+
+class TypeFailed(Exception):
+    """A type whose orders could not be read; str() says why."""
+
+
+@dataclass
+class FetchStats:
+    requests: int = 0
+    retries: int = 0
+    pauses: int = 0  # waits for ESI's error budget (low remain, or a 420)
+
+
+class ErrorBudget:
+    """ESI's error limit, shared by every request thread."""
+
+    def __init__(self, sleep: Callable[[float], None] = time.sleep):
+        self._lock = threading.Lock()
+        self._resume_at = 0.0
+        self._sleep = sleep
+        self.pauses = 0
+
+    def observe(self, headers, hit_limit: bool = False) -> None:
+        remain = _number(headers.get("X-ESI-Error-Limit-Remain"))
+        reset = _number(headers.get("X-ESI-Error-Limit-Reset"))
+        if hit_limit or (remain is not None and remain <= _ERROR_FLOOR):
+            # ESI's error window is a minute; a reset far beyond it is not believed.
+            wait = min(max(reset, 0.0), _MAX_RESET) if reset is not None else _DEFAULT_RESET
+            with self._lock:
+                resume = time.monotonic() + wait + 0.5
+                if resume > self._resume_at:
+                    self._resume_at = resume
+                    self.pauses += 1
+
+    def wait(self) -> None:
+        while True:
+            with self._lock:
+                left = self._resume_at - time.monotonic()
+            if left <= 0:
+                return
+            self._sleep(min(left, 1.0))
+
+
+def _number(value) -> float | None:
+    """A header's finite number, or None: 'inf' or 'nan' would make a wait endless."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _page_count(value: str | None, page: int) -> int:
+    """X-Pages as a whole number from 1 to MAX_PAGES (1 when absent); TypeFailed otherwise."""
+    if value is None:
+        return 1
+    text = value.strip()
+    if text.isascii() and text.isdigit() and len(text) <= 6 and 1 <= int(text) <= MAX_PAGES:
+        return int(text)
+    shown = text[:40] + ("..." if len(text) > 40 else "")
+    raise TypeFailed(
+        f"page {page}: X-Pages {shown!r} is not a page count (a whole number 1 to {MAX_PAGES:,})"
+    )
+
+
+class Client:
+    """Market orders of one type at a time; safe to share between threads."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_ESI,
+        region: int = DEFAULT_REGION,
+        *,
+        user_agent: str,
+        timeout: float = 10.0,
+        attempts: int = 6,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.region = region
+        self.user_agent = user_agent
+        self.timeout = timeout
+        self.attempts = attempts
+        self.sleep = sleep
+        self.budget = ErrorBudget(sleep)
+        self.stats = FetchStats()
+        self._lock = threading.Lock()
+
+    def orders(self, type_id: int) -> list[dict]:
+        """Every order of the type in the region, all pages."""
+        first, pages = self._page(type_id, 1)
+        orders = list(first)
+        for page in range(2, pages + 1):
+            more, _ = self._page(type_id, page)
+            orders.extend(more)
+        return orders
+
+    def _url(self, type_id: int, page: int) -> str:
+        query = urllib.parse.urlencode(
+            {"type_id": type_id, "order_type": "all", "page": page, "datasource": "tranquility"}
+        )
+        return f"{self.base_url}/markets/{self.region}/orders/?{query}"
+
+    def _page(self, type_id: int, page: int) -> tuple[list, int]:
+        url = self._url(type_id, page)
+        last_error = "no attempt made"
+        for attempt in range(self.attempts):
+            self.budget.wait()
+            self._count("requests")
+            request = urllib.request.Request(
+                url, headers={"User-Agent": self.user_agent, "Accept": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    self.budget.observe(response.headers)
+                    body = response.read()
+                    pages = _page_count(response.headers.get("X-Pages"), page)
+                data = json.loads(body)
+                if not isinstance(data, list):
+                    raise TypeFailed(f"page {page}: expected a list of orders")
+                return data, pages
+            except urllib.error.HTTPError as exc:
+                self.budget.observe(exc.headers, hit_limit=exc.code == 420)
+                if exc.code == 420:
+                    last_error = "HTTP 420 (error limit reached)"
+                elif exc.code >= 500:
+                    last_error = f"HTTP {exc.code}"
+                    self.sleep(jitter(attempt, base=0.5, cap=10.0))
+                else:
+                    raise TypeFailed(f"page {page}: HTTP {exc.code} {exc.reason}") from None
+            except (
+                TimeoutError,
+                urllib.error.URLError,
+                ConnectionError,
+                http.client.HTTPException,
+            ) as exc:
+                reason = getattr(exc, "reason", exc)
+                last_error = f"{type(reason).__name__}: {reason}" if str(reason) else "timeout"
+                self.sleep(jitter(attempt, base=0.5, cap=10.0))
+            except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+                # ValueError also covers an integer of thousands of digits.
+                reason = " ".join(str(exc).split())[:200]
+                raise TypeFailed(f"page {page}: not a JSON list of orders ({reason})") from None
+            except RecursionError:
+                reason = "nested too deep"
+                raise TypeFailed(f"page {page}: not a JSON list of orders ({reason})") from None
+            self._count("retries")
+        raise TypeFailed(f"page {page}: gave up after {self.attempts} attempts ({last_error})")
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            setattr(self.stats, name, getattr(self.stats, name) + 1)

@@ -1,0 +1,1 @@
+"""RabbitMQ: messages, broker, `queue` (publish), `work` (consume, supervise), dead letters."""

@@ -1,0 +1,133 @@
+"""RabbitMQ through pika: connecting, declaring the queues, publishing with confirms.
+
+The queue is declared exactly as the system being replaced declares it
+(durable, x-max-priority 10), so an existing deployment's queue is accepted
+as it is and its old single-killmail messages are consumed in place.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from bulk import redact
+from bulk.config import mask_url, scrub
+from bulk.errors import UserError, one_line
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+DEFAULT_QUEUE = "backfill_killmail_values_queue"
+QUEUE_ARGUMENTS = {"x-max-priority": 10}
+PERSISTENT = 2
+# Seconds. The broker closes a connection it has heard nothing from for about
+# two intervals, so a dead or cut-off host's unacked batches come back within
+# a minute or so. A worker answers heartbeats only between batches (pika's
+# BlockingConnection does I/O only when called), so a batch must finish well
+# within that: a batch of 500 takes well under a second, 10,000 a few seconds.
+DEFAULT_HEARTBEAT = 30
+
+# What a lost or refused broker connection raises: worth a reconnect.
+CONNECTION_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError, OSError)
+
+
+class BrokerError(UserError):
+    """The broker could not be reached or refused us; the message names the masked URL."""
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm a message (nacked, unroutable, or the connection dropped)."""
+
+
+def dead_letter_queue(queue: str) -> str:
+    return f"{queue}.dead"
+
+
+def connect(url: str) -> pika.BlockingConnection:
+    """A blocking connection, or a BrokerError of one line that never shows the password.
+
+    The heartbeat is the URL's `?heartbeat=`, else DEFAULT_HEARTBEAT.
+    """
+    redact.remember(url)
+    try:
+        params = pika.URLParameters(url)
+    except Exception as exc:  # pika raises several types for a malformed URL
+        # pika's message may quote part of the URL (a password with '#' or '/' reads
+        # as the port), and a URL it cannot read may be masked wrongly: show neither.
+        reason = scrub(one_line(exc), url)
+        raise BrokerError(
+            f"bad RabbitMQ URL (not shown: it may hold a password): {reason}; "
+            "percent-encode special characters in the password, e.g. # as %23, / as %2F"
+        ) from None
+    if "heartbeat" not in parse_qs(urlsplit(url).query):
+        params.heartbeat = DEFAULT_HEARTBEAT
+    params.client_properties = {"connection_name": f"bulk-backfill@{socket.gethostname()}"}
+    try:
+        return pika.BlockingConnection(params)
+    except pika.exceptions.ProbableAuthenticationError:
+        raise BrokerError(
+            f"RabbitMQ at {mask_url(url)} refused the login: check the user and password"
+        ) from None
+    except pika.exceptions.ProbableAccessDeniedError:
+        raise BrokerError(
+            f"RabbitMQ at {mask_url(url)} denied access to the virtual host: check the URL's vhost"
+        ) from None
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        reason = scrub(one_line(exc), url)
+        raise BrokerError(f"cannot reach RabbitMQ at {mask_url(url)}: {reason}") from None
+
+
+def declare(channel: BlockingChannel, queue: str) -> None:
+    """The work queue and its dead-letter queue, both durable."""
+    try:
+        channel.queue_declare(queue, durable=True, arguments=QUEUE_ARGUMENTS)
+        channel.queue_declare(dead_letter_queue(queue), durable=True)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        raise BrokerError(f"cannot use queue {queue!r}: {exc.reply_text}") from None
+
+
+@dataclass
+class Depth:
+    ready: int
+    consumers: int
+
+
+def depth(channel: BlockingChannel, queue: str) -> Depth:
+    """Ready messages and consumers of an existing queue (a passive declare)."""
+    result = channel.queue_declare(queue, passive=True)
+    return Depth(result.method.message_count, result.method.consumer_count)
+
+
+def close_quietly(connection: pika.BlockingConnection | None) -> None:
+    """Close a connection that may already be broken; there is nothing to report if so."""
+    if connection is None:
+        return
+    try:
+        if connection.is_open:
+            connection.close()
+    except Exception:  # already gone: nothing left to release
+        pass
+
+
+class Publisher:
+    """Publishes persistent messages and waits for each one's confirm."""
+
+    def __init__(self, connection: pika.BlockingConnection):
+        self.connection = connection
+        self.channel = connection.channel()
+        self.channel.confirm_delivery()
+
+    def publish(self, queue: str, body: bytes, headers: dict | None = None) -> None:
+        properties = pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=PERSISTENT,
+            headers=headers,
+        )
+        try:
+            # mandatory: a message with no queue to land in is reported, not dropped.
+            self.channel.basic_publish("", queue, body, properties, mandatory=True)
+        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+            raise PublishFailed(f"not confirmed by the broker: {type(exc).__name__}") from None

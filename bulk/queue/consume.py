@@ -1,0 +1,394 @@
+"""One `work` process: consume batches, value them, ack after COMMIT.
+
+Failure handling (the README's failure section), by SQLSTATE (bulk.engine.errors):
+- a lost PostgreSQL connection retries the same batch on a new connection,
+  with backoff, for as long as it takes;
+- a serialization failure, deadlock or lock timeout retries a few times, then
+  counts as a batch error;
+- an environment error (missing table, privilege, read-only) stops the worker
+  and leaves the batch in the queue;
+- any other error (a statement timeout included) republishes the batch with its
+  attempt count raised; a batch that has used its attempts is split in halves
+  and republished, until the failing killmail stands alone and goes to
+  `<queue>.dead`;
+- a message that is not a valid batch goes to `<queue>.dead` with the reason;
+- a lost broker connection is reopened with backoff; whatever was not acked
+  comes back from the broker and is done again (the write is idempotent);
+- a publish the broker refuses (a deleted dead-letter queue, a max-length
+  policy) sends the original back to the queue, re-declares the queues and
+  backs off; the worker goes on.
+Every republish is confirmed before the original is acked, so a crash in
+between can duplicate work but never lose it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+
+from bulk.backoff import Backoff, jitter
+from bulk.engine.batch import BatchResult, process_batch
+from bulk.engine.errors import ErrorKind, classify
+from bulk.engine.retry import ConnectionHolder
+from bulk.errors import describe
+from bulk.queue import broker, messages
+from bulk.queue.policy import Action, decide
+
+_IDLE_AFTER = 0.05  # seconds without a message before the worker counts as idle
+_GATHER = 0.5  # longest wait for more old single-killmail messages to fill a batch
+_ALIVE_EVERY = 5.0  # seconds between signs of life while waiting
+_SAY_EVERY = 30.0  # seconds between two notes about the same refused publish
+_HEADER_TEXT = 2000  # longest text kept in a header we write
+
+
+@dataclass(frozen=True)
+class WorkSettings:
+    db_url: str
+    amqp_url: str
+    queue: str = broker.DEFAULT_QUEUE
+    prefetch: int = 2
+    batch_size: int = 500
+    price_column: str = "sell"
+    max_attempts: int = 3  # tries of a whole batch before it is split
+
+
+class FatalError(Exception):
+    """An error no retry can fix (a missing table, a permission): the worker stops."""
+
+
+class _Stop(Exception):
+    """A stop was asked for while waiting out an outage; the batch goes back unacked."""
+
+
+class _Refused(Exception):
+    """The broker refused a republish or dead letter; the original goes back to the queue."""
+
+
+def _count_header(headers: dict, name: str) -> int:
+    """A count from a header anyone may have written: an int in range, else 0."""
+    value = headers.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return min(max(value, 0), messages.MAX_ATTEMPTS)
+
+
+def _text_header(headers: dict, name: str) -> str | None:
+    value = headers.get(name)
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return value[:64] if isinstance(value, str) else None
+
+
+class Worker:
+    """The consume loop of one process. `report` receives counters for the parent."""
+
+    def __init__(
+        self,
+        settings: WorkSettings,
+        report: Callable[[tuple], None],
+        should_stop: Callable[[], bool],
+    ):
+        self.s = settings
+        self.report = report
+        self.should_stop = should_stop
+        self.host = socket.gethostname()
+        self.db = ConnectionHolder(
+            lambda: psycopg.connect(
+                settings.db_url, autocommit=True, application_name="bulk-backfill work"
+            )
+        )
+        self.connection = None
+        self.channel = None
+        self.publisher: broker.Publisher | None = None
+        self.prefetch = settings.prefetch
+        self.singles: dict[str, list[tuple[int, int]]] = {}  # mode -> [(tag, id)]
+        self.singles_since = 0.0
+        self.idle = False
+        self.refusals = 0  # publishes refused in a row
+        self.said_refused_at = -_SAY_EVERY
+
+    # -- the loop ---------------------------------------------------------
+
+    def run(self) -> None:
+        """Consume until asked to stop; reconnect to the broker whenever it goes away."""
+        backoff = Backoff(base=0.5, cap=15.0)
+        try:
+            while not self.should_stop():
+                try:
+                    self._open()
+                    backoff.reset()
+                    self._consume()
+                except broker.CONNECTION_ERRORS + (broker.BrokerError,) as exc:
+                    self._close_broker()
+                    self._note(f"broker connection lost ({describe(exc)}); reconnecting")
+                    self._pause(backoff.delay())
+        except _Stop:
+            pass  # asked to stop while waiting out an outage: nothing in hand is acked
+        finally:
+            self._close_broker()
+            self.db.discard()
+
+    def _open(self) -> None:
+        self.singles = {}  # unacked singles come back from the broker on reconnect
+        self.connection = broker.connect(self.s.amqp_url)
+        self.channel = self.connection.channel()
+        # The queues this worker publishes to may have been deleted since it
+        # last looked: a republish or dead letter to a missing queue is refused.
+        broker.declare(self.channel, self.s.queue)
+        # Global QoS can be raised while consuming: old single messages need a
+        # prefetch as big as a batch to be gathered, v1 batches only a few.
+        self.prefetch = self.s.prefetch
+        self.channel.basic_qos(prefetch_count=self.prefetch, global_qos=True)
+        self.publisher = broker.Publisher(self.connection)
+
+    def _consume(self) -> None:
+        stream = self.channel.consume(self.s.queue, inactivity_timeout=_IDLE_AFTER)
+        for method, properties, body in stream:
+            if self.should_stop():
+                break
+            if method is None:
+                if self.singles:
+                    self._guarded(self._flush_singles)
+                self._set_idle(True)
+                continue
+            self._set_idle(False)
+            headers = properties.headers if isinstance(properties.headers, dict) else {}
+            self._guarded(self._handle, method.delivery_tag, headers, body)
+            if self.singles and (
+                sum(map(len, self.singles.values())) >= self.s.batch_size
+                or time.monotonic() - self.singles_since >= _GATHER
+            ):
+                self._guarded(self._flush_singles)
+        # Stopping: the singles in hand are finished; what was prefetched and not
+        # yet handled goes back to the queue when the consumer is cancelled.
+        if self.singles:
+            self._guarded(self._flush_singles)
+        self.channel.cancel()
+
+    def _guarded(self, step: Callable[..., None], *args) -> None:
+        """Run one step; a refused publish backs off instead of ending the worker."""
+        try:
+            step(*args)
+        except _Refused as exc:
+            self.refusals += 1
+            now = time.monotonic()
+            if now - self.said_refused_at >= _SAY_EVERY:
+                self.said_refused_at = now
+                self._note(f"{exc}; the message went back to the queue, retrying with backoff")
+            try:
+                broker.declare(self.channel, self.s.queue)
+            except broker.BrokerError as declare_error:
+                self._note(f"cannot re-declare the queues: {declare_error}")
+            self._pause(jitter(self.refusals, base=0.5, cap=30.0))
+        else:
+            self.refusals = 0
+
+    def _set_idle(self, idle: bool) -> None:
+        if idle != self.idle:
+            self.idle = idle
+            self.report(("idle", idle))
+
+    def _handle(self, tag: int, headers: dict, body: bytes) -> None:
+        try:
+            message = messages.decode(body)
+        except messages.InvalidMessage as exc:
+            self._dead_letter(
+                body,
+                {"x-original-headers": repr(headers)[:_HEADER_TEXT]} if headers else {},
+                reason=f"invalid message: {exc}",
+                attempts=0,
+                tags=[tag],
+            )
+            self.report(("invalid", 1))
+            self._ack([tag])
+            return
+        if isinstance(message, messages.Single):
+            if not self.singles:
+                self.singles_since = time.monotonic()
+            self.singles.setdefault(message.mode, []).append((tag, message.killmail_id))
+            self._set_prefetch(max(self.s.prefetch, self.s.batch_size))
+            return
+        self._set_prefetch(self.s.prefetch)
+        self._do(list(message.ids), message.mode, message.attempts, headers, [tag])
+
+    def _set_prefetch(self, count: int) -> None:
+        if count != self.prefetch:
+            self.prefetch = count
+            self.channel.basic_qos(prefetch_count=count, global_qos=True)
+
+    def _flush_singles(self) -> None:
+        pending, self.singles = self.singles, {}
+        modes = list(pending)
+        for n, mode in enumerate(modes):
+            entries = pending[mode]
+            try:
+                self._do([i for _, i in entries], mode, 0, {}, [tag for tag, _ in entries])
+            except _Refused:
+                # The other modes' messages go back too, not held until a reconnect.
+                for later in modes[n + 1 :]:
+                    self._nack([tag for tag, _ in pending[later]])
+                raise
+
+    # -- one batch --------------------------------------------------------
+
+    def _do(self, ids: list[int], mode: str, attempts: int, headers: dict, tags: list[int]) -> None:
+        """Value one batch and ack its messages, or hand it on (retry, split, dead letter)."""
+        outcome = self._value(ids, mode, tags)
+        if isinstance(outcome, BatchResult):
+            # Reported at COMMIT, before the ack: if the ack is lost with the
+            # connection, the redelivered batch finds its rows written and counts
+            # them as skipped, so "updated" stays the number of rows changed.
+            self.report(
+                (
+                    "written",
+                    outcome.updated + outcome.skipped,
+                    outcome.updated,
+                    outcome.skipped,
+                    outcome.no_victim,
+                    0,
+                )
+            )
+            self._ack(tags)
+            return
+        error = outcome
+        unique = sorted(set(ids))
+        now = messages.now_iso()
+        failure_headers = {
+            "x-first-failure": _text_header(headers, "x-first-failure") or now,
+            "x-last-failure": now,
+            "x-error": error[:_HEADER_TEXT],
+            "x-host": self.host,
+            # every try of these IDs, across retries and splits
+            "x-attempts": min(_count_header(headers, "x-attempts") + 1, messages.MAX_ATTEMPTS),
+        }
+        attempts += 1
+        action = decide(
+            ErrorKind.BATCH, size=len(unique), attempts=attempts, max_attempts=self.s.max_attempts
+        )
+        if action is Action.REQUEUE:
+            self._republish([unique], mode, attempts, failure_headers, tags)
+        elif action is Action.SPLIT:
+            middle = len(unique) // 2
+            halves = [unique[:middle], unique[middle:]]
+            self._republish(halves, mode, self.s.max_attempts - 1, failure_headers, tags)
+        else:
+            body = messages.encode_batch(
+                unique, mode, self._source(), attempts=min(attempts, messages.MAX_ATTEMPTS)
+            )
+            self._dead_letter(
+                body,
+                failure_headers,
+                reason=error,
+                attempts=failure_headers["x-attempts"],
+                tags=tags,
+            )
+            self.report(("written", 1, 0, 1, 0, 1))
+            self._ack(tags)
+            return
+        self.report(("retried", len(unique)))
+        self._ack(tags)
+
+    def _ack(self, tags: list[int]) -> None:
+        for tag in tags:
+            self.channel.basic_ack(tag)
+        self.report(("acked", len(tags)))
+
+    def _nack(self, tags: list[int]) -> None:
+        for tag in tags:
+            self.channel.basic_nack(tag, requeue=True)
+
+    def _value(self, ids: list[int], mode: str, tags: list[int]) -> BatchResult | str:
+        """The batch written, or the text of a batch error."""
+        backoff = Backoff(base=0.2, cap=10.0)
+        contention = 0
+        while True:
+            conn = None
+            try:
+                conn = self.db.get()
+                return process_batch(conn, ids, mode, self.s.price_column)
+            except psycopg.Error as exc:
+                kind = classify(exc, conn)
+                contention += kind is ErrorKind.CONTENTION
+                action = decide(kind, size=len(ids), contention=contention)
+                if action is Action.STOP:
+                    self._nack(tags)
+                    raise FatalError(describe(exc)) from None
+                if action is not Action.RETRY:
+                    return describe(exc)  # a batch error: _do decides what comes next
+                if kind is ErrorKind.CONNECTION:
+                    self.db.discard()
+                    if backoff.attempt % 5 == 0:
+                        self._note(f"database unavailable ({describe(exc)}); retrying")
+            except Exception as exc:  # noqa: BLE001 - a batch no engine step can value
+                return describe(exc)
+            try:
+                self._pause(backoff.delay())
+            except _Stop:
+                self._nack(tags)
+                raise
+
+    def _publish(self, queue: str, body: bytes, headers: dict, tags: list[int]) -> None:
+        try:
+            self.publisher.publish(queue, body, headers)
+        except broker.PublishFailed as exc:
+            self._nack(tags)
+            raise _Refused(f"the broker refused a message for {queue}: {exc}") from None
+
+    def _republish(
+        self, parts: list[list[int]], mode: str, attempts: int, headers: dict, tags: list[int]
+    ) -> None:
+        for part in parts:
+            body = messages.encode_batch(part, mode, self._source(), attempts=attempts)
+            self._publish(self.s.queue, body, headers, tags)
+
+    def _dead_letter(
+        self, body: bytes, headers: dict, *, reason: str, attempts: int, tags: list[int]
+    ) -> None:
+        now = messages.now_iso()
+        dead_headers = {
+            "x-first-failure": now,
+            "x-last-failure": now,
+            "x-host": self.host,
+            **headers,
+            "x-reason": reason[:_HEADER_TEXT],
+            "x-attempts": attempts,
+            "x-queue": self.s.queue,
+        }
+        self._publish(broker.dead_letter_queue(self.s.queue), body, dead_headers, tags)
+
+    def _note(self, text: str) -> None:
+        self.report(("note", f"worker {os.getpid()}: {text}"))
+
+    def _source(self) -> str:
+        return f"bulk-backfill work@{self.host}"
+
+    # -- waiting ----------------------------------------------------------
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep, keeping the broker connection alive; _Stop if a stop is asked for."""
+        deadline = time.monotonic() + seconds
+        alive_at = -_ALIVE_EVERY
+        while True:
+            if self.should_stop():
+                raise _Stop
+            now = time.monotonic()
+            if now - alive_at >= _ALIVE_EVERY:
+                alive_at = now
+                self.report(("alive",))  # waiting out an outage is not a stall
+            left = deadline - now
+            if left <= 0:
+                return
+            step = min(left, 0.2)
+            if self.connection is not None and self.connection.is_open:
+                self.connection.sleep(step)
+            else:
+                time.sleep(step)
+
+    def _close_broker(self) -> None:
+        broker.close_quietly(self.connection)
+        self.connection = self.channel = self.publisher = None

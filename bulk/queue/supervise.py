@@ -1,0 +1,277 @@
+"""`work --procs N`: the parent that runs N consuming children.
+
+Each child consumes from RabbitMQ with its own AMQP and PostgreSQL
+connection (bulk.queue.consume); the parent merges their counters into one progress
+display, watches the queue depth, restarts a child that dies, decides when
+an --until-empty run is done, and on SIGINT/SIGTERM asks every child to
+finish the batch in hand and stop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bulk import db
+from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
+from bulk.progress import Progress
+from bulk.queue import broker
+from bulk.queue.consume import FatalError, Worker, WorkSettings
+
+_POLL = 0.25
+_DEPTH_EVERY = 0.5  # seconds between queue-depth checks
+_DRAIN_CHECK = 0.05  # the same while every child is idle
+_EXIT_FATAL = 3
+# A child that says nothing for this long while it has work in hand is killed
+# and restarted. A batch of 500 takes well under a second and one of 10,000 a
+# few seconds; a child waiting out a lost database or broker reports each
+# retry. Five minutes is far above any sane batch, yet bounds how long a hung
+# child can hold its prefetched batches and keep --until-empty from ending.
+DEFAULT_STALL_TIMEOUT = 300.0
+
+
+@dataclass
+class WorkSummary:
+    queue: str
+    waiting_at_start: int = 0
+    batches: int = 0  # messages acked after their batch was written or dead-lettered
+    processed: int = 0
+    updated: int = 0
+    skipped: int = 0
+    no_victim: int = 0
+    dead: int = 0  # killmails sent to the dead-letter queue
+    invalid: int = 0  # messages dead-lettered as invalid
+    retried: int = 0  # killmails republished for another try
+    restarts: int = 0
+    stall_restarts: int = 0  # children killed and restarted after reporting nothing
+    fatal: str | None = None
+    interrupted: bool = False
+    elapsed: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.processed / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def _child(settings: WorkSettings, pipe) -> None:
+    parent = child_setup(settings.db_url, settings.amqp_url)
+    stop = False
+
+    def should_stop() -> bool:
+        nonlocal stop
+        if not stop:
+            try:
+                stop = parent_gone(parent) or (pipe.poll() and pipe.recv() == "stop")
+            except (EOFError, OSError):
+                stop = True
+        return stop
+
+    def report(event: tuple) -> None:
+        send(pipe, event)  # a parent gone is seen by should_stop() next
+
+    # Imports are done: from here on the parent's stall clock applies.
+    report(("started",))
+    try:
+        Worker(settings, report, should_stop).run()
+    except FatalError as exc:
+        report(("fatal", str(exc)))
+        raise SystemExit(_EXIT_FATAL) from None
+
+
+class _Fleet:
+    """work's policy over the children: merge their counters; a fatal error ends the job."""
+
+    def __init__(
+        self,
+        settings: WorkSettings,
+        procs: int,
+        summary: WorkSummary,
+        bar: Progress,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    ):
+        self.summary = summary
+        self.bar = bar
+        self.events = 0  # batches finished or handed on, to tell "still idle" apart
+        self.children = Children(
+            _child,
+            (settings,),
+            procs,
+            progress=bar,
+            on_message=self._record,
+            on_exit=lambda child, code: code not in (0, _EXIT_FATAL),
+            say=self._say,
+            noun="worker process",
+            lost_work=" (its unacked batches go back to the queue)",
+            stall_timeout=stall_timeout,
+        )
+
+    def all_idle(self) -> bool:
+        return all(c.idle for c in self.children.children)
+
+    def _record(self, child: Child, event: tuple) -> None:
+        kind, *rest = event
+        s = self.summary
+        if kind == "idle":
+            child.idle = rest[0]
+        elif kind == "written":
+            killmails, updated, skipped, no_victim, dead = rest
+            self.events += 1
+            s.processed += killmails
+            s.updated += updated
+            s.skipped += skipped
+            s.no_victim += no_victim
+            s.dead += dead
+            self.bar.add(0, killmails=killmails, updated=updated, skipped=skipped, failed=dead)
+        elif kind == "acked":
+            self.events += 1
+            s.batches += rest[0]
+            self.bar.add(rest[0])
+        elif kind == "retried":
+            self.events += 1
+            s.retried += rest[0]
+        elif kind == "invalid":
+            self.events += 1
+            s.invalid += rest[0]
+            self.bar.add(0, invalid=rest[0])
+        elif kind == "note":
+            self._say(rest[0])
+        elif kind == "fatal":
+            s.fatal = rest[0]
+
+    def _say(self, text: str) -> None:
+        self.summary.notes.append(text)
+        print(text, file=self.bar.stream, flush=True)
+
+
+class _Depth:
+    """The parent's own look at the queue; None while the broker is unreachable."""
+
+    def __init__(self, url: str, queue: str):
+        self.url = url
+        self.queue = queue
+        self.connection = None
+        self.channel = None
+
+    def ready(self) -> int | None:
+        try:
+            if self.connection is None or not self.connection.is_open:
+                self.connection = broker.connect(self.url)
+                self.channel = None
+            # One channel for every poll: a channel opened per poll and never
+            # closed reaches the connection's channel_max and takes it down.
+            if self.channel is None or not self.channel.is_open:
+                self.channel = self.connection.channel()
+            return broker.depth(self.channel, self.queue).ready
+        except broker.CONNECTION_ERRORS + (broker.BrokerError,):
+            self.close()
+            return None
+
+    def close(self) -> None:
+        broker.close_quietly(self.connection)
+        self.connection = self.channel = None
+
+
+def work(
+    settings: WorkSettings,
+    *,
+    procs: int = 2,
+    until_empty: bool = False,
+    allow_empty_prices: bool = False,
+    progress: bool = True,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    announce: Callable[[int], None] | None = None,
+) -> WorkSummary:
+    """Consume the queue with `procs` children until stopped (or drained, with until_empty).
+
+    `announce(ready)` is called once the database and broker have been checked.
+    A child that reports nothing for `stall_timeout` seconds with work in hand
+    is killed and restarted.
+    """
+    if procs < 1:
+        raise ValueError("procs must be at least 1")
+    started = time.monotonic()
+    with db.connect(settings.db_url, autocommit=True) as conn:
+        db.require_schema(conn)
+        if not allow_empty_prices:
+            db.require_prices(conn)
+    connection = broker.connect(settings.amqp_url)
+    try:
+        channel = connection.channel()
+        broker.declare(channel, settings.queue)
+        summary = WorkSummary(settings.queue, broker.depth(channel, settings.queue).ready)
+    finally:
+        connection.close()
+    if announce is not None:
+        announce(summary.waiting_at_start)
+    bar = Progress(
+        summary.waiting_at_start,
+        desc="work",
+        noun="batches",
+        unit="batch",
+        counts=("killmails", "updated", "skipped", "failed"),
+        enabled=progress,
+    )
+
+    def on_first_signal() -> None:
+        print(
+            "\nstopping: finishing the batches in hand (press Ctrl+C again to quit at once)",
+            file=bar.stream,
+            flush=True,
+        )
+
+    depth = _Depth(settings.amqp_url, settings.queue)
+    fleet = None
+    try:
+        with Stopper(on_first_signal) as stopper:
+            fleet = _Fleet(settings, procs, summary, bar, stall_timeout)
+            _supervise(fleet, depth, stopper, until_empty, bar)
+            summary.interrupted = stopper.requested
+            children = fleet.children
+            children.stop("stop")
+            while children.children:
+                children.collect(_POLL, restart=False)
+                children.kill_stalled(stopping=True)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        if fleet is not None:
+            fleet.children.kill()
+    finally:
+        if fleet is not None:
+            summary.restarts = fleet.children.restarts
+            summary.stall_restarts = fleet.children.stall_restarts
+        depth.close()
+        bar.close()
+    summary.elapsed = time.monotonic() - started
+    return summary
+
+
+def _supervise(fleet: _Fleet, depth: _Depth, stopper, until_empty: bool, bar) -> None:
+    """Until a stop, a fatal error, or (until_empty) a drained queue with every child idle."""
+    last_check = -_DEPTH_EVERY
+    drained_seen: int | None = None  # fleet.events when the queue was last seen drained
+    children = fleet.children
+    while not stopper.requested and fleet.summary.fatal is None and children.children:
+        idle = fleet.all_idle()
+        children.collect(_DRAIN_CHECK if idle else _POLL)
+        children.kill_stalled()
+        # Once every child is idle the end may be near: look more often.
+        if time.monotonic() - last_check < (_DRAIN_CHECK if idle else _DEPTH_EVERY):
+            continue
+        last_check = time.monotonic()
+        ready = depth.ready()
+        if ready is None:
+            drained_seen = None
+            continue
+        bar.set_total(max(bar.done + ready, bar.total or 0))
+        if not until_empty:
+            continue
+        if ready == 0 and fleet.all_idle():
+            # Seen twice in a row with nothing finished between: a message that was
+            # on its way to a child would have made it busy by now.
+            if drained_seen == fleet.events:
+                return
+            drained_seen = fleet.events
+        else:
+            drained_seen = None

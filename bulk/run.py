@@ -1,0 +1,271 @@
+"""`run`: the broker-less batch pipeline on one machine.
+
+The parent scans IDs (keyset) and hands one batch at a time to each of N
+child processes (bulk.procs); each child has its own PostgreSQL connection and
+runs each batch with bulk.engine.retry. A child that dies has its batch fed to
+a new child. On SIGINT/SIGTERM the parent stops handing out batches and lets
+every child finish the one in hand.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import psycopg
+
+from bulk import db
+from bulk.config import scrub
+from bulk.engine import scan
+from bulk.engine.retry import ConnectionHolder, DatabaseGone, EnvironmentFailure, Failure, run_batch
+from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
+from bulk.progress import Progress
+
+_POLL = 0.2
+SCAN_APPLICATION = "bulk-backfill run scan"
+_SAMPLE = 20  # how many no-victim IDs a summary names
+
+
+@dataclass
+class RunSummary:
+    selected: int
+    processed: int = 0
+    updated: int = 0
+    skipped: int = 0
+    no_victim: int = 0
+    no_victim_sample: list[int] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    elapsed: float = 0.0
+    interrupted: bool = False
+    stopped_early: str | None = None  # why the job stopped before the end
+    resume_after: int | None = None
+    restarts: int = 0
+    scan_reconnects: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.processed / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def _child(url: str, mode: str, price_column: str, patience: float, pipe) -> None:
+    parent = child_setup(url)
+    holder = ConnectionHolder(
+        lambda: psycopg.connect(url, autocommit=True, application_name="bulk-backfill run")
+    )
+    try:
+        while True:
+            if not pipe.poll(_POLL):
+                if parent_gone(parent):
+                    return
+                continue
+            try:
+                task = pipe.recv()
+            except (EOFError, OSError):
+                return
+            if task is None:
+                return
+            # A parent gone by now leaves the batch committed: the next run skips it.
+            if not send(pipe, _value(holder, task, mode, price_column, patience)):
+                return
+    finally:
+        holder.discard()
+
+
+def _value(
+    holder: ConnectionHolder, ids: list[int], mode: str, price_column: str, patience: float
+) -> tuple:
+    """One batch as ("done", ids, updated, skipped, no_victim, sample, failures),
+    or ("stop", reason) when no retry can help and the job must stop before it."""
+    try:
+        outcome = run_batch(holder, ids, mode, price_column, patience=patience)
+    except EnvironmentFailure as exc:
+        return ("stop", f"the database cannot take this job: {exc}")
+    except DatabaseGone as exc:
+        return ("stop", f"lost the database and could not reconnect: {exc}")
+    r = outcome.result
+    failures = [(f.killmail_id, f.error) for f in outcome.failures]
+    return (
+        "done",
+        len(set(ids)),
+        r.updated,
+        r.skipped,
+        r.no_victim,
+        r.no_victim_ids[:_SAMPLE],
+        failures,
+    )
+
+
+class _Pool:
+    """run's policy over the children: one batch each, a dead child's batch fed again."""
+
+    def __init__(
+        self, url, mode, price_column, patience, procs: int, summary: RunSummary, bar: Progress
+    ):
+        self.url = url
+        self.summary = summary
+        self.progress = bar
+        self.requeue: deque = deque()  # batches of children that died with them
+        self.last_id: dict[int, int] = {}  # seq -> last id of that batch
+        self.finished: set[int] = set()
+        self.children = Children(
+            _child,
+            (url, mode, price_column, patience),
+            procs,
+            progress=bar,
+            on_message=self._record,
+            on_exit=self._exited,
+            say=lambda text: print(text, file=bar.stream, flush=True),
+            noun="child process",
+            lost_work=" and feeding its batch again",
+        )
+
+    def busy(self) -> list[Child]:
+        return [c for c in self.children.children if c.task is not None]
+
+    def idle(self) -> list[Child]:
+        return [c for c in self.children.children if c.task is None]
+
+    def give(self, child: Child, seq: int, ids: list[int]) -> None:
+        self.last_id[seq] = ids[-1]
+        child.task = (seq, ids)
+        try:
+            child.pipe.send(ids)
+        except OSError:
+            pass  # the child just died: collect() sees it and feeds the batch again
+
+    def _record(self, child: Child, result: tuple) -> None:
+        seq = child.task[0]
+        child.task = None
+        if result[0] == "stop":
+            # The batch stays unfinished, so the resume point stays before it.
+            self.summary.stopped_early = self.summary.stopped_early or result[1]
+            return
+        _, n, updated, skipped, no_victim, sample, failed = result
+        self.finished.add(seq)
+        s = self.summary
+        s.processed += n
+        s.updated += updated
+        s.skipped += skipped
+        s.no_victim += no_victim
+        s.no_victim_sample += sample[: _SAMPLE - len(s.no_victim_sample)]
+        s.failures += [Failure(i, e) for i, e in failed]
+        self.progress.add(n, updated=updated, skipped=skipped - len(failed), failed=len(failed))
+
+    def _exited(self, child: Child, code: int | None) -> bool:
+        if child.task is not None:
+            self.requeue.append(child.task)
+        return True  # any end of a child before the parent says so is a death
+
+    def resume_point(self) -> int | None:
+        """The highest id up to which every handed-out batch finished."""
+        point = None
+        for seq in sorted(self.last_id):
+            if seq not in self.finished:
+                break
+            point = self.last_id[seq]
+        return point
+
+
+def _feed(pool: _Pool, batches: Iterator[list[int]], stopper: Stopper) -> None:
+    requeue = pool.requeue
+    seq = 0
+    scanning = True
+    while True:
+        stopping = stopper.requested or pool.summary.stopped_early is not None
+        while not stopping and pool.idle() and (requeue or scanning):
+            if requeue:
+                pool.give(pool.idle()[0], *requeue.popleft())
+                continue
+            try:
+                ids = next(batches, None)
+            except scan.ScanStopped as exc:
+                # What was handed out is finished first, so the resume point covers it.
+                pool.summary.stopped_early = scrub(str(exc), pool.url)
+                ids = None
+            if ids is None:
+                scanning = False
+                break
+            pool.give(pool.idle()[0], seq, ids)
+            seq += 1
+        if not pool.busy() and (stopping or not (requeue or scanning)):
+            return
+        pool.children.collect(_POLL)
+
+
+def run_local(
+    url: str,
+    selection: scan.Selection,
+    *,
+    procs: int = 2,
+    batch_size: int = 500,
+    price_column: str = "sell",
+    allow_empty_prices: bool = False,
+    progress: bool = True,
+    db_patience: float = 60.0,
+    announce: Callable[[int], None] | None = None,
+) -> RunSummary:
+    """Value every killmail the selection covers, with `procs` child processes.
+
+    `announce` is called with the number of matching killmails once the
+    database has been checked, before any work starts. A scan that loses its
+    connection for longer than `db_patience` seconds ends the run early:
+    summary.stopped_early says why and summary.resume_after where to go on.
+    """
+    if procs < 1:
+        raise ValueError("procs must be at least 1")
+    if batch_size < 1:
+        raise ValueError("batch size must be at least 1")
+    started = time.monotonic()
+    with db.connect(url, autocommit=True) as conn:
+        db.require_schema(conn)
+        if not allow_empty_prices:
+            db.require_prices(conn)
+        summary = RunSummary(selected=scan.count(conn, selection))
+    if announce is not None:
+        announce(summary.selected)
+    bar = Progress(summary.selected, desc=f"run {selection.mode}", enabled=progress)
+
+    def on_first_signal() -> None:
+        print(
+            "\nstopping: finishing the batches in hand (press Ctrl+C again to quit at once)",
+            file=bar.stream,
+            flush=True,
+        )
+
+    def note(text: str) -> None:
+        print(text, file=bar.stream, flush=True)
+
+    pool = None
+    killed = False
+    batches = None
+    try:
+        with Stopper(on_first_signal) as stopper:
+            # The scan has a connection of its own, named so an operator (or a
+            # test) can tell it from the children's, and reopened when it is lost.
+            batches = scan.Scan(
+                lambda: psycopg.connect(url, autocommit=True, application_name=SCAN_APPLICATION),
+                selection,
+                batch_size,
+                patience=db_patience,
+                should_stop=lambda: stopper.requested,
+                note=note,
+            )
+            pool = _Pool(url, selection.mode, price_column, db_patience, procs, summary, bar)
+            _feed(pool, iter(batches), stopper)
+            summary.interrupted = stopper.requested
+    except KeyboardInterrupt:
+        summary.interrupted = killed = True
+    finally:
+        if batches is not None:
+            batches.close()
+            summary.scan_reconnects = batches.reconnects
+        if pool is not None:
+            pool.children.close(None, kill=killed)
+            summary.restarts = pool.children.restarts
+        bar.close()
+    if (summary.interrupted or summary.stopped_early) and pool is not None:
+        summary.resume_after = pool.resume_point()
+    summary.elapsed = time.monotonic() - started
+    return summary

@@ -1,0 +1,51 @@
+"""bulk.progress: a terminal bar shows what is done within a second, final counts included."""
+
+import io
+import re
+import time
+
+from bulk.progress import Progress
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _last_frame(stream: _Terminal) -> str:
+    return re.split(r"[\r\n]", stream.getvalue().rstrip("\r\n"))[-1]
+
+
+def test_the_last_batches_show_within_a_second_not_after_tqdms_maxinterval():
+    stream = _Terminal()
+    bar = Progress(
+        400,
+        desc="work",
+        noun="batches",
+        unit="batch",
+        stream=stream,
+        counts=("killmails", "updated", "skipped", "failed"),
+    )
+    # Reports as from 5 children: many in a burst, then the last few together.
+    for _ in range(395):
+        bar.add(1)
+    time.sleep(0.3)
+    for _ in range(5):
+        bar.add(1)
+    bar.add(0, killmails=200_000, updated=199_000, skipped=1000, failed=0)
+    time.sleep(0.3)  # the parent's loop ticks every 0.25 s at most
+    bar.tick()
+    frame = _last_frame(stream)
+    assert "400/400" in frame, frame
+    assert "killmails=200000" in frame, frame
+    bar.close()
+
+
+def test_close_shows_the_final_counts_even_right_after_a_display():
+    stream = _Terminal()
+    bar = Progress(10, stream=stream)
+    bar.add(9, updated=9)
+    bar.add(1, updated=0, failed=1)  # within the refresh interval of the previous display
+    bar.close()
+    frame = _last_frame(stream)
+    assert re.search(r"\b10(\.0)?/10(\.0)? ", frame) and "failed=1" in frame, frame
