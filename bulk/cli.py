@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from datetime import date, datetime, timedelta, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -451,11 +452,15 @@ def queue_cmd(
             f"by the broker{why}; {resume}"
         )
     if not dry_run and summary.queued:
-        queue_flag = "" if queue == broker.DEFAULT_QUEUE else f" --queue {queue}"
         click.echo(
             "start the workers (on this machine or on several):\n"
-            f"  bulk-backfill work --procs 2{queue_flag}"
+            f"  bulk-backfill work --procs 2{_queue_flag(queue)}"
         )
+
+
+def _queue_flag(queue: str) -> str:
+    """--queue for a command line the user copies; quoted, since a name may hold spaces."""
+    return "" if queue == broker.DEFAULT_QUEUE else f" --queue {shlex.quote(queue)}"
 
 
 @cli.command("work")
@@ -891,7 +896,9 @@ def print_work_summary(summary: supervisor.WorkSummary) -> None:
         lines.append(f"invalid    {summary.invalid:>12,}  messages dead-lettered as invalid")
     dead_queue = broker.dead_letter_queue(summary.queue)
     if summary.dead or summary.invalid:
-        lines.append(f"dead letters are in {dead_queue}: bulk-backfill dead list")
+        lines.append(
+            f"dead letters are in {dead_queue}: bulk-backfill dead list{_queue_flag(summary.queue)}"
+        )
     if summary.restarts:
         lines.append(f"worker processes restarted: {summary.restarts}")
     if summary.stall_restarts:

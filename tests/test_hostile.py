@@ -4,9 +4,12 @@ Each test runs the installed command against the real PostgreSQL and RabbitMQ,
 with a database and a queue of its own.
 """
 
+import shlex
+
 import psycopg
 import pytest
 
+from tests import rabbit
 from tests.conftest import cli, failed_killmails, mismatches
 
 
@@ -46,3 +49,34 @@ def test_a_database_error_of_a_megabyte_fails_its_killmail_in_bounded_time(demo_
     assert set(failed) == {poison}
     assert failed[poison].startswith("DivisionByZero: refused: xxx")
     assert {m.killmail_id for m in mismatches(demo_db)} == {poison}
+
+
+def _hint(output: str, prefix: str) -> list[str]:
+    """The arguments of the command line the output suggests, as a shell would split them."""
+    lines = [line.split(prefix, 1)[1] for line in output.splitlines() if prefix in line]
+    assert len(lines) == 1, output
+    return shlex.split(lines[0])
+
+
+def test_the_commands_work_suggests_name_its_queue_quoted(demo_db, queue_name):
+    # `work --queue X` pointed at `dead list` with no --queue (the default
+    # queue's dead letters, or none), and `queue` suggested `--queue a b`,
+    # which a shell splits into two arguments.
+    queue = f"{queue_name} odd name"
+    try:
+        env = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
+        queued = cli("queue", "--queue", queue, "--limit", "5", url=demo_db, env=env)
+        assert queued.returncode == 0, queued.stderr
+        assert _hint(queued.stdout, "bulk-backfill work ")[-2:] == ["--queue", queue]
+        rabbit.publish_raw(queue, [b"not json"])
+        worked = cli(
+            "work", "--queue", queue, "--until-empty", "--procs", "1", url=demo_db, env=env
+        )
+        assert worked.returncode == 0, worked.stderr
+        args = _hint(worked.stdout, "bulk-backfill ")
+        assert args[:2] == ["dead", "list"]
+        listed = cli(*args, env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert f"{queue}.dead: 1 message" in listed.stdout
+    finally:
+        rabbit.delete_queues(queue)
