@@ -5,12 +5,13 @@ with a database and a queue of its own.
 """
 
 import shlex
+import uuid
 
 import psycopg
 import pytest
 
 from tests import rabbit
-from tests.conftest import cli, failed_killmails, mismatches
+from tests.conftest import SERVER_URL, cli, drop_database, failed_killmails, mismatches
 
 
 def _trigger(url: str, body: str) -> None:
@@ -80,3 +81,21 @@ def test_the_commands_work_suggests_name_its_queue_quoted(demo_db, queue_name):
         assert f"{queue}.dead: 1 message" in listed.stdout
     finally:
         rabbit.delete_queues(queue)
+
+
+def test_the_demos_export_line_survives_a_quote_in_the_database_name():
+    # The hint was export DATABASE_URL='...dbname='x'y'...': a name with a
+    # quote broke out of the shell's quoting.
+    name = f"bbt_{uuid.uuid4().hex[:8]} it's"
+    try:
+        result = cli("demo", "--database", name, "--killmails", "20", url=SERVER_URL)
+        assert result.returncode == 0, result.stderr
+        lines = [line for line in result.stdout.splitlines() if "export DATABASE_URL=" in line]
+        assert len(lines) == 1, result.stdout
+        words = shlex.split(lines[0])
+        assert words[0] == "export" and len(words) == 2, words
+        url = words[1].removeprefix("DATABASE_URL=")
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT current_database()").fetchone()[0] == name
+    finally:
+        drop_database(name)
