@@ -99,3 +99,15 @@ def test_the_demos_export_line_survives_a_quote_in_the_database_name():
             assert conn.execute("SELECT current_database()").fetchone()[0] == name
     finally:
         drop_database(name)
+
+
+@pytest.mark.parametrize("command", [("dead", "list"), ("dead", "requeue")])
+def test_a_short_piece_of_the_rabbitmq_password_is_not_quoted(command, queue_name):
+    # pika reads "guest:Xy#Q..." as host "guest" and port "Xy", and its
+    # message quoted the port: two characters of the password.
+    url = "amqp://guest:Xy#Q?z/@127.0.0.1:5672/%2F"
+    result = cli(*command, "--queue", queue_name, env={"RABBITMQ_URL": url})
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "bad RabbitMQ URL" in result.stderr
+    assert "Xy" not in result.stdout + result.stderr
