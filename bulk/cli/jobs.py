@@ -7,7 +7,7 @@ import click
 from bulk import config
 from bulk.cli import options, render
 from bulk.config import mask_url
-from bulk.queue import broker, publish, supervise
+from bulk.queue import publish, supervise
 from bulk.run import run_local
 
 
@@ -152,10 +152,9 @@ def queue_cmd(
             f"by the broker{why}; {resume}"
         )
     if not dry_run and summary.queued:
-        queue_flag = "" if queue == broker.DEFAULT_QUEUE else f" --queue {queue}"
         click.echo(
             "start the workers (on this machine or on several):\n"
-            f"  bulk-backfill work --procs 2{queue_flag}"
+            f"  bulk-backfill work --procs 2{render.queue_flag(queue)}"
         )
 
 

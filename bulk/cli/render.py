@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import click
 
 from bulk.audit import reference, status, verify
@@ -9,6 +11,11 @@ from bulk.prices import fetch
 from bulk.prices.market import MAX_PRICE
 from bulk.queue import broker, supervise
 from bulk.run import RunSummary
+
+
+def queue_flag(queue: str) -> str:
+    """--queue for a command line the user copies; quoted, since a name may hold spaces."""
+    return "" if queue == broker.DEFAULT_QUEUE else f" --queue {shlex.quote(queue)}"
 
 
 def plural(n: int, noun: str) -> str:
@@ -137,7 +144,9 @@ def work_summary(summary: supervise.WorkSummary) -> None:
         lines.append(f"invalid    {summary.invalid:>12,}  messages dead-lettered as invalid")
     dead_queue = broker.dead_letter_queue(summary.queue)
     if summary.dead or summary.invalid:
-        lines.append(f"dead letters are in {dead_queue}: bulk-backfill dead list")
+        lines.append(
+            f"dead letters are in {dead_queue}: bulk-backfill dead list{queue_flag(summary.queue)}"
+        )
     if summary.restarts:
         lines.append(f"worker processes restarted: {summary.restarts}")
     if summary.stall_restarts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -146,7 +147,8 @@ def demo_cmd(killmails, procs, seed, database, datadir):
     else:
         click.echo(
             "\nnext steps:\n"
-            f"  export DATABASE_URL='{mask_url(result.url)}'\n"
+            # Quoted for the shell: the demo's --database name may hold a quote.
+            f"  export DATABASE_URL={shlex.quote(mask_url(result.url))}\n"
             "  bulk-backfill run --mode all --procs 2     # recalculate everything\n"
             '  psql "$DATABASE_URL" -c \'SELECT killmail_id, total_value FROM killmails'
             " ORDER BY total_value DESC NULLS LAST LIMIT 5'"
