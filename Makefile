@@ -9,12 +9,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Installs the project as a plain (non-editable) package, as a user would.
+# Installs the project as a plain (non-editable) package, as a user would. A stale
+# build/ left by an older checkout would put modules that no longer exist into the wheel.
 demo: $(BIN)/python
+	rm -rf build
 	$(BIN)/python -m pip install --quiet '.[demo]'
 	$(BIN)/bulk-backfill demo
 
 test: $(BIN)/python
+	rm -rf build
 	$(BIN)/python -m pip install --quiet '.[test]'
 	$(BIN)/python -m pytest
 

@@ -2,6 +2,8 @@
 
 from bulk import redact
 
+MAX_ERROR_TEXT = 2000  # longest error text a report line or dead-letter header carries
+
 
 class UserError(Exception):
     """Bad input or an unusable environment: the message is shown as is, no traceback."""
@@ -17,4 +19,6 @@ def describe(exc: BaseException) -> str:
 
     Passwords are masked: a database error can quote a connection URL.
     """
-    return f"{type(exc).__name__}: {redact.scrub(' '.join(str(exc).split()))}"
+    text = f"{type(exc).__name__}: {redact.scrub(' '.join(str(exc).split()))}"
+    # A trigger may raise a megabyte of text; a report line or header needs the start.
+    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 3] + "..."

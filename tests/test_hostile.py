@@ -4,9 +4,11 @@ Each test runs the installed command against the real PostgreSQL and RabbitMQ,
 with a database and a queue of its own.
 """
 
+import json
 import shlex
 import uuid
 
+import pika
 import psycopg
 import pytest
 
@@ -49,6 +51,7 @@ def test_a_database_error_of_a_megabyte_fails_its_killmail_in_bounded_time(demo_
     failed = failed_killmails(result.stdout)
     assert set(failed) == {poison}
     assert failed[poison].startswith("DivisionByZero: refused: xxx")
+    assert len(failed[poison]) <= 2000  # a report line carries the start, not the megabyte
     assert {m.killmail_id for m in mismatches(demo_db)} == {poison}
 
 
@@ -111,3 +114,68 @@ def test_a_short_piece_of_the_rabbitmq_password_is_not_quoted(command, queue_nam
     assert "Traceback" not in result.stderr
     assert "bad RabbitMQ URL" in result.stderr
     assert "Xy" not in result.stdout + result.stderr
+
+
+def _deep_table(depth: int) -> dict:
+    table: dict = {}
+    inner = table
+    for _ in range(depth):
+        inner["a"] = {}
+        inner = inner["a"]
+    return table
+
+
+@pytest.mark.slow
+def test_a_header_table_nested_thousands_deep_stalls_no_worker(demo_db, queue_name):
+    # pika decodes header tables recursively: one 3,000 levels deep raised
+    # RecursionError inside pika, the connection dropped, and the message came
+    # back at the head of the queue for every worker, forever.
+    import sys
+
+    with psycopg.connect(demo_db) as conn:
+        ids = [r[0] for r in conn.execute("SELECT killmail_id FROM victims ORDER BY 1 LIMIT 30")]
+    deep = {"deep": _deep_table(3_000)}
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(50_000)  # pika encodes as recursively as it decodes
+    try:
+        with rabbit.connection() as conn:
+            channel = conn.channel()
+            channel.queue_declare(queue_name, durable=True, arguments={"x-max-priority": 10})
+            channel.confirm_delivery()
+            bodies = [
+                json.dumps({"v": 1, "ids": ids[:10], "mode": "null"}).encode(),
+                b"not a batch",
+                json.dumps({"v": 1, "ids": ids[10:], "mode": "null"}).encode(),
+            ]
+            for n, body in enumerate(bodies):
+                headers = deep if n < 2 else None
+                properties = pika.BasicProperties(delivery_mode=2, headers=headers)
+                channel.basic_publish("", queue_name, body, properties)
+    finally:
+        sys.setrecursionlimit(before)
+    env = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
+    out = cli("work", "--queue", queue_name, "--until-empty", url=demo_db, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "broker connection lost" not in out.stdout + out.stderr
+    assert mismatches(demo_db, ids=ids) == []
+    listed = cli("dead", "list", "--queue", queue_name, env=env)
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    assert "invalid" in listed.stdout
+    dead = rabbit.drain(f"{queue_name}.dead")
+    assert [body for body, _ in dead] == [b"not a batch"]
+    assert len(dead[0][1]["x-original-headers"]) <= 2000
+    assert rabbit.counts(queue_name) == (0, 0)
+
+
+@pytest.mark.parametrize("command", ["queue", "work", "dead list", "dead requeue", "status"])
+def test_a_dead_letter_queue_is_no_work_queue(demo_db, queue_name, command):
+    # `queue --queue X.dead` declared X.dead as a work queue (and X.dead.dead),
+    # after which every command on X failed with PRECONDITION_FAILED.
+    env = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
+    out = cli(*command.split(), "--queue", f"{queue_name}.dead", url=demo_db, env=env)
+    assert out.returncode == 2
+    assert "dead-letter queue's name" in out.stderr and "Traceback" not in out.stderr
+    assert rabbit.ready(f"{queue_name}.dead") == 0
+    with rabbit.connection() as conn:
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+            conn.channel().queue_declare(f"{queue_name}.dead", passive=True)

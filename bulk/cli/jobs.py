@@ -58,7 +58,7 @@ def run_cmd(
             f"interrupted: resume with the same command and --after-id {summary.resume_after}"
         )
     elif summary.interrupted:
-        click.echo("interrupted before any batch finished: run the same command again")
+        click.echo("interrupted before the first batch finished: run the same command again")
     if summary.failures:
         raise click.exceptions.Exit(1)
 

@@ -68,6 +68,16 @@ def _queue_name(ctx, param, value: str) -> str:
             ctx,
             param,
         )
+    if value.endswith(".dead"):
+        # Queueing into a dead-letter queue would declare it with the work queue's
+        # arguments (and a stray '<name>.dead.dead'), and the real work queue's
+        # next declare would then fail.
+        raise click.BadParameter(
+            f"{value!r} is a dead-letter queue's name; give the work queue "
+            f"({value[: -len('.dead')]!r}): its dead letters are in <queue>.dead",
+            ctx,
+            param,
+        )
     return value
 
 
@@ -121,7 +131,7 @@ def price_options(f):
 
 
 json_option = click.option(
-    "--json", "as_json", is_flag=True, help="One JSON object (keys in the README)."
+    "--json", "as_json", is_flag=True, help="One JSON object (keys in docs/json.md)."
 )
 
 

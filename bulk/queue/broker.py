@@ -8,6 +8,7 @@ as it is and its old single-killmail messages are consumed in place.
 from __future__ import annotations
 
 import socket
+import sys
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,6 +24,7 @@ DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_QUEUE = "backfill_killmail_values_queue"
 QUEUE_ARGUMENTS = {"x-max-priority": 10}
 PERSISTENT = 2
+_DEEP_RECURSION = 100_000  # frames pika may need for the deepest header table a frame holds
 # Seconds. The broker closes a connection it has heard nothing from for about
 # two intervals, so a dead or cut-off host's unacked batches come back within
 # a minute or so. A worker answers heartbeats only between batches (pika's
@@ -46,12 +48,28 @@ def dead_letter_queue(queue: str) -> str:
     return f"{queue}.dead"
 
 
+def allow_deep_header_tables() -> None:
+    """Let pika read any header table a frame can hold.
+
+    pika decodes a header table recursively in Python; one nested a few
+    thousand levels deep (about 19,000 fit in a 128 KB frame) raised
+    RecursionError inside pika, which dropped the connection, and the message
+    came back at the head of the queue for every worker, forever. From Python
+    3.11 on, Python-to-Python calls use no C stack, so a high limit is safe for
+    that pure-Python decoder; code that recurses in C on message content
+    (json, repr) keeps a low limit of its own (messages.shallow_recursion).
+    """
+    if sys.version_info >= (3, 11):
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), _DEEP_RECURSION))
+
+
 def connect(url: str) -> pika.BlockingConnection:
     """A blocking connection, or a BrokerError of one line that never shows the password.
 
     The heartbeat is the URL's `?heartbeat=`, else DEFAULT_HEARTBEAT.
     """
     redact.remember(url)
+    allow_deep_header_tables()
     try:
         params = pika.URLParameters(url)
     except Exception:  # pika raises several types for a malformed URL

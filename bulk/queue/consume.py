@@ -1,6 +1,6 @@
 """One `work` process: consume batches, value them, ack after COMMIT.
 
-Failure handling (the README's failure section), by SQLSTATE (bulk.engine.errors):
+Failure handling (docs/failure.md), by SQLSTATE (bulk.engine.errors):
 - a lost PostgreSQL connection retries the same batch on a new connection,
   with backoff, for as long as it takes;
 - a serialization failure, deadlock or lock timeout retries a few times, then
@@ -24,6 +24,7 @@ between can duplicate work but never lose it.
 from __future__ import annotations
 
 import os
+import reprlib
 import socket
 import time
 from collections.abc import Callable
@@ -44,6 +45,8 @@ _GATHER = 0.5  # longest wait for more old single-killmail messages to fill a ba
 _ALIVE_EVERY = 5.0  # seconds between signs of life while waiting
 _SAY_EVERY = 30.0  # seconds between two notes about the same refused publish
 _HEADER_TEXT = 2000  # longest text kept in a header we write
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 4, 200, 200
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,12 @@ def _count_header(headers: dict, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         return 0
     return min(max(value, 0), messages.MAX_ATTEMPTS)
+
+
+def _headers_text(headers: dict) -> str:
+    """Headers anyone may have written, as bounded text (reprlib stops at a depth)."""
+    with messages.shallow_recursion():
+        return _REPR.repr(headers)[:_HEADER_TEXT]
 
 
 def _text_header(headers: dict, name: str) -> str | None:
@@ -110,6 +119,7 @@ class Worker:
         self.singles_since = 0.0
         self.idle = False
         self.refusals = 0  # publishes refused in a row
+        self.handled = False  # a message was handled since the broker connection opened
         self.said_refused_at = -_SAY_EVERY
 
     # -- the loop ---------------------------------------------------------
@@ -121,11 +131,15 @@ class Worker:
             while not self.should_stop():
                 try:
                     self._open()
-                    backoff.reset()
                     self._consume()
                 except broker.CONNECTION_ERRORS + (broker.BrokerError,) as exc:
                     self._close_broker()
-                    self._note(f"broker connection lost ({describe(exc)}); reconnecting")
+                    # Only a message handled counts as recovery: a connection that
+                    # opens and then breaks on the same message must keep backing off.
+                    if self.handled:
+                        backoff.reset()
+                    if backoff.attempt % 5 == 0:
+                        self._note(f"broker connection lost ({describe(exc)}); reconnecting")
                     self._pause(backoff.delay())
         except _Stop:
             pass  # asked to stop while waiting out an outage: nothing in hand is acked
@@ -134,6 +148,7 @@ class Worker:
             self.db.discard()
 
     def _open(self) -> None:
+        self.handled = False
         self.singles = {}  # unacked singles come back from the broker on reconnect
         self.connection = broker.connect(self.s.amqp_url)
         self.channel = self.connection.channel()
@@ -159,6 +174,7 @@ class Worker:
             self._set_idle(False)
             headers = properties.headers if isinstance(properties.headers, dict) else {}
             self._guarded(self._handle, method.delivery_tag, headers, body)
+            self.handled = True
             if self.singles and (
                 sum(map(len, self.singles.values())) >= self.s.batch_size
                 or time.monotonic() - self.singles_since >= _GATHER
@@ -199,7 +215,7 @@ class Worker:
         except messages.InvalidMessage as exc:
             self._dead_letter(
                 body,
-                {"x-original-headers": repr(headers)[:_HEADER_TEXT]} if headers else {},
+                {"x-original-headers": _headers_text(headers)} if headers else {},
                 reason=f"invalid message: {exc}",
                 attempts=0,
                 tags=[tag],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 import socket
 from dataclasses import dataclass
 
@@ -35,7 +36,10 @@ def _text(value, limit: int = 100) -> str | None:
         value = value.decode(errors="replace")
     if value is None:
         return None
-    text = " ".join(str(value).split())
+    if not isinstance(value, str):  # a table or list may be nested thousands deep
+        with messages.shallow_recursion():
+            value = reprlib.repr(value)
+    text = " ".join(value.split())
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= limit else text[:limit] + "..."
 

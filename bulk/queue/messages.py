@@ -8,12 +8,16 @@ never silently acked.
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from bulk.engine.modes import MODE_PREDICATES
 
 MAX_IDS = 10_000
+_SHALLOW_RECURSION = 1_000  # Python's default: deep enough for any valid message
 MAX_ATTEMPTS = 1_000_000  # far above any retry count; bounds what a header or body can claim
 _MAX_ID = 2**31 - 1  # killmail_id is an int4
 
@@ -60,6 +64,23 @@ def encode_batch(
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+@contextmanager
+def shallow_recursion(limit: int = _SHALLOW_RECURSION) -> Iterator[None]:
+    """Python's default recursion limit for a while, around code that recurses in C.
+
+    A worker raises the limit so pika can read deep header tables; json and
+    repr recurse in C on what a message holds, and under a high limit a body
+    nested 100,000 deep would overflow the C stack instead of raising
+    RecursionError.
+    """
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(min(before, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(before)
+
+
 def decode(body: bytes) -> Batch | Single:
     """A Batch or Single from a message body; InvalidMessage with the reason otherwise.
 
@@ -67,7 +88,8 @@ def decode(body: bytes) -> Batch | Single:
     a worker that died on a body would meet it again on every redelivery.
     """
     try:
-        return _decode(body)
+        with shallow_recursion():
+            return _decode(body)
     except InvalidMessage:
         raise
     except RecursionError:
