@@ -306,3 +306,15 @@ def password_server():
                 run(pg_ctl, "-D", data, "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(home, ignore_errors=True)
+
+
+KILLREPORT_SCHEMA = Path(__file__).resolve().parent / "schemas" / "killreport.sql"
+
+
+@pytest.fixture
+def killreport_db():
+    """A new database with the replaced system's schema (tests/schemas/killreport.sql), no rows."""
+    with new_database() as url:
+        with psycopg.connect(url) as conn:
+            conn.execute(KILLREPORT_SCHEMA.read_text())
+        yield url
