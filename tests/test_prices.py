@@ -114,10 +114,10 @@ def _expected(type_id):
     orders = [o for page in _BOOK[type_id] for o in page]
     buys = [o["price"] for o in orders if o["is_buy_order"]]
     sells = [o["price"] for o in orders if not o["is_buy_order"]]
-    buy = max(buys) if buys else None
-    sell = min(sells) if sells else None
-    average = (buy + sell) / 2 if buys and sells else (buy if buys else sell)
-    return buy, sell, average, float(sum(o["volume_remain"] for o in orders))
+    # The replaced system's rules: a missing side is 0, and average still (buy + sell) / 2.
+    buy = max(buys) if buys else 0.0
+    sell = min(sells) if sells else 0.0
+    return buy, sell, (buy + sell) / 2, float(sum(o["volume_remain"] for o in orders))
 
 
 def _prices(url):
@@ -152,7 +152,7 @@ def test_fetch_reads_every_page_retries_and_keeps_rows_without_orders(schema_db,
     for type_id in (34, 35, 670, 11399, 16242):
         assert stored[type_id][:4] == pytest.approx(_expected(type_id), abs=0), type_id
         assert db_started <= stored[type_id][4] <= db_finished, type_id
-    assert stored[35][0] is None  # no buy orders
+    assert stored[35][:3] == (0, 11.5, 5.75)  # no buy orders: 0, and average halves the sell
     assert stored[587] == (1, 2, 1.5, 9, stored[587][4]) and stored[587][4].year == 2020
     assert out.stdout.splitlines()[1].split()[:3] == ["no", "orders", "1"]
     assert "no orders: 587" in out.stdout

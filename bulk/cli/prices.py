@@ -56,10 +56,7 @@ def prices_import_cmd(database_url, file, average_as, adjusted_as):
     with db.connect(url) as conn:
         db.require_schema(conn)
         result = load.import_prices(conn, file, mapping)
-    click.echo(
-        f"imported {render.plural(result.rows, 'price row')} from {file} "
-        f"into {', '.join(result.columns)} (updated_at set to now)"
-    )
+    click.echo("\n".join(_import_lines(file, result)))
     if "sell" not in result.columns:
         click.echo(
             "note: values use market_prices.sell unless --price-column says otherwise"
@@ -126,9 +123,36 @@ def prices_fetch_cmd(database_url, region, type_ids, concurrency, esi_url, user_
     summary = fetch.fetch_prices(
         url, client, type_ids=list(type_ids) or None, concurrency=concurrency, announce=announce
     )
-    click.echo("\n".join(render.fetch_lines(summary)))
+    click.echo("\n".join(_with_types_lines(render.fetch_lines(summary), summary.not_in_types)))
     if summary.failed or summary.interrupted:
         raise click.exceptions.Exit(1)
+
+
+def _import_lines(file: Path, result: load.ImportSummary) -> list[str]:
+    line = (
+        f"imported {render.plural(result.written, 'price row')} from {file} "
+        f"into {', '.join(result.columns)} (updated_at set to now)"
+    )
+    if result.skipped:
+        fields = " or ".join(result.needed)
+        entries = f"{result.skipped:,} {'entry' if result.skipped == 1 else 'entries'}"
+        line += f"; skipped {entries} without {fields}"
+    if result.empty:
+        line += f"; skipped {render.plural(result.empty, 'row')} with no price"
+    return _with_types_lines([line], result.not_in_types)
+
+
+def _with_types_lines(lines: list[str], not_in_types: list[int]) -> list[str]:
+    """The price rows left out for types `types` lacks, before any 'next:' hint."""
+    if not not_in_types:
+        return lines
+    ids = sorted(not_in_types)
+    extra = [
+        f"not in types {len(ids):>6,}  (skipped: market_prices.type_id references types)",
+        f"not in types: {render.sample(ids)}",
+    ]
+    at = next((i for i, line in enumerate(lines) if line.startswith("next:")), len(lines))
+    return lines[:at] + extra + lines[at:]
 
 
 def _version() -> str:

@@ -34,6 +34,8 @@ class FetchSummary:
     bad_orders: int = 0
     bad_order_types: list[int] = field(default_factory=list)
     written: int = 0
+    # Priced types left out because `types` lacks them (type_id references types).
+    not_in_types: list[int] = field(default_factory=list)
     interrupted: bool = False
     elapsed: float = 0.0
     stats: esi.FetchStats = field(default_factory=esi.FetchStats)
@@ -52,6 +54,7 @@ def fetch_prices(
     started = time.monotonic()
     with db.connect(url, autocommit=True) as conn:
         db.require_schema(conn)
+        where = store.target(conn)
         types = sorted(set(type_ids)) if type_ids else store.used_types(conn)
         summary = FetchSummary(types=len(types))
         if announce is not None:
@@ -77,14 +80,14 @@ def fetch_prices(
                             _record(summary, pending.pop(future), future, done, bar)
                         _fill(pool, pending, queue, client, concurrency * 2)
                         if len(done) >= _FLUSH_EVERY:
-                            summary.written += _flush(conn, done)
+                            _flush(conn, where, done, summary)
                 except KeyboardInterrupt:
                     summary.interrupted = True
                     for future in pending:
                         future.cancel()
         finally:
             # Whatever was fetched is written, even on Ctrl+C: each flush is whole.
-            summary.written += _flush(conn, done)
+            _flush(conn, where, done, summary)
             bar.close()
     summary.stats = client.stats
     summary.stats.pauses = client.budget.pauses
@@ -124,11 +127,17 @@ def _record(summary: FetchSummary, type_id: int, future: Future, done: list, bar
     bar.add(1, priced=1)
 
 
-def _flush(conn: psycopg.Connection, done: list[MarketPrice]) -> int:
+def _flush(
+    conn: psycopg.Connection,
+    where: store.PriceTarget,
+    done: list[MarketPrice],
+    summary: FetchSummary,
+) -> None:
     if not done:
-        return 0
+        return
     rows = [(p.type_id, *(getattr(p, name) for name in PRICE_FIELDS)) for p in done]
     with conn.transaction():
-        written = store.upsert(conn, PRICE_FIELDS, rows)
+        written = store.upsert(conn, where, PRICE_FIELDS, rows)
     done.clear()
-    return written
+    summary.written += written.written
+    summary.not_in_types.extend(written.not_in_types)

@@ -32,6 +32,10 @@ class PriceTable:
 
     columns: tuple[str, ...]
     rows: list[tuple]
+    # ESI entries left out because they lack a field that feeds a chosen column.
+    skipped: int = 0
+    # The ESI fields a skipped entry lacked (one or more of them), for the summary.
+    needed: tuple[str, ...] = ()
 
 
 def _type_id(value, line: int) -> int:
@@ -85,7 +89,9 @@ def _no_repeats(rows: list[tuple], lines: list[int]) -> None:
 def parse_esi_json(text: str, mapping: dict[str, str]) -> PriceTable:
     """ESI /markets/prices/ entries; mapping says which column each ESI field fills.
 
-    e.g. {"average_price": "sell"}. An entry without a mapped field writes NULL there.
+    e.g. {"average_price": "sell"}. An entry without a mapped field (ESI leaves
+    average_price out of some) is skipped and counted: writing it would put a
+    NULL where a price was, or break a NOT NULL column.
     """
     if not mapping:
         raise ValueError("map at least one ESI field to a column")
@@ -93,17 +99,23 @@ def parse_esi_json(text: str, mapping: dict[str, str]) -> PriceTable:
     fields = tuple(f for f in ESI_FIELDS if f in mapping)
     if len(set(columns)) != len(columns):
         raise ValueError("two ESI fields cannot fill the same column")
-    rows, lines = [], []
+    rows, ids, lines = [], [], []
+    skipped = 0
     for line, entry in _json_entries(text):
         if not isinstance(entry, dict):
             raise PriceFileError(line, "each entry must be an object with a type_id")
         if "type_id" not in entry:
             raise PriceFileError(line, "entry without a type_id")
         type_id = _type_id(entry["type_id"], line)
-        rows.append((type_id, *(_price(entry.get(f), f, line) for f in fields)))
+        prices = tuple(_price(entry.get(f), f, line) for f in fields)
+        ids.append((type_id,))
         lines.append(line)
-    _no_repeats(rows, lines)
-    return PriceTable(columns, rows)
+        if None in prices:
+            skipped += 1
+            continue
+        rows.append((type_id, *prices))
+    _no_repeats(ids, lines)
+    return PriceTable(columns, rows, skipped, fields)
 
 
 def _json_entries(text: str):

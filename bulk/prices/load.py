@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -16,6 +16,13 @@ class ImportSummary:
     rows: int
     columns: tuple[str, ...]
     written: int
+    # ESI entries without a field that feeds a chosen column, and those fields.
+    skipped: int = 0
+    needed: tuple[str, ...] = ()
+    # Rows left out because `types` lacks their type (type_id references types).
+    not_in_types: list[int] = field(default_factory=list)
+    # CSV rows with every price cell empty: nothing to write.
+    empty: int = 0
 
 
 def import_prices(
@@ -24,7 +31,9 @@ def import_prices(
     """Read the whole file, then upsert every row in one transaction.
 
     JSON files are ESI /markets/prices/ lists and need esi_mapping (ESI field ->
-    column); other files are read as CSV.
+    column); other files are read as CSV. An empty cell leaves the column as it
+    is (a new row gets the column's default); rows for types that `types` lacks
+    are left out where market_prices.type_id references types.
     """
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -38,8 +47,16 @@ def import_prices(
     except files.PriceFileError as exc:
         raise UserError(f"{path}:{exc}; nothing was imported") from None
     with conn.transaction():
-        written = store.upsert(conn, table.columns, table.rows)
-    return ImportSummary(len(table.rows), table.columns, written)
+        done = store.upsert(conn, store.target(conn), table.columns, table.rows)
+    return ImportSummary(
+        rows=len(table.rows),
+        columns=table.columns,
+        written=done.written,
+        skipped=table.skipped,
+        needed=table.needed,
+        not_in_types=done.not_in_types,
+        empty=done.empty,
+    )
 
 
 def _looks_like_json(path: Path, text: str) -> bool:

@@ -3,7 +3,8 @@
 The definitions of the system being replaced: buy is the highest buy order,
 sell the lowest sell order, average (buy + sell) / 2, and volume the sum of
 volume_remain over every order. Where one side of the book is empty, that
-column is None and average is the other side's price.
+side is 0 and average is still (buy + sell) / 2, as the replaced system stores
+it (its price columns are NOT NULL DEFAULT 0).
 
 An order is only believed when it could be real: a price that is a finite
 number from 0 to MAX_PRICE, a JSON boolean is_buy_order and a finite volume.
@@ -28,9 +29,9 @@ _MAX_VOLUME = 2.0**63
 @dataclass(frozen=True)
 class MarketPrice:
     type_id: int
-    buy: float | None
-    sell: float | None
-    average: float | None
+    buy: float
+    sell: float
+    average: float
     volume: float
 
 
@@ -75,13 +76,9 @@ def read_book(type_id: int, orders: Iterable) -> tuple[MarketPrice | None, int]:
         volume += remain
     if not buys and not sells:
         return None, skipped
-    buy = max(buys) if buys else None
-    sell = min(sells) if sells else None
-    if buy is not None and sell is not None:
-        average = (buy + sell) / 2
-    else:
-        average = buy if buy is not None else sell
-    return MarketPrice(type_id, buy, sell, average, volume), skipped
+    buy = max(buys) if buys else 0.0
+    sell = min(sells) if sells else 0.0
+    return MarketPrice(type_id, buy, sell, (buy + sell) / 2, volume), skipped
 
 
 def summarize(type_id: int, orders: Iterable) -> MarketPrice | None:

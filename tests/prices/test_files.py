@@ -14,15 +14,26 @@ def test_order_book_definitions():
         {"is_buy_order": False, "price": 13.0, "volume_remain": 3},
     ]
     assert summarize(7, orders) == MarketPrice(7, 12.5, 13.0, 12.75, 11.0)
-    assert summarize(7, orders[:2]) == MarketPrice(7, 12.5, None, 12.5, 6.0)
+    assert summarize(7, orders[:2]) == MarketPrice(7, 12.5, 0.0, 6.25, 6.0)
+    assert summarize(7, orders[2:]) == MarketPrice(7, 0.0, 13.0, 6.5, 5.0)
     assert summarize(7, []) is None
 
 
 def test_esi_json_keeps_line_numbers_and_maps_fields():
-    text = '[\n {"type_id": 34, "average_price": 4.5, "adjusted_price": 4.4},\n {"type_id": 35}\n]'
+    text = (
+        '[\n {"type_id": 34, "average_price": 4.5, "adjusted_price": 4.4},\n {"type_id": 35},\n'
+        ' {"type_id": 36, "adjusted_price": 1}\n]'
+    )
     table = parse_esi_json(text, {"average_price": "sell", "adjusted_price": "average"})
     assert table.columns == ("sell", "average")
-    assert table.rows == [(34, 4.5, 4.4), (35, None, None)]
+    # An entry without a mapped field is skipped and counted, never a row of NULLs.
+    assert table.rows == [(34, 4.5, 4.4)]
+    assert (table.skipped, table.needed) == (2, ("average_price", "adjusted_price"))
+    table = parse_esi_json(text, {"adjusted_price": "sell"})
+    assert (table.rows, table.skipped) == ([(34, 4.4), (36, 1.0)], 1)
+    with pytest.raises(PriceFileError, match="line 2: type_id 34 again"):
+        repeated = '[{"type_id": 34},\n{"type_id": 34, "average_price": 1}]'
+        parse_esi_json(repeated, {"average_price": "sell"})
     with pytest.raises(PriceFileError, match="line 3: type_id 34 again"):
         parse_esi_json('[{"type_id": 34},\n\n{"type_id": 34}]', {"average_price": "sell"})
     with pytest.raises(PriceFileError, match="line 2: not JSON"):
