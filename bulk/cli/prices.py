@@ -39,7 +39,8 @@ def prices_import_cmd(database_url, file, average_as, adjusted_as):
     """Upsert prices from ESI /markets/prices/ JSON or a CSV file, in one transaction.
 
     CSV needs a header: type_id plus any of buy, sell, average, volume. A bad
-    row stops the import with its line number and nothing is written.
+    row stops the import with its line number and nothing is written. An ESI
+    entry without the field a column needs is skipped and counted.
 
     \b
     Example:
@@ -102,8 +103,9 @@ def prices_import_cmd(database_url, file, average_as, adjusted_as):
 def prices_fetch_cmd(database_url, region, type_ids, concurrency, esi_url, user_agent, timeout):
     """Fetch buy, sell, average and volume from ESI market orders for every type used.
 
-    buy = highest buy order, sell = lowest sell order, average = (buy + sell) / 2,
-    volume = sum of volume_remain. A type with no orders keeps its old row.
+    buy = highest buy order, sell = lowest sell order (0 for a side without
+    orders), average = (buy + sell) / 2, volume = sum of volume_remain. A type
+    with no orders keeps its old row.
 
     \b
     Example:
