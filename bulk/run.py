@@ -49,7 +49,7 @@ class RunSummary:
         return self.processed / self.elapsed if self.elapsed > 0 else 0.0
 
 
-def _child(url: str, mode: str, price_column: str, patience: float, pipe) -> None:
+def _child(url: str, job: tuple[str, str, bool], patience: float, pipe) -> None:
     parent = child_setup(url)
     holder = ConnectionHolder(
         lambda: psycopg.connect(url, autocommit=True, application_name="bulk-backfill run")
@@ -67,19 +67,22 @@ def _child(url: str, mode: str, price_column: str, patience: float, pipe) -> Non
             if task is None:
                 return
             # A parent gone by now leaves the batch committed: the next run skips it.
-            if not send(pipe, _value(holder, task, mode, price_column, patience)):
+            if not send(pipe, _value(holder, task, job, patience)):
                 return
     finally:
         holder.discard()
 
 
 def _value(
-    holder: ConnectionHolder, ids: list[int], mode: str, price_column: str, patience: float
+    holder: ConnectionHolder, ids: list[int], job: tuple[str, str, bool], patience: float
 ) -> tuple:
     """One batch as ("done", ids, updated, skipped, no_victim, sample, failures),
     or ("stop", reason) when no retry can help and the job must stop before it."""
     try:
-        outcome = run_batch(holder, ids, mode, price_column, patience=patience)
+        mode, price_column, touch_updated_at = job
+        outcome = run_batch(
+            holder, ids, mode, price_column, touch_updated_at=touch_updated_at, patience=patience
+        )
     except EnvironmentFailure as exc:
         return ("stop", f"the database cannot take this job: {exc}")
     except DatabaseGone as exc:
@@ -100,9 +103,7 @@ def _value(
 class _Pool:
     """run's policy over the children: one batch each, a dead child's batch fed again."""
 
-    def __init__(
-        self, url, mode, price_column, patience, procs: int, summary: RunSummary, bar: Progress
-    ):
+    def __init__(self, url, job, patience, procs: int, summary: RunSummary, bar: Progress):
         self.url = url
         self.summary = summary
         self.progress = bar
@@ -111,7 +112,7 @@ class _Pool:
         self.finished: set[int] = set()
         self.children = Children(
             _child,
-            (url, mode, price_column, patience),
+            (url, job, patience),
             procs,
             progress=bar,
             on_message=self._record,
@@ -201,6 +202,7 @@ def run_local(
     procs: int = 2,
     batch_size: int = 500,
     price_column: str = "sell",
+    touch_updated_at: bool = True,
     allow_empty_prices: bool = False,
     progress: bool = True,
     db_patience: float = 60.0,
@@ -252,7 +254,8 @@ def run_local(
                 should_stop=lambda: stopper.requested,
                 note=note,
             )
-            pool = _Pool(url, selection.mode, price_column, db_patience, procs, summary, bar)
+            job = (selection.mode, price_column, touch_updated_at)
+            pool = _Pool(url, job, db_patience, procs, summary, bar)
             _feed(pool, iter(batches), stopper)
             summary.interrupted = stopper.requested
     except KeyboardInterrupt:

@@ -10,10 +10,13 @@
 -- {mode_predicate}  on alias k, from the fixed table in bulk/sqlfiles.py;
 --                   repeating it here makes the guard atomic: a row another
 --                   worker wrote since the load no longer matches and is skipped.
+-- {touch}           empty, or ", updated_at = <the statement's time>" where the
+--                   table has that column (bulk.engine.modes.TOUCH_UPDATED_AT):
+--                   set in this statement, so exactly the rows written get it.
 UPDATE killmails AS k
 SET total_value     = (v.total_cents * 0.01)::float8,
     destroyed_value = (v.destroyed_cents * 0.01)::float8,
-    dropped_value   = (v.dropped_cents * 0.01)::float8
+    dropped_value   = (v.dropped_cents * 0.01)::float8{touch}
 FROM (VALUES {rows}) AS v (killmail_id, total_cents, destroyed_cents, dropped_cents)
 WHERE k.killmail_id = v.killmail_id
   AND {mode_predicate}

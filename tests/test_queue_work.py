@@ -159,7 +159,7 @@ def test_old_single_messages_are_gathered_into_few_updates(fresh_db, queue_name)
     assert all(stored[k] == (None, None, None) for k in set(ids) - set(chosen))
     assert {m.killmail_id for m in mismatches(url)} == set(ids) - set(chosen) - no_victim
     assert summary_count(done.stdout, "updated") == len(wanted)
-    assert summary_count(done.stdout, "batches") == 5_000
+    assert summary_count(done.stdout, "messages") == 5_000
     assert rabbit.counts(queue_name) == (0, 0)
 
 

@@ -169,8 +169,10 @@ def test_status_counts_equal_sql_counts(demo_db, queue_name):
     matching = 123 + _scalar(demo_db, sql["no_victim"])
     assert queue["ready"] == -(-matching // 50)
     assert queue["dead_letters"] == 2 and queue["consumers"] == 0
-    assert queue["killmails_waiting"] == queue["ready"] * 50
-    assert "queue.killmails_waiting" in status["estimates"]
+    # A short queue is counted, not estimated, and every message is left in it.
+    assert queue["killmails_waiting"] == matching and queue["killmails_waiting_exact"]
+    assert "queue.killmails_waiting" not in status["estimates"]
+    assert rabbit.ready(queue_name) == queue["ready"]
     if queue["unacked"] is None:
         assert "not reachable" in queue["unacked_note"]
     else:
@@ -178,7 +180,7 @@ def test_status_counts_equal_sql_counts(demo_db, queue_name):
 
     text = cli("status", "--queue", queue_name, url=demo_db, env=_ENV)
     assert f"  ready messages      {queue['ready']:>12,}" in text.stdout
-    assert "estimate" in text.stdout
+    assert f"  killmails waiting   {matching:>12,}  (exact" in text.stdout
 
 
 def test_status_warns_about_empty_or_stale_prices(demo_db):

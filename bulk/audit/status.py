@@ -27,6 +27,10 @@ from bulk.queue import broker, messages
 # are read from a 2% block sample: the exact distinct scan of tens of millions of
 # rows takes seconds.
 _EXACT_ITEMS_UP_TO = 5_000_000
+# Up to this many ready messages, status reads them all (and gives them back) and
+# counts the killmails waiting exactly; a short queue's last batch is often far
+# from full, so ready times the head's IDs can be off by nearly a batch a message.
+_EXACT_QUEUE_UP_TO = 100
 _ITEM_SOURCES = {
     "all": "killmail_items",
     "sample": "killmail_items TABLESAMPLE SYSTEM (2) REPEATABLE (1)",
@@ -39,9 +43,10 @@ class QueueStatus:
     ready: int
     consumers: int
     dead_letters: int
-    killmails_waiting: int  # estimate: ready messages times the IDs in the first one
+    killmails_waiting: int  # exact for a short queue, else ready times the IDs in the first
     unacked: int | None = None
     unacked_note: str | None = None
+    killmails_waiting_exact: bool = False
 
 
 @dataclass
@@ -113,7 +118,10 @@ def queue_status(amqp_url: str, queue: str, management_url: str | None) -> Queue
         channel = connection.channel()
         depth = _existing_depth(channel, queue)
         dead = _existing_depth(connection.channel(), broker.dead_letter_queue(queue))
-        per_message = _ids_in_first_message(connection.channel(), queue) if depth.ready else 0
+        if depth.ready <= _EXACT_QUEUE_UP_TO:
+            waiting, exact = _ids_in_messages(connection.channel(), queue, depth.ready), True
+        else:
+            waiting, exact = depth.ready * _ids_in_first_message(connection.channel(), queue), False
     finally:
         connection.close()
     status = QueueStatus(
@@ -121,7 +129,8 @@ def queue_status(amqp_url: str, queue: str, management_url: str | None) -> Queue
         ready=depth.ready,
         consumers=depth.consumers,
         dead_letters=dead.ready,
-        killmails_waiting=depth.ready * per_message,
+        killmails_waiting=waiting,
+        killmails_waiting_exact=exact,
     )
     status.unacked, status.unacked_note = _unacked(amqp_url, queue, management_url)
     return status
@@ -134,17 +143,39 @@ def _existing_depth(channel, queue: str) -> broker.Depth:
         return broker.Depth(0, 0)
 
 
+def _ids_in_messages(channel, queue: str, ready: int) -> int:
+    """IDs in every ready message (up to `ready` of them), all given back unchanged.
+
+    None is acked: closing the channel hands them all back to the queue at once,
+    in their places, so no message is read twice.
+    """
+    total = 0
+    try:
+        for _ in range(ready):
+            method, _, body = channel.basic_get(queue, auto_ack=False)
+            if method is None:  # a worker took the rest
+                break
+            total += _ids_in(body)
+    finally:
+        channel.close()
+    return total
+
+
+def _ids_in(body: bytes) -> int:
+    try:
+        message = messages.decode(body)
+    except messages.InvalidMessage:
+        return 0
+    return len(message.ids) if isinstance(message, messages.Batch) else 1
+
+
 def _ids_in_first_message(channel, queue: str) -> int:
     """IDs in the message at the head of the queue, which goes straight back."""
     method, _, body = channel.basic_get(queue, auto_ack=False)
     if method is None:
         return 0
     channel.basic_nack(method.delivery_tag, requeue=True)
-    try:
-        message = messages.decode(body)
-    except messages.InvalidMessage:
-        return 0
-    return len(message.ids) if isinstance(message, messages.Batch) else 1
+    return _ids_in(body)
 
 
 def default_management_url(amqp_url: str) -> str:
@@ -249,7 +280,7 @@ def status(
         prices=prices,
         queue=None if amqp_url is None else queue_status(amqp_url, queue, management_url),
     )
-    if result.queue is not None:
+    if result.queue is not None and not result.queue.killmails_waiting_exact:
         result.estimates.append("queue.killmails_waiting")
     if sampled:
         result.estimates += ["prices.types_used", "prices.types_priced", "prices.priced_share"]

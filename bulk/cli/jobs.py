@@ -16,9 +16,17 @@ from bulk.run import run_local
 @options.selection_options
 @options.procs_option
 @options.price_options
+@options.touch_updated_at_option
 @options.db_patience_option
 def run_cmd(
-    database_url, procs, price_column, allow_empty_prices, batch_size, db_patience, **selection
+    database_url,
+    procs,
+    price_column,
+    allow_empty_prices,
+    touch_updated_at,
+    batch_size,
+    db_patience,
+    **selection,
 ):
     """Value killmails on this machine with N processes, no broker needed.
 
@@ -33,7 +41,8 @@ def run_cmd(
 
     def announce(selected: int) -> None:
         click.echo(
-            f"run: mode {sel.mode}, {selected:,} killmails match, {procs} processes, "
+            f"run: mode {sel.mode}, {selected:,} killmails match, "
+            f"{render.plural(procs, 'process')}, "
             f"batch size {batch_size}, prices from {price_column}, database {mask_url(url)}",
             err=True,
         )
@@ -44,6 +53,7 @@ def run_cmd(
         procs=procs,
         batch_size=batch_size,
         price_column=price_column,
+        touch_updated_at=touch_updated_at,
         allow_empty_prices=allow_empty_prices,
         db_patience=db_patience,
         announce=announce,
@@ -163,6 +173,7 @@ def queue_cmd(
 @options.broker_options
 @options.procs_option
 @options.price_options
+@options.touch_updated_at_option
 @click.option(
     "--prefetch",
     type=click.IntRange(1, 1000),
@@ -193,6 +204,7 @@ def work_cmd(
     procs,
     price_column,
     allow_empty_prices,
+    touch_updated_at,
     prefetch,
     batch_size,
     until_empty,
@@ -214,12 +226,14 @@ def work_cmd(
         prefetch=prefetch,
         batch_size=batch_size,
         price_column=price_column,
+        touch_updated_at=touch_updated_at,
     )
 
     def announce(ready: int) -> None:
         ending = "until the queue is empty" if until_empty else "until stopped"
         click.echo(
-            f"work: {procs} processes on queue {queue} ({ready:,} messages ready), "
+            f"work: {render.plural(procs, 'process')} on queue {queue} "
+            f"({render.plural(ready, 'message')} ready), "
             f"{ending}, broker {mask_url(rabbitmq_url)}, database {mask_url(settings.db_url)}",
             err=True,
         )

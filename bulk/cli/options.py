@@ -145,6 +145,17 @@ def procs_option(f):
     )(f)
 
 
+touch_updated_at_option = click.option(
+    "--no-touch-updated-at",
+    "touch_updated_at",
+    is_flag=True,
+    flag_value=False,
+    default=True,
+    help="Leave killmails.updated_at alone; by default, where the column exists, "
+    "the rows written get the time of the write.",
+)
+
+
 db_patience_option = click.option(
     "--db-patience",
     type=click.FloatRange(min=0),

@@ -19,7 +19,7 @@ def queue_flag(queue: str) -> str:
 
 
 def plural(n: int, noun: str) -> str:
-    return f"{n:,} {noun}" + ("" if n == 1 else "es" if noun.endswith("ch") else "s")
+    return f"{n:,} {noun}" + ("" if n == 1 else "es" if noun.endswith(("ch", "s")) else "s")
 
 
 def resume_hint(command: str, after: int | None, done: str, dry_run: bool = False) -> str:
@@ -34,9 +34,13 @@ def resume_hint(command: str, after: int | None, done: str, dry_run: bool = Fals
     )
 
 
-def sample(ids, n: int = 10) -> str:
+def sample(ids, n: int = 10, total: int | None = None) -> str:
+    """The first `n` of `ids`, then how many more there are: of `total`, when `ids` is
+    only a sample of them."""
+    total = len(ids) if total is None else max(total, len(ids))
     shown = ", ".join(str(i) for i in ids[:n])
-    return shown + (f", ... ({len(ids) - n} more)" if len(ids) > n else "")
+    more = total - min(n, len(ids))
+    return shown + (f", ... ({more:,} more)" if more > 0 else "")
 
 
 def status_lines(result: status.Status) -> list[str]:
@@ -50,8 +54,12 @@ def status_lines(result: status.Status) -> list[str]:
             f"  ready messages      {q.ready:>12,}",
             f"  unacked messages    {unacked:>12}  ({q.unacked_note})",
             f"  consumers           {q.consumers:>12,}",
-            f"  killmails waiting   {q.killmails_waiting:>12,}  (estimate: ready messages"
-            " times the IDs in the first one)",
+            f"  killmails waiting   {q.killmails_waiting:>12,}  "
+            + (
+                "(exact: counted in the ready messages)"
+                if q.killmails_waiting_exact
+                else "(estimate: ready messages times the IDs in the first one)"
+            ),
             f"  dead letters        {q.dead_letters:>12,}",
         ]
     share = "-" if p.priced_share is None else f"{p.priced_share:.1%}"
@@ -131,7 +139,8 @@ def isk(values: tuple) -> str:
 def work_summary(summary: supervise.WorkSummary) -> None:
     other_skips = summary.skipped - summary.no_victim - summary.dead
     lines = [
-        f"batches    {summary.batches:>12,}  (messages acked)",
+        f"messages   {summary.messages:>12,}  (acked: batches and old single-killmail messages)",
+        f"batches    {summary.batches:>12,}  (valued or dead-lettered)",
         f"processed  {summary.processed:>12,}",
         f"updated    {summary.updated:>12,}",
         f"skipped    {summary.skipped:>12,}  (no victim {summary.no_victim:,}; "
@@ -167,7 +176,7 @@ def run_summary(summary: RunSummary) -> None:
         f"elapsed    {summary.elapsed:>12.1f} s  ({summary.rate:,.0f} killmails/s)",
     ]
     if summary.no_victim_sample:
-        lines.append(f"no victim: {sample(summary.no_victim_sample)}")
+        lines.append(f"no victim: {sample(summary.no_victim_sample, total=summary.no_victim)}")
     lines += failure_lines(summary.failures)
     if summary.restarts:
         lines.append(f"child processes restarted: {summary.restarts}")

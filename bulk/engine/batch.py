@@ -6,6 +6,7 @@ A batch is written whole or not at all: by one UPDATE statement.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -73,14 +74,32 @@ def _unpack(row: tuple | None) -> np.ndarray:
     return np.column_stack([np.frombuffer(column, dtype=">i8") for column in row]).astype(np.int64)
 
 
-def _write(conn: psycopg.Connection, cur: psycopg.Cursor, cents, mode: str) -> int:
+# The type of killmails.updated_at per connection ("" for none), read once:
+# a connection's tables do not change under a job, and a reconnect is a new key.
+_UPDATED_AT: weakref.WeakKeyDictionary[psycopg.Connection, str] = weakref.WeakKeyDictionary()
+
+
+def updated_at_type(conn: psycopg.Connection) -> str | None:
+    """The type name of killmails.updated_at on this connection, or None without the column."""
+    try:
+        known = _UPDATED_AT[conn]
+    except KeyError:
+        row = conn.execute(sqlfiles.load("updated_at_type")).fetchone()
+        known = _UPDATED_AT[conn] = row[0] if row else ""
+    return known or None
+
+
+def _write(
+    conn: psycopg.Connection, cur: psycopg.Cursor, cents, mode: str, updated_at: str | None
+) -> int:
     """The one guarded UPDATE ... FROM (VALUES ...); the number of rows it changed."""
     n = int(cents.killmail_ids.size)
     if cents.total.dtype == object:  # sums beyond int8: numeric text through psycopg
-        cur.execute(sqlfiles.update_batch_sql(mode, n), _update_params(cents), prepare=False)
+        statement = sqlfiles.update_batch_sql(mode, n, updated_at)
+        cur.execute(statement, _update_params(cents), prepare=False)
         return cur.rowcount
     result = conn.pgconn.exec_params(
-        sqlfiles.update_batch_raw(mode, n),
+        sqlfiles.update_batch_raw(mode, n, updated_at),
         _binary_params(cents),
         _ROW_TYPES * n,
         [pq.Format.BINARY] * (4 * n),
@@ -113,8 +132,13 @@ def process_batch(
     ids: Iterable[int],
     mode: str,
     price_column: str = "sell",
+    touch_updated_at: bool = True,
 ) -> BatchResult:
     """Value and write the killmails of `ids` that match `mode`, all or nothing.
+
+    Where killmails has an updated_at column, the rows written get the
+    statement's time in it (unless `touch_updated_at` is False); rows not
+    written keep theirs.
 
     On an autocommit connection the write is its own transaction: it is one
     statement, so it commits whole or not at all, and the BEGIN/COMMIT pair
@@ -123,12 +147,13 @@ def process_batch(
     transaction of the caller's connection.
     """
     batch_ids = sorted({int(i) for i in ids})
+    args = (batch_ids, mode, price_column, touch_updated_at)
     try:
         if conn.autocommit:
-            updated, no_victim = _load_price_write(conn, batch_ids, mode, price_column)
+            updated, no_victim = _load_price_write(conn, *args)
         else:
             with conn.transaction():
-                updated, no_victim = _load_price_write(conn, batch_ids, mode, price_column)
+                updated, no_victim = _load_price_write(conn, *args)
     except _CENTS_CAST_ERRORS as exc:
         if isinstance(exc, PriceOutOfRange):
             raise
@@ -146,15 +171,16 @@ def process_batch(
     )
 
 
-def _load_price_write(conn, batch_ids: list[int], mode: str, price_column: str):
+def _load_price_write(conn, batch_ids: list[int], mode: str, price_column: str, touch: bool):
     load_sql = sqlfiles.load_batch_sql(mode, price_column)
+    updated_at = updated_at_type(conn) if touch else None
     with conn.cursor(binary=True) as cur:
         # prepare=False: a prepared generic plan of this join can be many
         # times slower than the custom plan for the batch's actual IDs.
         cur.execute(load_sql, {"ids": batch_ids}, prepare=False)
         lines = _unpack(cur.fetchone())
         cents, no_victim = pricing.price_batch(lines)
-        updated = _write(conn, cur, cents, mode) if cents.killmail_ids.size else 0
+        updated = _write(conn, cur, cents, mode, updated_at) if cents.killmail_ids.size else 0
     return updated, no_victim
 
 

@@ -37,3 +37,19 @@ def mode_predicate(mode: str) -> str:
 
 def price_column(column: str) -> str:
     return _fixed(PRICE_COLUMNS, column, "price column")
+
+
+# The statement's time in the type of killmails.updated_at, keyed by pg_type.typname.
+# A timestamp without time zone gets UTC, as the ORM of the replaced system
+# writes it (it stores JavaScript Dates as UTC), whatever the session's TimeZone.
+TOUCH_UPDATED_AT: dict[str, str] = {
+    "timestamp": "statement_timestamp() AT TIME ZONE 'UTC'",
+    "timestamptz": "statement_timestamp()",
+    "date": "(statement_timestamp() AT TIME ZONE 'UTC')::date",
+}
+
+
+def touch_clause(column_type: str | None) -> str:
+    """The SET item that stamps updated_at, or "" for no column or a type we do not stamp."""
+    expression = TOUCH_UPDATED_AT.get(column_type or "")
+    return f",\n    updated_at = {expression}" if expression else ""

@@ -73,6 +73,7 @@ def run_batch(
     mode: str,
     price_column: str = "sell",
     *,
+    touch_updated_at: bool = True,
     patience: float = 60.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Outcome:
@@ -86,7 +87,9 @@ def run_batch(
     pending = [sorted(set(ids))]
     while pending:
         part = pending.pop()
-        error = _attempt(holder, part, mode, price_column, patience, sleep, outcome)
+        error = _attempt(
+            holder, part, (mode, price_column, touch_updated_at), patience, sleep, outcome
+        )
         if error is None:
             continue
         if decide(ErrorKind.BATCH, size=len(part), queue=False) is Action.FAIL:
@@ -98,7 +101,7 @@ def run_batch(
     return outcome
 
 
-def _attempt(holder, part, mode, price_column, patience, sleep, outcome) -> str | None:
+def _attempt(holder, part, how, patience, sleep, outcome) -> str | None:
     """Run one part; the error text if it failed as a batch error, else None."""
     backoff = Backoff(base=0.2, cap=10.0, patience=patience)
     contention = 0
@@ -106,7 +109,7 @@ def _attempt(holder, part, mode, price_column, patience, sleep, outcome) -> str 
         conn = None
         try:
             conn = holder.get()
-            outcome.result.add(process_batch(conn, part, mode, price_column))
+            outcome.result.add(process_batch(conn, part, *how))
             return None
         except psycopg.Error as exc:
             kind = classify(exc, conn)

@@ -10,7 +10,7 @@ from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 
-from bulk.engine.modes import mode_predicate, price_column
+from bulk.engine.modes import mode_predicate, price_column, touch_clause
 
 
 def _sql_dir():
@@ -49,21 +49,30 @@ def unusable_prices_sql(mode: str, column: str) -> str:
 # Keyed by row count: a job uses one batch size and a smaller last batch or
 # bisected halves, so a few entries cover it; unbounded, every size ever seen stays.
 @lru_cache(maxsize=16)
-def update_batch_sql(mode: str, n_rows: int) -> str:
-    """The write with psycopg placeholders, for cents beyond int8 (sent as numeric)."""
+def update_batch_sql(mode: str, n_rows: int, updated_at: str | None = None) -> str:
+    """The write with psycopg placeholders, for cents beyond int8 (sent as numeric).
+
+    `updated_at` is the type of the killmails.updated_at column to stamp, or None.
+    """
     # Types on the first row fix the VALUES column types for every row.
     first = "(%s::int4, %s::numeric, %s::numeric, %s::numeric)"
     rows = ", ".join([first] + ["(%s, %s, %s, %s)"] * (n_rows - 1))
-    return load("update_batch").format(rows=rows, mode_predicate=mode_predicate(mode))
+    return _update_batch(rows, mode, updated_at)
 
 
 @lru_cache(maxsize=16)
-def update_batch_raw(mode: str, n_rows: int) -> bytes:
+def update_batch_raw(mode: str, n_rows: int, updated_at: str | None = None) -> bytes:
     """The write with libpq's $n placeholders, for binary int4/int8 parameters."""
     rows = ", ".join(
         f"(${4 * i + 1}, ${4 * i + 2}, ${4 * i + 3}, ${4 * i + 4})" for i in range(n_rows)
     )
-    return load("update_batch").format(rows=rows, mode_predicate=mode_predicate(mode)).encode()
+    return _update_batch(rows, mode, updated_at).encode()
+
+
+def _update_batch(rows: str, mode: str, updated_at: str | None) -> str:
+    return load("update_batch").format(
+        rows=rows, mode_predicate=mode_predicate(mode), touch=touch_clause(updated_at)
+    )
 
 
 @cache

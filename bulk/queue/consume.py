@@ -57,6 +57,7 @@ class WorkSettings:
     prefetch: int = 2
     batch_size: int = 500
     price_column: str = "sell"
+    touch_updated_at: bool = True
     max_attempts: int = 3  # tries of a whole batch before it is split
 
 
@@ -326,7 +327,7 @@ class Worker:
             conn = None
             try:
                 conn = self.db.get()
-                return process_batch(conn, ids, mode, self.s.price_column)
+                return process_batch(conn, ids, mode, self.s.price_column, self.s.touch_updated_at)
             except psycopg.Error as exc:
                 kind = classify(exc, conn)
                 contention += kind is ErrorKind.CONTENTION

@@ -35,7 +35,8 @@ DEFAULT_STALL_TIMEOUT = 300.0
 class WorkSummary:
     queue: str
     waiting_at_start: int = 0
-    batches: int = 0  # messages acked after their batch was written or dead-lettered
+    messages: int = 0  # acked: v1 batches and old single-killmail messages alike
+    batches: int = 0  # batches valued or dead-lettered (old singles are gathered into batches)
     processed: int = 0
     updated: int = 0
     skipped: int = 0
@@ -118,6 +119,7 @@ class _Fleet:
         elif kind == "written":
             killmails, updated, skipped, no_victim, dead = rest
             self.events += 1
+            s.batches += 1
             s.processed += killmails
             s.updated += updated
             s.skipped += skipped
@@ -126,7 +128,7 @@ class _Fleet:
             self.bar.add(0, killmails=killmails, updated=updated, skipped=skipped, failed=dead)
         elif kind == "acked":
             self.events += 1
-            s.batches += rest[0]
+            s.messages += rest[0]
             self.bar.add(rest[0])
         elif kind == "retried":
             self.events += 1
@@ -208,8 +210,8 @@ def work(
     bar = Progress(
         summary.waiting_at_start,
         desc="work",
-        noun="batches",
-        unit="batch",
+        noun="messages",
+        unit="message",
         counts=("killmails", "updated", "skipped", "failed"),
         enabled=progress,
     )

@@ -1,0 +1,93 @@
+"""Small things of the summaries and banners (issue 13, point 5)."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+
+from tests import rabbit
+from tests.conftest import cli, make_demo_db, summary_count, victimless
+
+_ENV = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
+
+
+def _ids(url: str) -> list[int]:
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("SELECT killmail_id FROM killmails ORDER BY 1")]
+
+
+def _status(url: str, queue_name: str) -> dict:
+    out = cli("status", "--queue", queue_name, "--json", url=url, env=_ENV)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_status_counts_a_short_queue_exactly(demo_db, queue_name):
+    # 534 killmails in batches of 500: 2 messages, which a guess from the head
+    # message would call 1,000 killmails.
+    queued = cli(
+        "queue", "--queue", queue_name, "--limit", "534", "--batch-size", "500",
+        url=demo_db, env=_ENV,
+    )  # fmt: skip
+    assert queued.returncode == 0, queued.stderr
+    queue = _status(demo_db, queue_name)["queue"]
+    assert (queue["ready"], queue["killmails_waiting"]) == (2, 534)
+    assert queue["killmails_waiting_exact"] is True
+    assert rabbit.ready(queue_name) == 2  # every message read was given back
+    text = cli("status", "--queue", queue_name, url=demo_db, env=_ENV).stdout
+    assert "  killmails waiting            534  (exact: counted in the ready messages)" in text
+    done = cli("work", "--queue", queue_name, "--until-empty", url=demo_db, env=_ENV)
+    assert done.returncode == 0, done.stderr
+    assert summary_count(done.stdout, "processed") == 534
+
+
+def test_status_estimates_a_long_queue(demo_db, queue_name):
+    ids = _ids(demo_db)
+    head = {"v": 1, "mode": "null", "ids": ids[:3], "source": "test"}
+    rabbit.publish_raw(queue_name, [head] + [{"killmailId": k} for k in ids[3:150]])
+    status = _status(demo_db, queue_name)
+    queue = status["queue"]
+    assert (queue["ready"], queue["killmails_waiting"]) == (148, 148 * 3)
+    assert queue["killmails_waiting_exact"] is False
+    assert "queue.killmails_waiting" in status["estimates"]
+
+
+def test_work_counts_messages_and_batches_apart(demo_db, queue_name):
+    ids = _ids(demo_db)[:300]
+    rabbit.publish_raw(queue_name, [{"killmailId": k} for k in ids])
+    done = cli(
+        "work", "--queue", queue_name, "--until-empty", "--procs", "1", "--batch-size", "100",
+        url=demo_db, env=_ENV,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert summary_count(done.stdout, "messages") == 300
+    assert 3 <= summary_count(done.stdout, "batches") < 300
+    assert summary_count(done.stdout, "processed") == 300
+
+
+def test_the_no_victim_line_gives_the_real_count(fresh_db):
+    make_demo_db(fresh_db, 600)
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute(
+            "DELETE FROM victims WHERE killmail_id IN"
+            " (SELECT killmail_id FROM killmails ORDER BY 1 LIMIT 57)"
+        )
+    assert len(victimless(fresh_db)) == 57
+    out = cli("run", url=fresh_db)
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith("no victim: "))
+    assert line.endswith(", ... (47 more)"), line
+    assert len(line.split(", ... ")[0].split(", ")) == 10
+
+
+def test_banners_say_one_process(demo_db, queue_name):
+    ran = cli("run", "--procs", "1", "--limit", "5", url=demo_db)
+    assert ran.returncode == 0, ran.stderr
+    assert ", 1 process, " in ran.stderr
+    rabbit.publish_raw(queue_name, [{"killmailId": _ids(demo_db)[10]}])
+    done = cli(
+        "work", "--queue", queue_name, "--until-empty", "--procs", "1", url=demo_db, env=_ENV
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"work: 1 process on queue {queue_name} (1 message ready)" in done.stderr
