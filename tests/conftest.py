@@ -71,22 +71,49 @@ def fresh_db():
         yield url
 
 
+# The schemas a test can run on: the tool's own (sql/schema.sql) and the replaced
+# system's (tests/schemas/killreport.sql: NOT NULL columns the tool does not own,
+# updated_at with no default, a foreign key from market_prices to types). A test
+# module marked `both_schemas` runs each test that uses schema_db or demo_db on both.
+SCHEMA_KINDS = ("tool", "killreport")
+KILLREPORT_SCHEMA = Path(__file__).resolve().parent / "schemas" / "killreport.sql"
+
+
+def pytest_generate_tests(metafunc):
+    if "schema_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "both_schemas"
+    ):
+        metafunc.parametrize("schema_kind", SCHEMA_KINDS, indirect=True)
+
+
 @pytest.fixture
-def schema_db(fresh_db):
-    """A new database with the killboard tables and no rows."""
+def schema_kind(request) -> str:
+    """Which schema schema_db and demo_db create: the tool's own unless parametrized."""
+    return getattr(request, "param", "tool")
+
+
+def create_schema(url: str, kind: str = "tool") -> None:
     from bulk import db
 
-    with psycopg.connect(fresh_db) as conn:
-        db.init_db(conn)
+    with psycopg.connect(url) as conn:
+        if kind == "killreport":
+            conn.execute(KILLREPORT_SCHEMA.read_text())
+        else:
+            db.init_db(conn)
+
+
+@pytest.fixture
+def schema_db(fresh_db, schema_kind):
+    """A new database with the killboard tables and no rows."""
+    create_schema(fresh_db, schema_kind)
     return fresh_db
 
 
-def make_demo_db(url: str, killmails: int, seed: int = 1) -> str:
-    from bulk import db
+def make_demo_db(url: str, killmails: int, seed: int = 1, schema: str = "tool") -> str:
     from bulk.demo.load import load_demo_data
 
+    create_schema(url, schema)
     with psycopg.connect(url) as conn:
-        db.init_db(conn)
         load_demo_data(conn, killmails, seed, progress=False)
     return url
 
@@ -102,9 +129,9 @@ def queue_name():
 
 
 @pytest.fixture
-def demo_db(fresh_db):
+def demo_db(fresh_db, schema_kind):
     """A new database with 3,000 generated killmails, none valued yet."""
-    return make_demo_db(fresh_db, 3_000)
+    return make_demo_db(fresh_db, 3_000, schema=schema_kind)
 
 
 def cli(*args: str, url: str | None = None, env: dict | None = None, timeout: float = 300):
@@ -306,9 +333,6 @@ def password_server():
                 run(pg_ctl, "-D", data, "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(home, ignore_errors=True)
-
-
-KILLREPORT_SCHEMA = Path(__file__).resolve().parent / "schemas" / "killreport.sql"
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import signal
 import time
 
 import psycopg
+import pytest
 
 from tests import rabbit
 from tests.conftest import (
@@ -18,6 +19,9 @@ from tests.conftest import (
     values,
     victimless,
 )
+
+# Each test on a demo or schema database runs on the tool's schema and on killreport's.
+pytestmark = pytest.mark.both_schemas
 
 _ENV = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
 

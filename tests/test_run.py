@@ -18,6 +18,9 @@ from tests.conftest import (
     wait_until_valued,
 )
 
+# Each test on a demo or schema database runs on the tool's schema and on killreport's.
+pytestmark = pytest.mark.both_schemas
+
 
 def test_run_values_every_killmail_of_a_50k_demo(fresh_db):
     url = make_demo_db(fresh_db, 50_000)

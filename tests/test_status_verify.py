@@ -3,9 +3,13 @@
 import json
 
 import psycopg
+import pytest
 
 from tests import rabbit
 from tests.conftest import cli
+
+# Each test on a demo or schema database runs on the tool's schema and on killreport's.
+pytestmark = pytest.mark.both_schemas
 
 _ENV = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
 
