@@ -181,14 +181,15 @@ def load_demo_data(
     if killmails < 1:
         raise UserError("--killmails must be at least 1")
     db.require_schema(conn)
+    # Before the progress bar: a refusal is the only line printed.
+    where = target_tables.read(conn)
+    where.refuse_unknown(_KNOWN, "loaded")
     rng = np.random.default_rng(seed)
     items = 0
     bar = Progress(killmails, desc="demo-data", counts=(), enabled=progress)
     try:
         with conn.transaction(), conn.cursor() as cur:
             _require_empty(conn)
-            where = target_tables.read(conn)
-            where.refuse_unknown(_KNOWN, "loaded")
             # Stamps in UTC, as the replaced system's ORM writes them, whatever
             # the column's type: binary COPY is UTC, and the text COPY is read in
             # the session's zone.
