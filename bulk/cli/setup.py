@@ -53,21 +53,42 @@ def demo_data_cmd(database_url, killmails, seed):
 @click.command("import-killmails")
 @options.database_option
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def import_killmails_cmd(database_url, file):
+@click.option(
+    "--zkb",
+    "zkb_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON lines of zKillboard API records {killmail_id, zkb}: the hashes of killmails"
+    " whose line has no zkb block (for a target whose killmail_hash is NOT NULL).",
+)
+@click.option(
+    "--top-level-only",
+    is_flag=True,
+    help="Store only the top-level items, not the contents of containers (as killreport does).",
+)
+def import_killmails_cmd(database_url, file, zkb_file, top_level_only):
     """Load ESI-format killmails from a JSON-lines file (bare, or zKillboard/RedisQ wrapped).
+
+    Columns the target has beyond the tool's schema are filled from the line:
+    killmail_hash from zkb.hash, solar_system_id, the victim's corporation_id
+    and damage_taken, created_at/updated_at with the import's time.
 
     \b
     Example:
         bulk-backfill import-killmails killmails.jsonl
+        bulk-backfill import-killmails killmails.jsonl --zkb zkb.jsonl --top-level-only
     """
     url = config.database_url(database_url)
     with db.connect(url) as conn:
         db.require_schema(conn)
-        result = importer.import_killmails(conn, file)
+        result = importer.import_killmails(
+            conn, file, zkb_path=zkb_file, top_level_only=top_level_only
+        )
     click.echo(
         f"read {result.read:,} killmails: imported {result.imported:,} "
         f"with {result.items:,} item rows"
     )
+    if result.nested_skipped:
+        click.echo(f"left out {result.nested_skipped:,} items inside containers (--top-level-only)")
     if result.already_present:
         click.echo(
             f"skipped {len(result.already_present):,} already present: "

@@ -214,3 +214,37 @@ def killmail_chunks(
             dropped_null=destroyed,
             singleton=singleton,
         )
+
+
+@dataclass(frozen=True)
+class KillreportColumns:
+    """The columns a killboard like killreport has beyond the tool's schema, for one chunk."""
+
+    killmail_hashes: np.ndarray  # S40: 40 lowercase hex digits, as zKillboard's
+    solar_system_ids: np.ndarray  # per killmail
+    corporation_ids: np.ndarray  # per victim row
+    damage_taken: np.ndarray  # per victim row
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype="S1")
+
+
+def killreport_columns(rng: np.random.Generator, chunk: KillmailChunk) -> KillreportColumns:
+    """Plausible values for those columns. Drawn from their own Generator, so the same
+    seed gives the same killmails whether or not the target has the columns."""
+    n = chunk.killmail_ids.size
+    v = chunk.victim_ids.size
+    nibbles = rng.integers(0, 16, size=(n, 40), dtype=np.uint8)
+    hashes = np.ascontiguousarray(_HEX[nibbles]).view("S40").reshape(n)
+    # k-space systems run from 30000001 to about 30005000; player corporations
+    # from 98000000 (NPC corporations, 1000002 up, lose ships too).
+    systems = rng.integers(30_000_001, 30_005_001, n)
+    corporations = np.where(
+        rng.random(v) < 0.1,
+        rng.integers(1_000_002, 1_000_300, v),
+        rng.integers(98_000_000, 98_800_000, v),
+    )
+    capsule = chunk.ship_type_ids == CAPSULE_TYPE_ID
+    damage = np.minimum(rng.lognormal(np.log(4000.0), 1.6, v), 2e9).astype(np.int64) + 1
+    damage[capsule] = rng.integers(1, 1200, int(capsule.sum()))
+    return KillreportColumns(hashes, systems, corporations, damage)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import psycopg
+from psycopg import sql
 
 from bulk import db
+from bulk import target as target_tables
 from bulk.demo import generate
 from bulk.demo.copy_binary import FLOAT8, INT4, TIMESTAMP, Column, copy_columns, timestamp_values
 from bulk.errors import UserError
@@ -22,21 +26,69 @@ def _require_empty(conn: psycopg.Connection) -> None:
             )
 
 
-def _load_catalogue(cur: psycopg.Cursor, cat: generate.Catalogue) -> None:
-    with cur.copy("COPY categories (id, name) FROM STDIN") as copy:
-        for row in cat.categories:
-            copy.write_row(row)
-    with cur.copy("COPY item_groups (id, name, category_id) FROM STDIN") as copy:
-        for row in cat.groups:
-            copy.write_row(row)
-    with cur.copy("COPY types (id, name, group_id) FROM STDIN") as copy:
-        for tid, name, gid in zip(cat.type_ids.tolist(), cat.type_names, cat.type_groups.tolist()):
-            copy.write_row((tid, name, gid))
+# The columns demo-data writes, per table; on a target with more, the extras
+# below and created_at/updated_at (where they have no default).
+_KNOWN = {
+    "categories": ["id", "name"],
+    "item_groups": ["id", "name", "category_id"],
+    "types": ["id", "name", "group_id"],
+    "market_prices": ["type_id", "buy", "sell", "average", "volume", "updated_at"],
+    "killmails": ["killmail_id", "killmail_time", "total_value", "destroyed_value"]
+    + ["dropped_value", "killmail_hash", "solar_system_id"],
+    "victims": ["killmail_id", "ship_type_id", "corporation_id", "damage_taken"],
+    "killmail_items": ["killmail_id", "item_type_id", "flag", "quantity_destroyed"]
+    + ["quantity_dropped", "singleton"],
+}
+
+
+_EXTRAS = ("killmail_hash", "solar_system_id", "corporation_id", "damage_taken")
+
+
+@dataclass(frozen=True)
+class _Stamps:
+    """The load's time, for the created_at/updated_at columns that have no default."""
+
+    where: target_tables.Target
+    now: np.datetime64
+
+    def names(self, table: str) -> list[str]:
+        return self.where[table].stamps()
+
+    def columns(self, table: str, n: int) -> list[Column]:
+        if not self.names(table):
+            return []
+        stamp = timestamp_values(np.full(n, self.now))
+        return [Column(stamp, TIMESTAMP) for _ in self.names(table)]
+
+
+def _copy_text(cur: psycopg.Cursor, table: str, names: list[str], rows, stamps: _Stamps) -> None:
+    extra = stamps.names(table)
+    now = stamps.now.astype("datetime64[us]").item()
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, names + extra))
+    )
+    with cur.copy(statement) as copy:
+        for row in rows:
+            copy.write_row((*row, *(now for _ in extra)))
+
+
+def _load_catalogue(cur: psycopg.Cursor, cat: generate.Catalogue, stamps: _Stamps) -> None:
+    _copy_text(cur, "categories", ["id", "name"], cat.categories, stamps)
+    _copy_text(cur, "item_groups", ["id", "name", "category_id"], cat.groups, stamps)
+    _copy_text(
+        cur,
+        "types",
+        ["id", "name", "group_id"],
+        zip(cat.type_ids.tolist(), cat.type_names, cat.type_groups.tolist()),
+        stamps,
+    )
     n = cat.price_rows.size
+    # market_prices.updated_at is written always; only created_at may be added.
+    extra = [s for s in stamps.names("market_prices") if s != "updated_at"]
     copy_columns(
         cur,
         "market_prices",
-        ["type_id", "buy", "sell", "average", "volume", "updated_at"],
+        ["type_id", "buy", "sell", "average", "volume", "updated_at", *extra],
         [
             Column(cat.type_ids[cat.price_rows], INT4),
             Column(cat.buy, FLOAT8),
@@ -44,31 +96,60 @@ def _load_catalogue(cur: psycopg.Cursor, cat: generate.Catalogue) -> None:
             Column(cat.average, FLOAT8),
             Column(cat.volume, FLOAT8),
             Column(timestamp_values(np.full(n, np.datetime64("2026-11-01T12:00:00"))), TIMESTAMP),
+            *stamps.columns("market_prices", n)[: len(extra)],
         ],
     )
 
 
-def _load_chunk(cur: psycopg.Cursor, chunk: generate.KillmailChunk) -> None:
+def _load_chunk(
+    cur: psycopg.Cursor,
+    chunk: generate.KillmailChunk,
+    stamps: _Stamps,
+    extras_rng: np.random.Generator | None,
+) -> None:
     n = chunk.killmail_ids.size
+    v = chunk.victim_ids.size
     unset = np.ones(n, dtype=bool)
+    km_names = ["killmail_id", "killmail_time", "total_value", "destroyed_value", "dropped_value"]
+    km_columns = [
+        Column(chunk.killmail_ids, INT4),
+        Column(timestamp_values(chunk.times), TIMESTAMP),
+        Column(np.zeros(n), FLOAT8, unset),
+        Column(np.zeros(n), FLOAT8, unset),
+        Column(np.zeros(n), FLOAT8, unset),
+    ]
+    victim_names = ["killmail_id", "ship_type_id"]
+    victim_columns = [Column(chunk.victim_ids, INT4), Column(chunk.ship_type_ids, INT4)]
+    if extras_rng is not None:
+        extra = generate.killreport_columns(extras_rng, chunk)
+        where = stamps.where
+        for name, values, kind in (
+            ("killmail_hash", extra.killmail_hashes, "S40"),
+            ("solar_system_id", extra.solar_system_ids, INT4),
+        ):
+            if where["killmails"].has(name):
+                km_names.append(name)
+                km_columns.append(Column(values, kind))
+        for name, values in (
+            ("corporation_id", extra.corporation_ids),
+            ("damage_taken", extra.damage_taken),
+        ):
+            if where["victims"].has(name):
+                victim_names.append(name)
+                victim_columns.append(Column(values, INT4))
     copy_columns(
         cur,
         "killmails",
-        ["killmail_id", "killmail_time", "total_value", "destroyed_value", "dropped_value"],
-        [
-            Column(chunk.killmail_ids, INT4),
-            Column(timestamp_values(chunk.times), TIMESTAMP),
-            Column(np.zeros(n), FLOAT8, unset),
-            Column(np.zeros(n), FLOAT8, unset),
-            Column(np.zeros(n), FLOAT8, unset),
-        ],
+        km_names + stamps.names("killmails"),
+        km_columns + stamps.columns("killmails", n),
     )
     copy_columns(
         cur,
         "victims",
-        ["killmail_id", "ship_type_id"],
-        [Column(chunk.victim_ids, INT4), Column(chunk.ship_type_ids, INT4)],
+        victim_names + stamps.names("victims"),
+        victim_columns + stamps.columns("victims", v),
     )
+    m = chunk.item_killmail_ids.size
     copy_columns(
         cur,
         "killmail_items",
@@ -79,6 +160,7 @@ def _load_chunk(cur: psycopg.Cursor, chunk: generate.KillmailChunk) -> None:
             "quantity_destroyed",
             "quantity_dropped",
             "singleton",
+            *stamps.names("killmail_items"),
         ],
         [
             Column(chunk.item_killmail_ids, INT4),
@@ -87,6 +169,7 @@ def _load_chunk(cur: psycopg.Cursor, chunk: generate.KillmailChunk) -> None:
             Column(chunk.qty_destroyed, INT4, chunk.destroyed_null),
             Column(chunk.qty_dropped, INT4, chunk.dropped_null),
             Column(chunk.singleton, INT4),
+            *stamps.columns("killmail_items", m),
         ],
     )
 
@@ -98,16 +181,29 @@ def load_demo_data(
     if killmails < 1:
         raise UserError("--killmails must be at least 1")
     db.require_schema(conn)
+    # Before the progress bar: a refusal is the only line printed.
+    where = target_tables.read(conn)
+    where.refuse_unknown(_KNOWN, "loaded")
     rng = np.random.default_rng(seed)
     items = 0
     bar = Progress(killmails, desc="demo-data", counts=(), enabled=progress)
     try:
         with conn.transaction(), conn.cursor() as cur:
             _require_empty(conn)
+            # Stamps in UTC, as the replaced system's ORM writes them, whatever
+            # the column's type: binary COPY is UTC, and the text COPY is read in
+            # the session's zone.
+            cur.execute("SET LOCAL TimeZone = 'UTC'")
+            (now,) = cur.execute("SELECT now() AT TIME ZONE 'UTC'").fetchone()
+            stamps = _Stamps(where, np.datetime64(now, "us"))
+            extra_columns = where["killmails"].columns | where["victims"].columns
+            wants_extras = bool(extra_columns & set(_EXTRAS))
+            # Their own Generator: the killmails stay the same for a seed on any target.
+            extras_rng = np.random.default_rng([seed, 13]) if wants_extras else None
             cat = generate.catalogue(rng)
-            _load_catalogue(cur, cat)
+            _load_catalogue(cur, cat, stamps)
             for chunk in generate.killmail_chunks(rng, cat, killmails):
-                _load_chunk(cur, chunk)
+                _load_chunk(cur, chunk, stamps, extras_rng)
                 items += chunk.item_killmail_ids.size
                 bar.add(chunk.killmail_ids.size)
     finally:
