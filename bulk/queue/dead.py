@@ -116,7 +116,7 @@ def requeue_dead(amqp_url: str, queue: str, limit: int | None = None) -> Requeue
     try:
         channel = connection.channel()
         _existing_depth(connection.channel(), queue)
-        _existing_depth(channel, dead)
+        waiting = _existing_depth(channel, dead)
         publisher = broker.Publisher(connection)
         kept: list[int] = []
         source = f"bulk-backfill dead requeue@{socket.gethostname()}"
@@ -149,7 +149,9 @@ def requeue_dead(amqp_url: str, queue: str, limit: int | None = None) -> Requeue
             summary.requeued_ids += len(ids)
         for tag in kept:
             channel.basic_nack(tag, requeue=True)
-        summary.remaining = broker.depth(channel, dead).ready
+        # Counted, not asked: the broker takes a moment to make nacked messages
+        # ready again, and a depth read right after the nacks misses some.
+        summary.remaining = max(waiting - summary.requeued_messages, summary.left_invalid)
         channel.close()
     except pika.exceptions.AMQPError as exc:
         raise broker.BrokerError(f"dead requeue stopped: {type(exc).__name__}: {exc}") from None

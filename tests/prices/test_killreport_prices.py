@@ -14,7 +14,12 @@ import pytest
 
 from tests.conftest import REALDATA, cli
 from tests.realdata import read_types
-from tests.test_prices import _BOOK, canned_esi  # noqa: F401 (canned_esi is a fixture)
+from tests.test_prices import (  # noqa: F401 (canned_esi is a fixture)
+    _BOOK,
+    _db_now,
+    _prices,
+    canned_esi,
+)
 
 _BUY_ONLY = 99001  # a book with buy orders and no sell order, added to the canned ESI
 _BUY_ONLY_BOOK = [
@@ -42,19 +47,6 @@ def _add_types(url, type_ids):
         with cur.copy("COPY types (id, name, group_id, updated_at) FROM STDIN") as cp:
             for type_id in type_ids:
                 cp.write_row((type_id, f"type {type_id}", 1, _OLD))
-
-
-def _prices(url):
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT type_id, buy, sell, average, volume, updated_at FROM market_prices"
-        ).fetchall()
-    return {r[0]: r[1:] for r in rows}
-
-
-def _db_now(url):
-    with psycopg.connect(url) as conn:
-        return conn.execute("SELECT localtimestamp").fetchone()[0]
 
 
 def _fetch(url, esi_url, type_ids):
