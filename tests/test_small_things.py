@@ -42,6 +42,22 @@ def test_status_counts_a_short_queue_exactly(demo_db, queue_name):
     assert summary_count(done.stdout, "processed") == 534
 
 
+def test_status_does_not_browse_a_queue_that_workers_consume(demo_db, queue_name):
+    # Browsing holds the messages unacked for a moment: with a worker consuming,
+    # `work --until-empty` could see the queue empty then and stop early.
+    ids = _ids(demo_db)
+    rabbit.publish_raw(queue_name, [{"v": 1, "mode": "null", "ids": ids[:3]}] * 5)
+    with rabbit.connection() as conn:
+        channel = conn.channel()
+        channel.basic_qos(prefetch_count=1)
+        channel.basic_consume(queue_name, lambda *args: None)  # holds one, acks none
+        conn.process_data_events(time_limit=1)
+        queue = _status(demo_db, queue_name)["queue"]
+        assert queue["consumers"] == 1 and queue["ready"] == 4
+        assert queue["killmails_waiting_exact"] is False
+        assert queue["killmails_waiting"] == 4 * 3  # the estimate, from the head message
+
+
 def test_status_estimates_a_long_queue(demo_db, queue_name):
     ids = _ids(demo_db)
     head = {"v": 1, "mode": "null", "ids": ids[:3], "source": "test"}

@@ -116,9 +116,11 @@ def queue_status(amqp_url: str, queue: str, management_url: str | None) -> Queue
     connection = broker.connect(amqp_url)
     try:
         channel = connection.channel()
-        depth = _existing_depth(channel, queue)
-        dead = _existing_depth(connection.channel(), broker.dead_letter_queue(queue))
-        if depth.ready <= _EXACT_QUEUE_UP_TO:
+        depth = _depth_or_zero(channel, queue)
+        dead = _depth_or_zero(connection.channel(), broker.dead_letter_queue(queue))
+        # Counting reads the messages unacked for a moment; with workers consuming,
+        # a `work --until-empty` could see the queue empty in that moment and stop.
+        if depth.ready <= _EXACT_QUEUE_UP_TO and depth.consumers == 0:
             waiting, exact = _ids_in_messages(connection.channel(), queue, depth.ready), True
         else:
             waiting, exact = depth.ready * _ids_in_first_message(connection.channel(), queue), False
@@ -136,7 +138,7 @@ def queue_status(amqp_url: str, queue: str, management_url: str | None) -> Queue
     return status
 
 
-def _existing_depth(channel, queue: str) -> broker.Depth:
+def _depth_or_zero(channel, queue: str) -> broker.Depth:
     try:
         return broker.depth(channel, queue)
     except pika.exceptions.ChannelClosedByBroker:  # no such queue yet: nothing waiting
