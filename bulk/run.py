@@ -18,7 +18,8 @@ import psycopg
 
 from bulk import db
 from bulk.config import scrub
-from bulk.engine import scan
+from bulk.engine import modes, scan
+from bulk.engine.batch import Valuation
 from bulk.engine.retry import ConnectionHolder, DatabaseGone, EnvironmentFailure, Failure, run_batch
 from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
 from bulk.progress import Progress
@@ -49,7 +50,7 @@ class RunSummary:
         return self.processed / self.elapsed if self.elapsed > 0 else 0.0
 
 
-def _child(url: str, job: tuple[str, str, bool], patience: float, pipe) -> None:
+def _child(url: str, job: tuple[str, Valuation], patience: float, pipe) -> None:
     parent = child_setup(url)
     holder = ConnectionHolder(
         lambda: psycopg.connect(url, autocommit=True, application_name="bulk-backfill run")
@@ -74,15 +75,13 @@ def _child(url: str, job: tuple[str, str, bool], patience: float, pipe) -> None:
 
 
 def _value(
-    holder: ConnectionHolder, ids: list[int], job: tuple[str, str, bool], patience: float
+    holder: ConnectionHolder, ids: list[int], job: tuple[str, Valuation], patience: float
 ) -> tuple:
     """One batch as ("done", ids, updated, skipped, no_victim, sample, failures),
     or ("stop", reason) when no retry can help and the job must stop before it."""
     try:
-        mode, price_column, touch_updated_at = job
-        outcome = run_batch(
-            holder, ids, mode, price_column, touch_updated_at=touch_updated_at, patience=patience
-        )
+        mode, valuation = job
+        outcome = run_batch(holder, ids, mode, valuation, patience=patience)
     except EnvironmentFailure as exc:
         return ("stop", f"the database cannot take this job: {exc}")
     except DatabaseGone as exc:
@@ -203,6 +202,7 @@ def run_local(
     batch_size: int = 500,
     price_column: str = "sell",
     touch_updated_at: bool = True,
+    engine: str = "numpy",
     allow_empty_prices: bool = False,
     progress: bool = True,
     db_patience: float = 60.0,
@@ -219,6 +219,7 @@ def run_local(
         raise ValueError("procs must be at least 1")
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
+    modes.engine(engine)
     started = time.monotonic()
     with db.connect(url, autocommit=True) as conn:
         db.require_schema(conn)
@@ -254,7 +255,9 @@ def run_local(
                 should_stop=lambda: stopper.requested,
                 note=note,
             )
-            job = (selection.mode, price_column, touch_updated_at)
+            # Prices are read once per connection: a run values every killmail
+            # at the prices of its start (a reconnect reads them again).
+            job = (selection.mode, Valuation(price_column, touch_updated_at, engine, None))
             pool = _Pool(url, job, db_patience, procs, summary, bar)
             _feed(pool, iter(batches), stopper)
             summary.interrupted = stopper.requested

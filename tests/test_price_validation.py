@@ -182,14 +182,15 @@ def _rarely_used_types(conn, n: int) -> list[int]:
     raise AssertionError("the demo data has too few rarely used types")
 
 
-def test_a_price_beyond_int8_cents_fails_only_its_killmails_and_names_the_type(demo_db):
+@pytest.mark.parametrize("engine", ["numpy", "sql"])
+def test_a_price_beyond_int8_cents_fails_only_its_killmails_and_names_the_type(demo_db, engine):
     with psycopg.connect(demo_db) as conn:
         huge, infinite = _rarely_used_types(conn, 2)
         bad_huge, bad_infinite = _users_of(conn, huge), _users_of(conn, infinite)
         # Written straight into the table, as the tool itself would never store them.
         conn.execute("UPDATE market_prices SET sell = 1e300 WHERE type_id = %s", [huge])
         conn.execute("UPDATE market_prices SET sell = 'Infinity' WHERE type_id = %s", [infinite])
-    out = cli("run", url=demo_db)
+    out = cli("run", "--engine", engine, url=demo_db)
     assert out.returncode == 1
     assert "Traceback" not in out.stderr and "bigint out of range" not in out.stdout
     failed = failed_killmails(out.stdout)

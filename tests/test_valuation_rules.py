@@ -87,6 +87,12 @@ def _expected(ship, items):
     return destroyed + dropped, destroyed, dropped
 
 
+@pytest.fixture(params=["numpy", "sql"])
+def engine(request):
+    """Both engines follow the same rules to the cent."""
+    return request.param
+
+
 @pytest.fixture
 def rules_db(schema_db):
     with psycopg.connect(schema_db) as conn:
@@ -106,9 +112,9 @@ def rules_db(schema_db):
     return schema_db
 
 
-def test_engine_values_follow_the_rules_to_the_cent(rules_db):
+def test_engine_values_follow_the_rules_to_the_cent(rules_db, engine):
     with psycopg.connect(rules_db) as conn:
-        result = process_batch(conn, list(KILLMAILS), "null")
+        result = process_batch(conn, list(KILLMAILS), "null", engine=engine)
     assert (result.updated, result.skipped, result.no_victim) == (8, 1, 1)
     assert result.no_victim_ids == [7]
     stored = values(rules_db)
@@ -121,9 +127,9 @@ def test_engine_values_follow_the_rules_to_the_cent(rules_db):
     assert mismatches(rules_db, ids=list(KILLMAILS)) == []
 
 
-def test_half_cent_and_huge_values_are_exact(rules_db):
+def test_half_cent_and_huge_values_are_exact(rules_db, engine):
     with psycopg.connect(rules_db) as conn:
-        process_batch(conn, list(KILLMAILS), "null")
+        process_batch(conn, list(KILLMAILS), "null", engine=engine)
     stored = values(rules_db)
     # 1234.565 -> 1234.57, 0.125 -> 0.13 (half away from zero)
     assert stored[1][0] == float(Decimal("55.50") + Decimal("1234.57") + 3 * Decimal("0.13"))
@@ -131,7 +137,7 @@ def test_half_cent_and_huge_values_are_exact(rules_db):
     assert stored[5][0] == float(total) and total * 100 > 2**53
 
 
-def test_doubles_just_below_the_half_cent_round_up_like_postgresql(rules_db):
+def test_doubles_just_below_the_half_cent_round_up_like_postgresql(rules_db, engine):
     half_cent = Decimal("0.005")
     for type_id, rounded in {**BELOW_HALF_CENT, **ABOVE_HALF_CENT}.items():
         price = PRICES[type_id]
@@ -148,7 +154,7 @@ def test_doubles_just_below_the_half_cent_round_up_like_postgresql(rules_db):
             ).fetchall()
         )
         assert in_sql == {t: Decimal(r) for t, r in {**BELOW_HALF_CENT, **ABOVE_HALF_CENT}.items()}
-        process_batch(conn, [9, 10], "null")
+        process_batch(conn, [9, 10], "null", engine=engine)
     stored = values(rules_db)
     up = {t: Decimal(r) for t, r in BELOW_HALF_CENT.items()}
     destroyed, dropped = up[110] + up[111] + up[113], up[112] + up[114]
@@ -157,14 +163,14 @@ def test_doubles_just_below_the_half_cent_round_up_like_postgresql(rules_db):
     assert mismatches(rules_db, ids=[9, 10]) == []
 
 
-def test_sums_beyond_int64_are_written_exactly(rules_db):
+def test_sums_beyond_int64_are_written_exactly(rules_db, engine):
     # One overflowing killmail among ordinary ones: the whole batch goes through the
     # numeric-text write, whose VALUES rows after the first carry no type casts and
     # mix small ints with numerics. Killmail 8 sits mid-batch, not in the typed row.
     batch = sorted({**KILLMAILS, **BEYOND_INT64})
     assert batch[0] != 8 and batch[-1] != 8
     with psycopg.connect(rules_db) as conn:
-        result = process_batch(conn, batch, "null")
+        result = process_batch(conn, batch, "null", engine=engine)
     assert (result.updated, result.skipped) == (len(batch) - 1, 1)
     total, destroyed, dropped = _expected(*BEYOND_INT64[8])
     assert total * 100 > 2**63
@@ -178,17 +184,17 @@ def test_sums_beyond_int64_are_written_exactly(rules_db):
     assert mismatches(rules_db, ids=batch) == []
 
 
-def test_reference_catches_a_wrong_value(rules_db):
+def test_reference_catches_a_wrong_value(rules_db, engine):
     with psycopg.connect(rules_db) as conn:
-        process_batch(conn, list(KILLMAILS), "null")
+        process_batch(conn, list(KILLMAILS), "null", engine=engine)
         conn.execute(
             "UPDATE killmails SET dropped_value = dropped_value + 0.01 WHERE killmail_id = 1"
         )
     assert [m.killmail_id for m in mismatches(rules_db, ids=list(KILLMAILS))] == [1]
 
 
-def test_price_column_choice(rules_db):
+def test_price_column_choice(rules_db, engine):
     with psycopg.connect(rules_db) as conn:
-        process_batch(conn, list(KILLMAILS), "null", price_column="buy")
+        process_batch(conn, list(KILLMAILS), "null", price_column="buy", engine=engine)
     assert mismatches(rules_db, "buy", ids=list(KILLMAILS)) == []
     assert mismatches(rules_db, "sell", ids=list(KILLMAILS)) != []

@@ -16,6 +16,7 @@ from bulk.run import run_local
 @options.selection_options
 @options.procs_option
 @options.price_options
+@options.engine_option
 @options.touch_updated_at_option
 @options.db_patience_option
 def run_cmd(
@@ -23,6 +24,7 @@ def run_cmd(
     procs,
     price_column,
     allow_empty_prices,
+    engine,
     touch_updated_at,
     batch_size,
     db_patience,
@@ -43,7 +45,8 @@ def run_cmd(
         click.echo(
             f"run: mode {sel.mode}, {selected:,} killmails match, "
             f"{render.plural(procs, 'process')}, "
-            f"batch size {batch_size}, prices from {price_column}, database {mask_url(url)}",
+            f"batch size {batch_size}, prices from {price_column}, engine {engine}, "
+            f"database {mask_url(url)}",
             err=True,
         )
 
@@ -54,6 +57,7 @@ def run_cmd(
         batch_size=batch_size,
         price_column=price_column,
         touch_updated_at=touch_updated_at,
+        engine=engine,
         allow_empty_prices=allow_empty_prices,
         db_patience=db_patience,
         announce=announce,
@@ -174,6 +178,15 @@ def queue_cmd(
 @options.broker_options
 @options.procs_option
 @options.price_options
+@options.engine_option
+@click.option(
+    "--price-refresh",
+    type=click.FloatRange(min=0),
+    default=10,
+    show_default=True,
+    help="Seconds after which each process re-reads the prices before its next batch: "
+    "a batch that starts later than this after a price change uses the new prices.",
+)
 @options.touch_updated_at_option
 @click.option(
     "--prefetch",
@@ -205,6 +218,8 @@ def work_cmd(
     procs,
     price_column,
     allow_empty_prices,
+    engine,
+    price_refresh,
     touch_updated_at,
     prefetch,
     batch_size,
@@ -228,6 +243,8 @@ def work_cmd(
         batch_size=batch_size,
         price_column=price_column,
         touch_updated_at=touch_updated_at,
+        engine=engine,
+        price_refresh=price_refresh,
     )
 
     def announce(ready: int) -> None:

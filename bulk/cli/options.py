@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 import click
 
 from bulk.engine import scan
-from bulk.engine.modes import MODE_PREDICATES, PRICE_COLUMNS
+from bulk.engine.modes import ENGINES, MODE_PREDICATES, PRICE_COLUMNS
 from bulk.errors import UserError
 from bulk.queue import broker
 
@@ -143,6 +143,16 @@ def procs_option(f):
         show_default=True,
         help="Child processes; about the number of cores is right.",
     )(f)
+
+
+engine_option = click.option(
+    "--engine",
+    type=click.Choice(list(ENGINES)),
+    default="numpy",
+    show_default=True,
+    help="numpy: load each batch's lines, sum them in numpy, write with one UPDATE; "
+    "sql: value and write each batch in one set-based statement (faster; docs/operations.md).",
+)
 
 
 touch_updated_at_option = click.option(

@@ -5,6 +5,7 @@ A batch is written whole or not at all: by one UPDATE statement.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from collections.abc import Iterable
@@ -15,7 +16,7 @@ import psycopg
 import psycopg.errors
 from psycopg import pq
 
-from bulk.engine import pricing, sqlfiles
+from bulk.engine import modes, pricing, sqlfiles, unit_prices
 
 
 @dataclass
@@ -67,11 +68,18 @@ def _binary_params(cents: pricing.KillmailCents) -> list[bytes]:
     return params
 
 
+# The big-endian types load_batch.sql packs its columns in.
+_LINE_COLUMN_TYPES = (">i4", ">i2", ">i8", ">i8", ">i8")
+
+
 def _unpack(row: tuple | None) -> np.ndarray:
     """The packed columns of load_batch.sql as an (n, 5) int64 array."""
     if row is None or row[0] is None:
         return np.zeros((0, 5), dtype=np.int64)
-    return np.column_stack([np.frombuffer(column, dtype=">i8") for column in row]).astype(np.int64)
+    lines = np.empty((len(row[0]) // 4, 5), dtype=np.int64)
+    for j, (column, dtype) in enumerate(zip(row, _LINE_COLUMN_TYPES, strict=True)):
+        lines[:, j] = np.frombuffer(column, dtype=dtype)
+    return lines
 
 
 # The type of killmails.updated_at per connection ("" for none), read once:
@@ -127,18 +135,38 @@ class PriceOutOfRange(psycopg.errors.NumericValueOutOfRange):
 _CENTS_CAST_ERRORS = (psycopg.errors.NumericValueOutOfRange, psycopg.errors.FeatureNotSupported)
 
 
+@dataclass(frozen=True)
+class Valuation:
+    """How a job values its batches; the same for every batch of the job."""
+
+    price_column: str = "sell"
+    # Stamp killmails.updated_at on the rows written, where the column exists.
+    touch_updated_at: bool = True
+    # "numpy" (load, numpy sums, one UPDATE) or "sql" (one set-based statement).
+    engine: str = "numpy"
+    # Rebuild the connection's unit-cents table when it is this many seconds
+    # old; None builds it once per connection.
+    price_refresh: float | None = None
+
+
 def process_batch(
     conn: psycopg.Connection,
     ids: Iterable[int],
     mode: str,
     price_column: str = "sell",
     touch_updated_at: bool = True,
+    *,
+    engine: str = "numpy",
+    price_refresh: float | None = None,
 ) -> BatchResult:
     """Value and write the killmails of `ids` that match `mode`, all or nothing.
 
     Where killmails has an updated_at column, the rows written get the
     statement's time in it (unless `touch_updated_at` is False); rows not
     written keep theirs.
+
+    Unit prices come from the connection's unit-cents table, built on first use
+    and rebuilt once it is `price_refresh` seconds old (bulk.engine.unit_prices).
 
     On an autocommit connection the write is its own transaction: it is one
     statement, so it commits whole or not at all, and the BEGIN/COMMIT pair
@@ -147,13 +175,15 @@ def process_batch(
     transaction of the caller's connection.
     """
     batch_ids = sorted({int(i) for i in ids})
+    step = _ENGINES[modes.engine(engine)]
+    unit_prices.ensure(conn, price_column, price_refresh)
     args = (batch_ids, mode, price_column, touch_updated_at)
     try:
         if conn.autocommit:
-            updated, no_victim = _load_price_write(conn, *args)
+            updated, no_victim = step(conn, *args)
         else:
             with conn.transaction():
-                updated, no_victim = _load_price_write(conn, *args)
+                updated, no_victim = step(conn, *args)
     except _CENTS_CAST_ERRORS as exc:
         if isinstance(exc, PriceOutOfRange):
             raise
@@ -171,6 +201,21 @@ def process_batch(
     )
 
 
+def value_batch(
+    conn: psycopg.Connection, ids: Iterable[int], mode: str, valuation: Valuation
+) -> BatchResult:
+    """process_batch with a job's Valuation."""
+    return process_batch(
+        conn,
+        ids,
+        mode,
+        valuation.price_column,
+        valuation.touch_updated_at,
+        engine=valuation.engine,
+        price_refresh=valuation.price_refresh,
+    )
+
+
 def _load_price_write(conn, batch_ids: list[int], mode: str, price_column: str, touch: bool):
     load_sql = sqlfiles.load_batch_sql(mode, price_column)
     updated_at = updated_at_type(conn) if touch else None
@@ -182,6 +227,30 @@ def _load_price_write(conn, batch_ids: list[int], mode: str, price_column: str, 
         cents, no_victim = pricing.price_batch(lines)
         updated = _write(conn, cur, cents, mode, updated_at) if cents.killmail_ids.size else 0
     return updated, no_victim
+
+
+def _value_in_sql(conn, batch_ids: list[int], mode: str, price_column: str, touch: bool):
+    """The set-based engine: one statement values and writes the batch."""
+    updated_at = updated_at_type(conn) if touch else None
+    try:
+        # Inside the caller's transaction this is a savepoint, so a failure
+        # leaves the transaction usable for the second statement.
+        with contextlib.nullcontext() if conn.autocommit else conn.transaction():
+            return _value_statement(conn, batch_ids, mode, price_column, updated_at, "int8")
+    except psycopg.errors.NumericValueOutOfRange:
+        # An int8 line product overflowed (or a price cannot be cents: then the
+        # numeric statement fails the same way and the caller names the price).
+        # Numeric products cost more, so only such a batch pays for them.
+        return _value_statement(conn, batch_ids, mode, price_column, updated_at, "numeric")
+
+
+def _value_statement(conn, batch_ids, mode, price_column, updated_at, product):
+    statement = sqlfiles.value_batch_sql(mode, price_column, updated_at, product)
+    updated, no_victim = conn.execute(statement, {"ids": batch_ids}, prepare=False).fetchone()
+    return int(updated), np.asarray(no_victim, dtype=np.int64)
+
+
+_ENGINES = {"numpy": _load_price_write, "sql": _value_in_sql}
 
 
 def _unusable_prices(conn, batch_ids: list[int], mode: str, price_column: str) -> list:

@@ -18,6 +18,19 @@ MODE_PREDICATES: dict[str, str] = {
 
 PRICE_COLUMNS: dict[str, str] = {"sell": "sell", "buy": "buy", "average": "average"}
 
+# Each price column's per-connection TEMP table of unit cents (sql/unit_cents.sql).
+UNIT_CENTS_TABLES: dict[str, str] = {
+    column: f"pg_temp.bulk_unit_cents_{column}" for column in PRICE_COLUMNS
+}
+
+# The engines: "numpy" loads a batch's lines and sums them in numpy (the design
+# the tool was specified with); "sql" values and writes a batch in one statement.
+ENGINES: tuple[str, ...] = ("numpy", "sql")
+
+# How the set-based engine multiplies a line out: int8 first, numeric after an
+# int8 product overflowed.
+LINE_PRODUCT_TYPES: tuple[str, ...] = ("int8", "numeric")
+
 
 def _fixed(table: dict[str, str], key: str, what: str) -> str:
     try:
@@ -37,6 +50,14 @@ def mode_predicate(mode: str) -> str:
 
 def price_column(column: str) -> str:
     return _fixed(PRICE_COLUMNS, column, "price column")
+
+
+def unit_cents_table(column: str) -> str:
+    return _fixed(UNIT_CENTS_TABLES, column, "price column")
+
+
+def engine(name: str) -> str:
+    return fixed_name(ENGINES, name, "engine")
 
 
 # The statement's time in the type of killmails.updated_at, keyed by pg_type.typname.

@@ -23,7 +23,7 @@ import psycopg
 
 from bulk import db
 from bulk.backoff import Backoff
-from bulk.engine.batch import BatchResult, process_batch
+from bulk.engine.batch import BatchResult, Valuation, value_batch
 from bulk.engine.errors import ErrorKind, classify
 from bulk.errors import describe
 from bulk.queue.policy import Action, decide
@@ -71,9 +71,8 @@ def run_batch(
     holder: ConnectionHolder,
     ids: list[int],
     mode: str,
-    price_column: str = "sell",
+    valuation: Valuation | None = None,
     *,
-    touch_updated_at: bool = True,
     patience: float = 60.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Outcome:
@@ -83,13 +82,12 @@ def run_batch(
     written stay written and are counted in neither exception (the caller treats
     the whole batch as not done: re-running it is idempotent).
     """
+    valuation = valuation or Valuation()
     outcome = Outcome()
     pending = [sorted(set(ids))]
     while pending:
         part = pending.pop()
-        error = _attempt(
-            holder, part, (mode, price_column, touch_updated_at), patience, sleep, outcome
-        )
+        error = _attempt(holder, part, mode, valuation, patience, sleep, outcome)
         if error is None:
             continue
         if decide(ErrorKind.BATCH, size=len(part), queue=False) is Action.FAIL:
@@ -101,7 +99,7 @@ def run_batch(
     return outcome
 
 
-def _attempt(holder, part, how, patience, sleep, outcome) -> str | None:
+def _attempt(holder, part, mode, valuation, patience, sleep, outcome) -> str | None:
     """Run one part; the error text if it failed as a batch error, else None."""
     backoff = Backoff(base=0.2, cap=10.0, patience=patience)
     contention = 0
@@ -109,7 +107,7 @@ def _attempt(holder, part, how, patience, sleep, outcome) -> str | None:
         conn = None
         try:
             conn = holder.get()
-            outcome.result.add(process_batch(conn, part, *how))
+            outcome.result.add(value_batch(conn, part, mode, valuation))
             return None
         except psycopg.Error as exc:
             kind = classify(exc, conn)

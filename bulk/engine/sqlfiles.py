@@ -10,7 +10,14 @@ from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 
-from bulk.engine.modes import mode_predicate, price_column, touch_clause
+from bulk.engine.modes import (
+    LINE_PRODUCT_TYPES,
+    fixed_name,
+    mode_predicate,
+    price_column,
+    touch_clause,
+    unit_cents_table,
+)
 
 
 def _sql_dir():
@@ -33,9 +40,27 @@ def load(name: str) -> str:
 
 
 @cache
+def unit_cents_sql(column: str) -> str:
+    return load("unit_cents").format(
+        table=unit_cents_table(column), price_column=price_column(column)
+    )
+
+
+@cache
 def load_batch_sql(mode: str, column: str) -> str:
     return load("load_batch").format(
-        mode_predicate=mode_predicate(mode), price_column=price_column(column)
+        mode_predicate=mode_predicate(mode), unit_cents=unit_cents_table(column)
+    )
+
+
+@cache
+def value_batch_sql(mode: str, column: str, updated_at: str | None, product: str) -> str:
+    """The set-based engine's one statement; `product` is int8, or numeric after an overflow."""
+    return load("value_batch").format(
+        mode_predicate=mode_predicate(mode),
+        unit_cents=unit_cents_table(column),
+        cents=fixed_name(LINE_PRODUCT_TYPES, product, "line product type"),
+        touch=touch_clause(updated_at),
     )
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import psycopg
 
 from bulk.backoff import Backoff, jitter
-from bulk.engine.batch import BatchResult, process_batch
+from bulk.engine.batch import BatchResult, Valuation, value_batch
 from bulk.engine.errors import ErrorKind, classify
 from bulk.engine.retry import ConnectionHolder
 from bulk.errors import describe
@@ -59,6 +59,13 @@ class WorkSettings:
     price_column: str = "sell"
     touch_updated_at: bool = True
     max_attempts: int = 3  # tries of a whole batch before it is split
+    engine: str = "numpy"
+    # Seconds after which a worker re-reads the prices before its next batch.
+    price_refresh: float = 10.0
+
+    @property
+    def valuation(self) -> Valuation:
+        return Valuation(self.price_column, self.touch_updated_at, self.engine, self.price_refresh)
 
 
 class FatalError(Exception):
@@ -327,7 +334,7 @@ class Worker:
             conn = None
             try:
                 conn = self.db.get()
-                return process_batch(conn, ids, mode, self.s.price_column, self.s.touch_updated_at)
+                return value_batch(conn, ids, mode, self.s.valuation)
             except psycopg.Error as exc:
                 kind = classify(exc, conn)
                 contention += kind is ErrorKind.CONTENTION
