@@ -9,12 +9,13 @@ results.md and throughput.png.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.suite import Suite, SuiteConfig, VerificationFailed
+from benchmarks.suite import Suite, SuiteConfig, VerificationFailed, as_dicts
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -35,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-sample", type=int, help="killmails the baseline values")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--strict", action="store_true", help="exit 2 when a target is not met")
+    parser.add_argument(
+        "--scale",
+        help="instead: run and queue + work for both engines at these sizes, e.g."
+        " 60000,300000,1000000 (results in scale.md and scale.json)",
+    )
     args = parser.parse_args(argv)
 
     killmails = 50_000 if args.quick else args.killmails
@@ -53,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
     suite = Suite(config)
+    if args.scale:
+        return _scale(suite, [int(x) for x in args.scale.split(",")], args.out, command.strip())
     try:
         suite.measure_all()
     except VerificationFailed as exc:
@@ -75,6 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     if unmet:
         print(f"targets not met: {'; '.join(unmet)}")
     return 2 if unmet and args.strict else 0
+
+
+def _scale(suite: Suite, sizes: list[int], out: Path, command: str) -> int:
+    try:
+        suite.measure_scale(sizes)
+    except VerificationFailed as exc:
+        print(f"benchmarks: a measured run wrote wrong values: {exc}", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    text = report.scale_markdown(suite.results, command)
+    (out / "scale.md").write_text(text)
+    (out / "scale.json").write_text(json.dumps(as_dicts(suite.results), indent=2) + "\n")
+    print(text)
+    return 0
 
 
 if __name__ == "__main__":

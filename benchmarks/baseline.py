@@ -17,6 +17,8 @@ values can be checked against the SQL reference like every other run's.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from decimal import ROUND_HALF_UP, Decimal
 
 import psycopg
@@ -94,3 +96,29 @@ def _worker(url: str, ids: list[int], results) -> None:
 def run_baseline(url: str, ids: list[int], procs: int) -> tuple[float, int]:
     """(seconds, killmails written) for the sample, split over `procs` processes."""
     return timed(_worker, [(url, ids[n::procs]) for n in range(procs)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m benchmarks.baseline URL --procs 5 --sample 10000: prints the rows written.
+
+    The sample is spread over the whole table (every k-th ID), as the suite takes it.
+    """
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.baseline")
+    parser.add_argument("url")
+    parser.add_argument("--procs", type=int, default=5)
+    parser.add_argument("--sample", type=int, default=10_000)
+    args = parser.parse_args(argv)
+    with psycopg.connect(args.url) as conn:
+        ids = [r[0] for r in conn.execute("SELECT killmail_id FROM killmails ORDER BY 1")]
+    _, written = run_baseline(args.url, spread_sample(ids, args.sample), args.procs)
+    print(written)
+    return 0
+
+
+def spread_sample(ids: list[int], size: int) -> list[int]:
+    step = max(1, len(ids) // size)
+    return ids[::step][:size]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,21 +1,48 @@
-"""The pure-SQL ceiling: the same rules as one set-based UPDATE (benchmarks/sql/ceiling_update.sql).
+"""The pure-SQL ceiling: the same rules as set-based UPDATEs, in several formulations.
 
-Measured over the whole table in one statement (PostgreSQL runs an UPDATE on
-one core), and in keyset chunks of 500 IDs from 1 and from 2 processes, which
-on 2 cores is the fastest pure-SQL figure.
+Each formulation is an UPDATE over a keyset range (lo, hi] of killmail IDs
+(benchmarks/sql/ceiling_<name>.sql), optionally after a setup statement run
+once per connection (ceiling_<name>_prices.sql). Measured over the whole
+table in one statement (PostgreSQL runs an UPDATE on one core), and in keyset
+chunks of 500 IDs from 1 and from 2 processes, which on 2 cores is the
+fastest pure-SQL figure. The suite's ceiling is the fastest formulation.
+
+As a command, so the suite times it like every other figure (start-up included):
+    python -m benchmarks.ceiling URL --formulation temp --procs 2 --chunk 500
+prints the number of rows written.
 """
 
 from __future__ import annotations
 
-import time
+import argparse
+import sys
 from pathlib import Path
 
 import psycopg
 
 from benchmarks.processes import timed
 
-_SQL = (Path(__file__).parent / "sql" / "ceiling_update.sql").read_text()
-UPDATE = "\n".join(line for line in _SQL.splitlines() if not line.lstrip().startswith("--"))
+_DIR = Path(__file__).parent / "sql"
+
+# Slowest first; "temp" is the fastest exact formulation found (issue 15).
+FORMULATIONS = ("numeric", "int8", "temp")
+
+
+def _statement(name: str) -> str | None:
+    path = _DIR / f"{name}.sql"
+    if not path.exists():
+        return None
+    text = path.read_text()
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+
+
+def statements(formulation: str) -> tuple[str | None, str]:
+    """(setup or None, update) of a formulation."""
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"unknown formulation {formulation!r}")
+    update = _statement(f"ceiling_{formulation}")
+    assert update is not None
+    return _statement(f"ceiling_{formulation}_prices"), update
 
 
 def chunk_bounds(ids: list[int], size: int) -> list[tuple[int, int]]:
@@ -29,21 +56,41 @@ def chunk_bounds(ids: list[int], size: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _chunks_worker(url: str, bounds: list[tuple[int, int]], results) -> None:
+def _chunks_worker(url: str, formulation: str, bounds: list[tuple[int, int]], results) -> None:
+    setup, update = statements(formulation)
     with psycopg.connect(url, autocommit=True) as conn:
+        if setup:
+            conn.execute(setup, prepare=False)
         written = 0
         for lo, hi in bounds:
-            written += conn.execute(UPDATE, {"lo": lo, "hi": hi}, prepare=False).rowcount
+            written += conn.execute(update, {"lo": lo, "hi": hi}, prepare=False).rowcount
     results.put(written)
 
 
-def run_ceiling(url: str, ids: list[int], procs: int, chunk: int | None) -> tuple[float, int]:
+def run_ceiling(
+    url: str, ids: list[int], procs: int, chunk: int | None, formulation: str = "temp"
+) -> tuple[float, int]:
     """(seconds, rows written): one statement (chunk None) or chunks from `procs` processes."""
     if chunk is None:
-        started = time.monotonic()
-        with psycopg.connect(url, autocommit=True) as conn:
-            written = conn.execute(UPDATE, {"lo": ids[0] - 1, "hi": ids[-1]}).rowcount
-        return time.monotonic() - started, written
+        return timed(_chunks_worker, [(url, formulation, [(ids[0] - 1, ids[-1])])])
     bounds = chunk_bounds(ids, chunk)
     # Interleaved, so the processes walk the table together as run's batches do.
-    return timed(_chunks_worker, [(url, bounds[n::procs]) for n in range(procs)])
+    return timed(_chunks_worker, [(url, formulation, bounds[n::procs]) for n in range(procs)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ceiling")
+    parser.add_argument("url")
+    parser.add_argument("--formulation", choices=FORMULATIONS, default="temp")
+    parser.add_argument("--procs", type=int, default=2)
+    parser.add_argument("--chunk", type=int, default=500, help="0: one statement")
+    args = parser.parse_args(argv)
+    with psycopg.connect(args.url) as conn:
+        ids = [r[0] for r in conn.execute("SELECT killmail_id FROM killmails ORDER BY 1")]
+    _, written = run_ceiling(args.url, ids, args.procs, args.chunk or None, args.formulation)
+    print(written)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

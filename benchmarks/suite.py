@@ -9,24 +9,24 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from benchmarks import baseline, ceiling
-from benchmarks.rss import ChildPeakRSS
+from benchmarks.command import run_command
 from bulk import db
 from bulk.audit import reference
 from bulk.demo.load import load_demo_data
-from bulk.engine import scan
-from bulk.queue import broker, publish, supervise
-from bulk.queue.consume import WorkSettings
-from bulk.run import run_local
+from bulk.engine.modes import ENGINES
+from bulk.queue import broker
 
 SEED = 1
 
@@ -126,6 +126,11 @@ def verify(url: str, expected_written: int, ids: list[int] | None = None) -> boo
     return True
 
 
+def _bin(name: str) -> str:
+    """A console script of the installed project, beside this interpreter."""
+    return str(Path(sys.executable).parent / name)
+
+
 class Suite:
     def __init__(self, config: SuiteConfig):
         self.config = config
@@ -142,76 +147,117 @@ class Suite:
         )
         return m
 
-    # -- the measured things -----------------------------------------------
+    # -- the measured things: each one a whole command, timed from start to exit --
 
     def baseline(self, url: str, n: int, ids: list[int], procs: int, rnd: int) -> Measurement:
         reset(url)
-        step = max(1, len(ids) // self.config.baseline_sample)
-        sample = ids[::step][: self.config.baseline_sample]
-        seconds, written = baseline.run_baseline(url, sample, procs)
+        sample = baseline.spread_sample(ids, self.config.baseline_sample)
+        done = run_command(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.baseline",
+                url,
+                "--procs",
+                str(procs),
+                "--sample",
+                str(self.config.baseline_sample),
+            ]
+        )
+        written = int(done.stdout.split()[-1])
         verify(url, written, sample)
         return self._record(
-            Measurement.verified_run("baseline", procs, None, n, written, seconds, rnd)
+            Measurement.verified_run("baseline", procs, None, n, written, done.seconds, rnd)
         )
 
-    def ceiling(self, url, n, ids, victims, procs, chunk, rnd) -> Measurement:
+    def ceiling(self, url, n, victims, procs, chunk, rnd, formulation="temp") -> Measurement:
         reset(url)
-        seconds, written = ceiling.run_ceiling(url, ids, procs, chunk)
+        done = run_command(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.ceiling",
+                url,
+                "--formulation",
+                formulation,
+                "--procs",
+                str(procs),
+                "--chunk",
+                str(chunk or 0),
+            ]
+        )
+        written = int(done.stdout.split()[-1])
         verify(url, victims)
-        name = "ceiling-single" if chunk is None else "ceiling-chunked"
-        return self._record(Measurement.verified_run(name, procs, chunk, n, written, seconds, rnd))
+        shape = "single" if chunk is None else "chunked"
+        name = f"ceiling-{formulation}-{shape}"
+        return self._record(
+            Measurement.verified_run(name, procs, chunk, n, written, done.seconds, rnd)
+        )
 
-    def run(self, url, n, victims, procs, batch, rnd) -> Measurement:
+    def run(self, url, n, victims, procs, batch, rnd, engine="numpy") -> Measurement:
         reset(url)
-        with ChildPeakRSS() as rss:
-            summary = run_local(
-                url, scan.Selection("null"), procs=procs, batch_size=batch, progress=False
-            )
-        if summary.failures:
-            raise VerificationFailed(f"run reported {len(summary.failures)} failures")
+        done = run_command(
+            [
+                _bin("bulk-backfill"),
+                "run",
+                "--procs",
+                str(procs),
+                "--batch-size",
+                str(batch),
+                "--engine",
+                engine,
+            ],
+            env={"DATABASE_URL": url},
+        )
         verify(url, victims)
         return self._record(
             Measurement.verified_run(
-                "run", procs, batch, n, summary.updated, summary.elapsed, rnd, rss.max_mb
+                f"run-{engine}", procs, batch, n, victims, done.seconds, rnd, done.worker_peak_mb
             )
         )
 
-    def work(self, url, n, victims, procs, batch, rnd) -> Measurement:
+    def work(self, url, n, victims, procs, batch, rnd, engine="numpy") -> Measurement:
         reset(url)
         queue = f"bench_{uuid.uuid4().hex[:10]}"
+        env = {"DATABASE_URL": url, "RABBITMQ_URL": self.config.rabbitmq_url}
         try:
-            queued = publish.queue_killmails(
-                url,
-                self.config.rabbitmq_url,
-                scan.Selection("null"),
-                queue=queue,
-                batch_size=batch,
-                progress=False,
+            queued = run_command(
+                [_bin("bulk-backfill"), "queue", "--queue", queue, "--batch-size", str(batch)],
+                env=env,
             )
-            settings = WorkSettings(url, self.config.rabbitmq_url, queue=queue, batch_size=batch)
-            with ChildPeakRSS() as rss:
-                summary = supervise.work(settings, procs=procs, until_empty=True, progress=False)
+            done = run_command(
+                [
+                    _bin("bulk-backfill"),
+                    "work",
+                    "--procs",
+                    str(procs),
+                    "--queue",
+                    queue,
+                    "--until-empty",
+                    "--engine",
+                    engine,
+                ],
+                env=env,
+            )
         finally:
             connection = broker.connect(self.config.rabbitmq_url)
             channel = connection.channel()
             channel.queue_delete(queue)
             channel.queue_delete(broker.dead_letter_queue(queue))
             connection.close()
-        if summary.dead or summary.invalid or summary.fatal:
-            raise VerificationFailed(f"work dead-lettered or failed: {summary}")
         verify(url, victims)
         m = Measurement.verified_run(
-            "work",
+            f"work-{engine}",
             procs,
             batch,
             n,
-            summary.updated,
-            summary.elapsed,
+            victims,
+            done.seconds,
             rnd,
-            rss.max_mb,
+            done.worker_peak_mb,
             extra={
-                "queue_seconds": queued.elapsed,
-                "end_to_end_rate": summary.updated / (summary.elapsed + queued.elapsed),
+                "queue_seconds": queued.seconds,
+                "end_to_end_rate": victims / (done.seconds + queued.seconds),
             },
         )
         return self._record(m)
@@ -224,7 +270,7 @@ class Suite:
         url = database_for(c.server_url, c.killmails, self.say)
         small_url = database_for(c.server_url, small_n, self.say)
         ids, victims = _facts(url)
-        small_ids, small_victims = _facts(small_url)
+        _, small_victims = _facts(small_url)
         n = c.killmails
         self.say(f"killmails {n:,} (victims {victims:,}); rounds {c.rounds}; cpus {os.cpu_count()}")
 
@@ -232,27 +278,39 @@ class Suite:
         # that drifts over minutes moves them all alike.
         for rnd in range(c.rounds):
             self.say(f"round {rnd + 1} of {c.rounds}")
-            self.ceiling(url, n, ids, victims, 2, 500, rnd)
-            self.run(url, n, victims, 2, 500, rnd)
-            self.work(url, n, victims, 2, 500, rnd)
+            for formulation in reversed(ceiling.FORMULATIONS):
+                self.ceiling(url, n, victims, 2, 500, rnd, formulation)
+            for engine in ENGINES:
+                self.run(url, n, victims, 2, 500, rnd, engine)
+                self.work(url, n, victims, 2, 500, rnd, engine)
             self.baseline(url, n, ids, 5, rnd)
 
         self.say("sweeps")
         self.baseline(url, n, ids, 1, 0)
-        self.ceiling(url, n, ids, victims, 1, None, 0)
-        self.ceiling(url, n, ids, victims, 1, 500, 0)
-        for procs in (1, 4):
-            self.run(url, n, victims, procs, 500, 0)
+        self.ceiling(url, n, victims, 1, None, 0)
+        self.ceiling(url, n, victims, 1, 500, 0)
+        for engine in ENGINES:
+            for procs in (1, 4):
+                self.run(url, n, victims, procs, 500, 0, engine)
         for batch in (100, 2000):
             self.run(url, n, victims, 2, batch, 0)
-        for procs in (1, 4):
-            self.work(url, n, victims, procs, 500, 0)
 
         self.say(f"scaling: {small_n:,} against {n:,} killmails")
         for rnd in range(c.rounds):
-            self.run(small_url, small_n, small_victims, 2, 500, rnd)
-            self.run(url, n, victims, 2, 500, rnd)
+            for engine in ENGINES:
+                self.run(small_url, small_n, small_victims, 2, 500, rnd, engine)
         self.small_n = small_n
+
+    def measure_scale(self, sizes: list[int]) -> None:
+        """run and queue + work, both engines, and the best ceiling, at each size once."""
+        for n in sizes:
+            url = database_for(self.config.server_url, n, self.say)
+            _, victims = _facts(url)
+            self.say(f"scale: {n:,} killmails (victims {victims:,})")
+            self.ceiling(url, n, victims, 2, 500, 0)
+            for engine in ENGINES:
+                self.run(url, n, victims, 2, 500, 0, engine)
+                self.work(url, n, victims, 2, 500, 0, engine)
 
 
 def median_rate(results: list[Measurement], name: str, procs: int, batch=..., n=None) -> float:

@@ -14,6 +14,10 @@
 -- which numpy reads with frombuffer instead of turning ~13,000 rows into Python
 -- objects. killmail_id is int4 and line int2, as in the table: 30 bytes a line.
 --
+-- The IDs are repeated on victims: joined only through the batch CTE, the
+-- planner may hash all of victims (a sequential scan of the whole table for
+-- every batch) instead of probing its index 500 times.
+--
 -- Unit price rules: the stored double rounded to the cent half away from zero
 -- (done once per connection in unit_cents.sql); no price row or NULL -> 0;
 -- a capsule ship (670) is 10 ISK; a blueprint copy (singleton 2 in the
@@ -36,7 +40,8 @@ lines AS (
            1::int8 AS qty_destroyed,
            0::int8 AS qty_dropped
     FROM batch AS b
-    LEFT JOIN victims AS v ON v.killmail_id = b.killmail_id
+    LEFT JOIN victims AS v
+           ON v.killmail_id = b.killmail_id AND v.killmail_id = ANY(%(ids)s::int[])
     LEFT JOIN {unit_cents} AS u ON u.type_id = v.ship_type_id
 
     UNION ALL

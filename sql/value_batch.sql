@@ -12,6 +12,8 @@
 --                     sum() of either is numeric, so sums never overflow
 --   {touch}           empty, or ", updated_at = <the statement's time>"
 --
+-- The IDs are repeated on victims for the planner (see load_batch.sql).
+--
 -- One row: the number of rows written, and the IDs of the batch's killmails
 -- that have no victim (not valued, reported).
 WITH batch AS (
@@ -27,7 +29,8 @@ ship AS (
                ELSE coalesce(u.cents, u.unusable::int8, 0)
            END::int8 AS cents
     FROM batch AS b
-    JOIN victims AS v ON v.killmail_id = b.killmail_id
+    JOIN victims AS v
+      ON v.killmail_id = b.killmail_id AND v.killmail_id = ANY(%(ids)s::int[])
     LEFT JOIN {unit_cents} AS u ON u.type_id = v.ship_type_id
 ),
 items AS (
