@@ -19,6 +19,11 @@
 --              2, is 0.01 ISK a unit).
 -- NaN sorts above every number in PostgreSQL, so the comparison catches it with
 -- the infinities.
+-- One transaction, free of the session's statement_timeout: the build reads
+-- every price, once, and a timeout meant for batches must not fail every
+-- batch of the job (each would be split down to dead letters).
+BEGIN;
+SET LOCAL statement_timeout = 0;
 CREATE TEMP TABLE IF NOT EXISTS {table} (
     type_id   int4 PRIMARY KEY,
     cents     int8,
@@ -45,3 +50,4 @@ FULL JOIN (
     WHERE c.name = 'Blueprint'
 ) AS b ON b.type_id = p.type_id;
 ANALYZE {table};
+COMMIT;

@@ -185,7 +185,8 @@ def test_statement_timeout_run_ends_with_every_killmail_written_or_listed(demo_d
     assert not written & failed
     # nothing silently dropped: every killmail is written, listed as failed, or has no victim
     assert written | failed | victimless(demo_db) == _all_ids(demo_db)
-    assert {m.killmail_id for m in mismatches(demo_db)} == failed
+    # (a killmail without a victim can fail too: its one-killmail load timed out)
+    assert {m.killmail_id for m in mismatches(demo_db)} == failed - victimless(demo_db)
 
 
 @pytest.mark.slow
@@ -216,7 +217,7 @@ def test_statement_timeout_work_ends_with_every_killmail_written_or_dead(demo_db
     written = _valued_ids(demo_db)
     assert not written & dead
     assert written | dead | victimless(demo_db) == _all_ids(demo_db)
-    assert {m.killmail_id for m in mismatches(demo_db)} == dead
+    assert {m.killmail_id for m in mismatches(demo_db)} == dead - victimless(demo_db)
     assert rabbit.counts(queue_name) == (0, 0)
 
 
@@ -229,11 +230,12 @@ def _serialization_failure_for(url: str, killmail_id: int) -> None:
     )
 
 
-def test_run_a_serialization_failure_costs_only_its_killmail(demo_db):
+@pytest.mark.parametrize("engine", ["numpy", "sql"])
+def test_run_a_serialization_failure_costs_only_its_killmail(demo_db, engine):
     batch = _first_batch(demo_db)
     bad = batch[123]
     _serialization_failure_for(demo_db, bad)
-    out = cli("run", "--procs", "2", url=demo_db)
+    out = cli("run", "--procs", "2", "--engine", engine, url=demo_db)
     assert out.returncode == 1, out.stderr
     failed = failed_killmails(out.stdout)
     assert list(failed) == [bad] and failed[bad].startswith("SerializationFailure"), out.stdout
@@ -242,12 +244,15 @@ def test_run_a_serialization_failure_costs_only_its_killmail(demo_db):
     assert others <= _valued_ids(demo_db)
 
 
-def test_work_a_serialization_failure_costs_only_its_killmail(demo_db, queue_name):
+@pytest.mark.parametrize("engine", ["numpy", "sql"])
+def test_work_a_serialization_failure_costs_only_its_killmail(demo_db, queue_name, engine):
     batch = _first_batch(demo_db)
     bad = batch[321]
     _serialization_failure_for(demo_db, bad)
     assert cli("queue", "--queue", queue_name, url=demo_db, env=_ENV).returncode == 0
-    out = cli("work", "--queue", queue_name, "--until-empty", url=demo_db, env=_ENV)
+    out = cli(
+        "work", "--queue", queue_name, "--until-empty", "--engine", engine, url=demo_db, env=_ENV
+    )
     assert out.returncode == 1, out.stderr
     dead, headers = _dead_ids(queue_name)
     assert dead == {bad}

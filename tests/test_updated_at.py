@@ -107,7 +107,8 @@ def test_run_stamps_exactly_the_rows_it_writes(fresh_db, column_type):
     assert mismatches(fresh_db) == []
 
 
-def test_work_stamps_exactly_the_rows_it_writes(stamped_db, queue_name):
+@pytest.mark.parametrize("engine", ["numpy", "sql"])
+def test_work_stamps_exactly_the_rows_it_writes(stamped_db, queue_name, engine):
     no_victim = victimless(stamped_db)
     earlier = sorted(set(values(stamped_db)) - no_victim)[1::5]
     _prevalue(stamped_db, earlier)
@@ -115,7 +116,9 @@ def test_work_stamps_exactly_the_rows_it_writes(stamped_db, queue_name):
     queued = cli("queue", "--queue", queue_name, "--mode", "null", url=stamped_db, env=_ENV)
     assert queued.returncode == 0, queued.stderr
     before = _clock(stamped_db)
-    done = cli("work", "--queue", queue_name, "--until-empty", url=stamped_db, env=_ENV)
+    done = cli(
+        "work", "--queue", queue_name, "--until-empty", "--engine", engine, url=stamped_db, env=_ENV
+    )
     after = _clock(stamped_db)
     assert done.returncode == 0, done.stderr
     written = set(values(stamped_db)) - no_victim - set(earlier)

@@ -13,6 +13,7 @@ import time
 import weakref
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from bulk.engine import sqlfiles
 
@@ -39,10 +40,21 @@ def ensure(conn: psycopg.Connection, column: str, refresh: float | None) -> None
     built.pop(column, None)  # a failed build leaves no table to trust
     statement = sqlfiles.unit_cents_sql(column)
     if conn.autocommit:
-        conn.execute(statement, prepare=False)
-    else:
-        with conn.transaction():
+        try:
             conn.execute(statement, prepare=False)
+        except psycopg.Error:
+            # The statement opens its own transaction block; an error leaves it
+            # aborted, and an autocommit connection would stay stuck in it.
+            if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+            raise
+    else:
+        # Inside the caller's transaction handling: the body without its BEGIN/COMMIT.
+        body = "\n".join(
+            line for line in statement.splitlines() if line.strip() not in ("BEGIN;", "COMMIT;")
+        )
+        with conn.transaction():
+            conn.execute(body, prepare=False)
     built[column] = now
 
 

@@ -5,6 +5,7 @@ import time
 import psycopg
 import pytest
 
+from bulk.engine import unit_prices
 from bulk.engine.batch import process_batch
 from tests.conftest import mismatches, values
 
@@ -58,3 +59,15 @@ def test_a_failed_build_is_built_again_before_the_next_batch(demo_db):
                 process_batch(conn, first, "null")
         process_batch(conn, first + second, "null")
     assert mismatches(demo_db, ids=first + second) == []
+
+
+def test_a_statement_timeout_meant_for_batches_does_not_fail_the_build(demo_db):
+    # Were the build cancelled, every batch of the job would fail with it and be
+    # split down to dead letters; the build reads every price once and is exempt.
+    with psycopg.connect(demo_db, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '1ms'")
+        unit_prices.ensure(conn, "sell", None)
+        (timeout,) = conn.execute("SHOW statement_timeout").fetchone()
+        (types,) = conn.execute("SELECT count(*) FROM pg_temp.bulk_unit_cents_sell").fetchone()
+    assert timeout == "1ms"
+    assert types > 0
