@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from bulk import redact
 from bulk.config import check_libpq_url, mask_url, scrub
@@ -20,13 +23,68 @@ REQUIRED_TABLES = (
 )
 
 
+# libpq settings added to every connection whose URL (or keyword string) does not
+# set them. libpq's own defaults leave a connection whose other end has vanished
+# (a host cut off by a partition, a dropped NAT or firewall entry) to the
+# kernel's: about two minutes for a connect, two hours of silence before the
+# first keepalive probe, and some 15 minutes of retransmissions for a send nobody
+# acknowledges. A worker stuck that way holds its batches and does nothing;
+# with these it fails within a minute, and its batches go back to the queue.
+# None of them can end a slow but healthy query: a live server's kernel answers
+# the probes and acknowledges what is sent, however long the statement runs.
+LIBPQ_DEFAULTS = {
+    # Seconds for a connection to be made: a SYN to an unreachable host is
+    # otherwise retried for over two minutes.
+    "connect_timeout": "10",
+    # TCP keepalives while waiting for a reply (an UPDATE whose answer is lost):
+    # the first probe after 30 s of silence, then every 10 s, dead after 3
+    # unanswered, so a dead link is noticed within about a minute.
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    # Milliseconds that sent data may stay unacknowledged (a query sent into a
+    # dead link) before the connection is dropped; with keepalives on, Linux
+    # also uses it in place of keepalives_count. The same minute as above.
+    "tcp_user_timeout": "60000",
+}
+# The libpq environment variable that sets one of the above, where there is one.
+_LIBPQ_ENVIRONMENT = {"connect_timeout": "PGCONNECT_TIMEOUT"}
+
+
+def libpq_defaults(url: str) -> dict[str, str]:
+    """The LIBPQ_DEFAULTS that neither the URL nor the environment sets."""
+    try:
+        given = conninfo_to_dict(url)
+    except Exception:  # unreadable: psycopg.connect reports it (check_libpq_url masks it)
+        return {}
+    return {
+        key: value
+        for key, value in LIBPQ_DEFAULTS.items()
+        if key not in given and not os.environ.get(_LIBPQ_ENVIRONMENT.get(key, ""))
+    }
+
+
+def open_connection(
+    url: str, *, autocommit: bool = False, application_name: str = "bulk-backfill"
+) -> psycopg.Connection:
+    """psycopg.connect with LIBPQ_DEFAULTS for what the URL leaves unset.
+
+    Every connection the tool makes goes through here. psycopg's errors pass
+    through unchanged, for callers that sort them by kind and retry.
+    """
+    return psycopg.connect(
+        url, autocommit=autocommit, application_name=application_name, **libpq_defaults(url)
+    )
+
+
 def connect(url: str, *, autocommit: bool = False, application: str = "bulk-backfill"):
     """A psycopg connection, or a UserError naming the (masked) URL and the reason."""
     redact.remember(url)
     # libpq's parse errors quote the whole URL: say it cannot be parsed, without it.
     check_libpq_url(url)
     try:
-        return psycopg.connect(url, autocommit=autocommit, application_name=application)
+        return open_connection(url, autocommit=autocommit, application_name=application)
     except psycopg.Error as exc:
         reason = scrub(one_line(exc), url)
         raise UserError(f"cannot connect to PostgreSQL at {mask_url(url)}: {reason}") from None

@@ -14,8 +14,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import psycopg
-
 from bulk import db
 from bulk.config import scrub
 from bulk.engine import modes, scan
@@ -53,7 +51,7 @@ class RunSummary:
 def _child(url: str, job: tuple[str, Valuation], patience: float, pipe) -> None:
     parent = child_setup(url)
     holder = ConnectionHolder(
-        lambda: psycopg.connect(url, autocommit=True, application_name="bulk-backfill run")
+        lambda: db.open_connection(url, autocommit=True, application_name="bulk-backfill run")
     )
     try:
         while True:
@@ -248,7 +246,7 @@ def run_local(
             # The scan has a connection of its own, named so an operator (or a
             # test) can tell it from the children's, and reopened when it is lost.
             batches = scan.Scan(
-                lambda: psycopg.connect(url, autocommit=True, application_name=SCAN_APPLICATION),
+                lambda: db.open_connection(url, autocommit=True, application_name=SCAN_APPLICATION),
                 selection,
                 batch_size,
                 patience=db_patience,

@@ -25,12 +25,28 @@ DEFAULT_QUEUE = "backfill_killmail_values_queue"
 QUEUE_ARGUMENTS = {"x-max-priority": 10}
 PERSISTENT = 2
 _DEEP_RECURSION = 100_000  # frames pika may need for the deepest header table a frame holds
-# Seconds. The broker closes a connection it has heard nothing from for about
-# two intervals, so a dead or cut-off host's unacked batches come back within
-# a minute or so. A worker answers heartbeats only between batches (pika's
-# BlockingConnection does I/O only when called), so a batch must finish well
-# within that: a batch of 500 takes well under a second, 10,000 a few seconds.
+# Seconds. The broker closes a connection it has heard nothing from for two
+# to three intervals (RabbitMQ checks once an interval), so a dead or cut-off
+# host's unacked batches come back within 60 to 90 s; pika, checking every
+# interval + 5 s, notices the same from the worker's side within 35 to 70 s. A
+# worker answers heartbeats only between batches (pika's BlockingConnection
+# does I/O only when called), so a batch must finish well within that: a batch
+# of 500 takes well under a second, 10,000 a few seconds.
 DEFAULT_HEARTBEAT = 30
+# What the tool sets unless the URL's query sets it (pika's URL parameters).
+CONNECTION_DEFAULTS = {
+    # Seconds for the TCP connect: a SYN to an unreachable host is otherwise
+    # retried for about two minutes.
+    "socket_timeout": 10.0,
+    # Seconds for the whole bring-up (TCP, TLS, AMQP handshake): a broker that
+    # accepts the connection and then says nothing must not hang a worker.
+    "stack_timeout": 15.0,
+    # Seconds a connection may stay blocked by the broker (a memory or disk
+    # alarm) before pika drops it and the worker or `queue` reconnects: a
+    # publish on a blocked connection otherwise waits for as long as the alarm
+    # lasts, and says nothing.
+    "blocked_connection_timeout": 60.0,
+}
 
 # What a lost or refused broker connection raises: worth a reconnect.
 CONNECTION_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError, OSError)
@@ -66,7 +82,8 @@ def allow_deep_header_tables() -> None:
 def connect(url: str) -> pika.BlockingConnection:
     """A blocking connection, or a BrokerError of one line that never shows the password.
 
-    The heartbeat is the URL's `?heartbeat=`, else DEFAULT_HEARTBEAT.
+    The heartbeat is the URL's `?heartbeat=`, else DEFAULT_HEARTBEAT; the
+    timeouts of CONNECTION_DEFAULTS likewise (`?socket_timeout=5`...).
     """
     redact.remember(url)
     allow_deep_header_tables()
@@ -80,8 +97,12 @@ def connect(url: str) -> pika.BlockingConnection:
             "bad RabbitMQ URL (not shown: it may hold a password); "
             "percent-encode special characters in the password, e.g. # as %23, / as %2F"
         ) from None
-    if "heartbeat" not in parse_qs(urlsplit(url).query):
+    given = parse_qs(urlsplit(url).query)
+    if "heartbeat" not in given:
         params.heartbeat = DEFAULT_HEARTBEAT
+    for name, value in CONNECTION_DEFAULTS.items():
+        if name not in given:
+            setattr(params, name, value)
     params.client_properties = {"connection_name": f"bulk-backfill@{socket.gethostname()}"}
     try:
         return pika.BlockingConnection(params)

@@ -1,8 +1,11 @@
 """One `work` process: consume batches, value them, ack after COMMIT.
 
 Failure handling (docs/failure.md), by SQLSTATE (bulk.engine.errors):
-- a lost PostgreSQL connection retries the same batch on a new connection,
-  with backoff, for as long as it takes;
+- a lost PostgreSQL connection retries the same batch once on a new
+  connection; if that fails too, the database cannot be reached from this
+  host (down, or the host cut off from it): the batch is given back, the
+  broker connection is closed so that the prefetched batches go back too, and
+  the worker takes no more until the database answers again;
 - a serialization failure, deadlock or lock timeout retries a few times, then
   counts as a batch error;
 - an environment error (missing table, privilege, read-only) stops the worker
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from bulk import db
 from bulk.backoff import Backoff, jitter
 from bulk.engine.batch import BatchResult, Valuation, value_batch
 from bulk.engine.errors import ErrorKind, classify
@@ -80,6 +84,10 @@ class _Refused(Exception):
     """The broker refused a republish or dead letter; the original goes back to the queue."""
 
 
+class _DatabaseLost(Exception):
+    """The database cannot be reached from here: what is in hand goes back to the queue."""
+
+
 def _count_header(headers: dict, name: str) -> int:
     """A count from a header anyone may have written: an int in range, else 0."""
     value = headers.get(name)
@@ -115,7 +123,7 @@ class Worker:
         self.should_stop = should_stop
         self.host = socket.gethostname()
         self.db = ConnectionHolder(
-            lambda: psycopg.connect(
+            lambda: db.open_connection(
                 settings.db_url, autocommit=True, application_name="bulk-backfill work"
             )
         )
@@ -138,22 +146,37 @@ class Worker:
         try:
             while not self.should_stop():
                 try:
+                    self._database_ready()
                     self._open()
                     self._consume()
-                except broker.CONNECTION_ERRORS + (broker.BrokerError,) as exc:
+                except broker.CONNECTION_ERRORS + (broker.BrokerError, _DatabaseLost) as exc:
+                    # Closing gives back every delivery not acked (the prefetched ones).
                     self._close_broker()
                     # Only a message handled counts as recovery: a connection that
                     # opens and then breaks on the same message must keep backing off.
                     if self.handled:
                         backoff.reset()
                     if backoff.attempt % 5 == 0:
-                        self._note(f"broker connection lost ({describe(exc)}); reconnecting")
+                        self._note(
+                            f"database unreachable ({exc}); taking no batch until it answers"
+                            if isinstance(exc, _DatabaseLost)
+                            else f"broker connection lost ({describe(exc)}); reconnecting"
+                        )
                     self._pause(backoff.delay())
         except _Stop:
             pass  # asked to stop while waiting out an outage: nothing in hand is acked
         finally:
             self._close_broker()
             self.db.discard()
+
+    def _database_ready(self) -> None:
+        """Consume only while the database answers: a host cut off from it would hold batches."""
+        try:
+            self.db.get()
+        except psycopg.Error as exc:
+            if classify(exc) is not ErrorKind.CONNECTION:
+                raise FatalError(describe(exc)) from None
+            raise _DatabaseLost(describe(exc)) from None
 
     def _open(self) -> None:
         self.handled = False
@@ -330,6 +353,7 @@ class Worker:
         """The batch written, or the text of a batch error."""
         backoff = Backoff(base=0.2, cap=10.0)
         contention = 0
+        lost = False  # the connection was lost once already while on this batch
         while True:
             conn = None
             try:
@@ -346,8 +370,13 @@ class Worker:
                     return describe(exc)  # a batch error: _do decides what comes next
                 if kind is ErrorKind.CONNECTION:
                     self.db.discard()
-                    if backoff.attempt % 5 == 0:
-                        self._note(f"database unavailable ({describe(exc)}); retrying")
+                    if lost:
+                        # A new connection failed as well. Holding the batches while the
+                        # database is out of reach would only keep them from other hosts.
+                        self._nack(tags)
+                        raise _DatabaseLost(describe(exc)) from None
+                    lost = True
+                    self._note(f"database unavailable ({describe(exc)}); retrying")
             except Exception as exc:  # noqa: BLE001 - a batch no engine step can value
                 return describe(exc)
             try:

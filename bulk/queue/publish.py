@@ -12,8 +12,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import psycopg
-
 from bulk import db
 from bulk.backoff import Backoff
 from bulk.config import scrub
@@ -139,7 +137,7 @@ def queue_killmails(
     # It goes on after the last batch it handed out, which was published (or
     # counted as unconfirmed) before the next page is read.
     batches = scan.Scan(
-        lambda: psycopg.connect(db_url, autocommit=True, application_name=SCAN_APPLICATION),
+        lambda: db.open_connection(db_url, autocommit=True, application_name=SCAN_APPLICATION),
         selection,
         batch_size,
         patience=db_patience,
