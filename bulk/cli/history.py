@@ -104,7 +104,10 @@ def history_import_cmd(database_url, files, type_id, region, all_regions):
         )
     lines = _created_line(summary.tables_created, url) + [line]
     rate = summary.rows / max(summary.elapsed, 1e-9)
-    lines.append(f"elapsed {summary.elapsed:.1f} s ({rate:,.0f} rows/s)")
+    lines.append(
+        f"elapsed {summary.elapsed:.1f} s ({rate:,.0f} rows/s; reading and staging "
+        f"{summary.staging_seconds:.1f} s, writing {summary.upsert_seconds:.1f} s)"
+    )
     click.echo("\n".join(lines))
 
 

@@ -20,6 +20,7 @@ from typing import BinaryIO
 import numpy as np
 import psycopg
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
 from bulk import db
 from bulk.demo.copy_binary import FLOAT8, INT4, INT8, SIGNATURE, TRAILER, Column, encode_rows
@@ -37,6 +38,9 @@ _PG_EPOCH = np.datetime64("2000-01-01", "D")  # PostgreSQL's binary date counts 
 
 # The staging table's columns, in the COPY's order (sql/history_staging.sql).
 _STAGING_COLUMNS = ("source", *hf._COLUMNS)
+_STAGING_COPY = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+    sql.Identifier("history_staging"), sql.SQL(", ").join(map(sql.Identifier, _STAGING_COLUMNS))
+)
 # The upsert reads either the staging table or a fetch's arrays; both fixed here.
 STAGING_SOURCE = "history_staging"
 ARRAYS_SOURCE = (
@@ -61,6 +65,9 @@ class HistoryImportSummary:
     other_regions: int = 0  # EVE Ref rows of other regions, left out
     written: Written = field(default_factory=Written)
     elapsed: float = 0.0
+    # Where the time went: reading, checking and COPYing into staging; then the upsert.
+    staging_seconds: float = 0.0
+    upsert_seconds: float = 0.0
     tables_created: list[str] = field(default_factory=list)
 
 
@@ -95,17 +102,29 @@ def import_history_files(
     bar = Progress(
         None, desc="history import", noun="rows", unit="row", counts=(), enabled=progress
     )
+    _roomy_temp_buffers(conn)
     failed = True
     try:
         with conn.transaction():
             _create_staging(conn)
-            for number, source in enumerate(sources):
-                for parsed in _read(source, region, type_id, all_regions):
-                    _copy(conn, number, parsed.rows)
-                    summary.rows += len(parsed.rows)
-                    summary.other_regions += parsed.other_regions
-                    bar.add(len(parsed.rows) + parsed.other_regions)
+            # One COPY for every file, sent by a thread of its own: the server
+            # stores a chunk while the next one is parsed.
+            with (
+                conn.cursor() as cur,
+                cur.copy(_STAGING_COPY, writer=QueuedLibpqWriter(cur)) as copy,
+            ):
+                copy.write(SIGNATURE)
+                for number, source in enumerate(sources):
+                    for parsed in _read(source, region, type_id, all_regions):
+                        copy.write(_encoded(number, parsed.rows))
+                        summary.rows += len(parsed.rows)
+                        summary.other_regions += parsed.other_regions
+                        bar.add(len(parsed.rows) + parsed.other_regions)
+                copy.write(TRAILER)
+            staged = time.monotonic()
+            summary.staging_seconds = staged - started
             summary.written = _upsert_staged(conn, sources, region, type_id, all_regions)
+            summary.upsert_seconds = time.monotonic() - staged
         failed = False
     finally:
         bar.close(failed=failed)
@@ -241,28 +260,37 @@ def _create_staging(conn: psycopg.Connection) -> None:
     conn.execute(sqlfiles.load("history_staging"))
 
 
-def _copy(conn: psycopg.Connection, number: int, rows: hf.HistoryRows) -> None:
+def _roomy_temp_buffers(conn: psycopg.Connection) -> None:
+    """Let the staging table stay in memory (the default 8 MB spills it to disk).
+
+    PostgreSQL accepts this only before the session's first temporary table;
+    a session that had one keeps what it has.
+    """
+    try:
+        with conn.transaction():
+            conn.execute("SET temp_buffers = '256MB'")
+    except psycopg.errors.InvalidParameterValue:
+        pass
+
+
+def _encoded(number: int, rows: hf.HistoryRows) -> bytes:
+    """The rows as binary COPY tuples for the staging table (no header, no trailer)."""
     n = len(rows)
     if not n:
-        return
-    columns = [
-        Column(np.full(n, number, np.int64), INT4),
-        Column(rows.region_id, INT4),
-        Column(rows.type_id, INT4),
-        Column(hf.days_since(rows.date, _PG_EPOCH), INT4),
-        Column(rows.average, FLOAT8),
-        Column(rows.highest, FLOAT8),
-        Column(rows.lowest, FLOAT8),
-        Column(rows.volume, INT8),
-        Column(rows.order_count, INT8),
-    ]
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.Identifier(STAGING_SOURCE), sql.SQL(", ").join(map(sql.Identifier, _STAGING_COLUMNS))
+        return b""
+    return encode_rows(
+        [
+            Column(np.full(n, number, np.int64), INT4),
+            Column(rows.region_id, INT4),
+            Column(rows.type_id, INT4),
+            Column(hf.days_since(rows.date, _PG_EPOCH), INT4),
+            Column(rows.average, FLOAT8),
+            Column(rows.highest, FLOAT8),
+            Column(rows.lowest, FLOAT8),
+            Column(rows.volume, INT8),
+            Column(rows.order_count, INT8),
+        ]
     )
-    with conn.cursor() as cur, cur.copy(statement) as copy:
-        copy.write(SIGNATURE)
-        copy.write(encode_rows(columns))
-        copy.write(TRAILER)
 
 
 def _upsert_staged(
@@ -272,12 +300,17 @@ def _upsert_staged(
     type_id: int | None,
     all_regions: bool,
 ) -> Written:
-    statement = sqlfiles.load("upsert_history").format(source=STAGING_SOURCE)
+    # Enough memory to sort the staged rows into key order without spilling.
+    conn.execute("SET LOCAL work_mem = '256MB'")
+    (overlap,) = conn.execute(sqlfiles.load("history_overlap")).fetchone()
     try:
         # A savepoint: after a repeated day the staging table is still there to ask.
         with conn.transaction():
+            if not overlap:
+                return Written(conn.execute(sqlfiles.load("insert_history")).rowcount, 0)
+            statement = sqlfiles.load("upsert_history").format(source=STAGING_SOURCE)
             new, changed = conn.execute(statement).fetchone()
-    except psycopg.errors.CardinalityViolation:
+    except (psycopg.errors.CardinalityViolation, psycopg.errors.UniqueViolation):
         raise _repeated(conn, sources, region, type_id, all_regions) from None
     return Written(new, changed)
 
