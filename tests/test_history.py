@@ -7,7 +7,7 @@ independently of the importer's numpy reader.
 import bz2
 import csv
 import json
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -355,3 +355,68 @@ def test_a_bad_override_file_imports_nothing_and_names_the_line(schema_db, tmp_p
         "2024-01-01; nothing was imported"
     )
     assert cli("prices", "override", "list", "--json", url=schema_db).stdout.strip() == "[]"
+
+
+def test_demo_data_writes_history_covering_every_kill_date_and_overrides(schema_db):
+    # On the killreport schema the history tables come from init-db, as a user adds them.
+    _init(schema_db)
+    out = cli("demo-data", "--killmails", "2000", "--seed", "3", url=schema_db)
+    assert out.returncode == 0, out.stderr
+    assert "market history rows and 2 price overrides" in out.stdout
+    with psycopg.connect(schema_db) as conn:
+        (first_kill, last_kill) = conn.execute(
+            "SELECT min(killmail_time)::date, max(killmail_time)::date FROM killmails"
+        ).fetchone()
+        per_type = conn.execute(
+            "SELECT p.type_id, p.sell, min(h.date), max(h.date), count(h.date),"
+            " percentile_cont(0.5) WITHIN GROUP (ORDER BY h.average),"
+            " bool_and(h.lowest <= h.average AND h.average <= h.highest AND h.lowest > 0),"
+            " bool_and(h.region_id = 10000002)"
+            " FROM market_prices p LEFT JOIN market_price_history h USING (type_id)"
+            " GROUP BY p.type_id, p.sell"
+        ).fetchall()
+        (other,) = conn.execute(
+            "SELECT count(*) FROM market_price_history"
+            " WHERE type_id NOT IN (SELECT type_id FROM market_prices)"
+        ).fetchone()
+        daily = conn.execute(
+            "SELECT count(DISTINCT date) FROM market_price_history WHERE date > %s::date - 1095",
+            [last_kill],
+        ).fetchone()[0]
+        overrides = conn.execute(
+            "SELECT o.type_id, o.valid_from, o.valid_to, o.price, c.name FROM price_overrides o"
+            " JOIN types t ON t.id = o.type_id JOIN item_groups g ON g.id = t.group_id"
+            " JOIN categories c ON c.id = g.category_id ORDER BY o.id"
+        ).fetchall()
+    assert other == 0 and len(per_type) > 2000
+    for type_id, sell, first, last, _days, median, ordered, forge in per_type:
+        # Every priced type has history from the first kill date on, in The Forge.
+        assert first == first_kill and last <= last_kill and ordered and forge, type_id
+        # Its averages wander around its price (sell is the price, rounded; 0 for a few).
+        if sell > 0:
+            assert 0.5 < median / sell < 2, (type_id, median, sell)
+    assert max(p[3] for p in per_type) == last_kill
+    # Daily for the last three years, with gaps: not every type trades every day.
+    assert daily == 1095
+    total = sum(p[4] for p in per_type)
+    assert total < len(per_type) * (1095 + (last_kill - first_kill).days // 30 + 1)
+    (hull, _, change, before, category), (hull2, start, end, after, _) = overrides
+    assert hull == hull2 and category == "Ship" and end is None
+    assert start == change + timedelta(days=1) and first_kill < start < last_kill
+    assert after == before * 1.5
+
+
+def test_demo_data_without_history_tables_says_so_and_creates_none(killreport_db):
+    out = cli("demo-data", "--killmails", "50", url=killreport_db)
+    assert out.returncode == 0, out.stderr
+    assert "no market history written: the database lacks market_price_history" in out.stdout
+    assert not _table_exists(killreport_db, "market_price_history")
+    assert not _table_exists(killreport_db, "price_overrides")
+
+
+def test_demo_data_no_history(fresh_db):
+    _init(fresh_db)
+    out = cli("demo-data", "--killmails", "50", "--no-history", url=fresh_db)
+    assert out.returncode == 0, out.stderr
+    assert "history" not in out.stdout
+    assert _history(fresh_db) == {}
