@@ -21,6 +21,10 @@ REQUIRED_TABLES = (
     "item_groups",
     "categories",
 )
+# The tool's own tables for valuing a killmail at its kill date (sql/history_schema.sql).
+# Only init-db and the `prices history` / `prices override` commands create them;
+# run and work never do, and nothing here is one of the killboard's own tables.
+HISTORY_TABLES = ("market_price_history", "price_overrides")
 
 
 # libpq settings added to every connection whose URL (or keyword string) does not
@@ -99,10 +103,13 @@ def close_quietly(conn: psycopg.Connection | None) -> None:
             pass
 
 
-def missing_tables(conn: psycopg.Connection) -> list[str]:
+def missing_tables(
+    conn: psycopg.Connection, tables: tuple[str, ...] = REQUIRED_TABLES
+) -> list[str]:
     rows = conn.execute(
-        "SELECT t FROM unnest(%s::text[]) AS t WHERE to_regclass(t) IS NULL",
-        [list(REQUIRED_TABLES)],
+        "SELECT t FROM unnest(%s::text[]) WITH ORDINALITY AS u (t, n)"
+        " WHERE to_regclass(t) IS NULL ORDER BY n",
+        [list(tables)],
     ).fetchall()
     _end_read(conn)
     return [r[0] for r in rows]
@@ -134,8 +141,26 @@ def _end_read(conn: psycopg.Connection) -> None:
 
 
 def init_db(conn: psycopg.Connection) -> list[str]:
-    """Create the killboard tables that are missing; returns the ones it created."""
-    before = set(missing_tables(conn))
+    """Create the killboard and history tables that are missing; returns the ones it created.
+
+    On the replaced system's schema the killboard tables are all there already,
+    so only the tool's own history tables are added, beside them.
+    """
+    before = set(missing_tables(conn, REQUIRED_TABLES + HISTORY_TABLES))
     with conn.transaction():
         conn.execute(sqlfiles.load("schema"))
-    return [t for t in REQUIRED_TABLES if t in before]
+        conn.execute(sqlfiles.load("history_schema"))
+    return [t for t in REQUIRED_TABLES + HISTORY_TABLES if t in before]
+
+
+def ensure_history_tables(conn: psycopg.Connection) -> list[str]:
+    """Create market_price_history and price_overrides if missing (IF NOT EXISTS).
+
+    Only init-db and the `prices history` / `prices override` commands call
+    this; returns the tables it created.
+    """
+    before = missing_tables(conn, HISTORY_TABLES)
+    if before:
+        with conn.transaction():
+            conn.execute(sqlfiles.load("history_schema"))
+    return before

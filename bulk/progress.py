@@ -114,15 +114,18 @@ class Progress:
         self._printed = self.done
         total = "?" if self.total is None else str(self.total)
         counts = " ".join(f"{k}={v}" for k, v in self._postfix().items())
+        tail = f", {counts}" if counts else ""
         print(
-            f"{self._desc}: {self.done}/{total} {self._noun}, {self.rate():.0f}/s, {counts}",
+            f"{self._desc}: {self.done}/{total} {self._noun}, {self.rate():.0f}/s{tail}",
             file=self.stream,
             flush=True,
         )
 
-    def close(self) -> None:
+    def close(self, *, failed: bool = False) -> None:
+        """Show the final counts; after a failure the plain line is left out, so the
+        error is the only line a bad input prints."""
         if self._bar is not None:
             self._refresh()  # the final counts, whatever the time since the last display
             self._bar.close()
-        elif self._enabled and self._printed != self.done:
+        elif self._enabled and self._printed != self.done and not failed:
             self._print_line()

@@ -109,12 +109,20 @@ def schema_db(fresh_db, schema_kind):
     return fresh_db
 
 
-def make_demo_db(url: str, killmails: int, seed: int = 1, schema: str = "tool") -> str:
+def make_demo_db(
+    url: str, killmails: int, seed: int = 1, schema: str = "tool", history: bool = False
+) -> str:
+    """A generated killboard; with history, also demo-data's market history and price
+    overrides (about 3 million rows: off by default, it would slow every test down).
+    On the killreport schema the history tables are added first, as init-db would."""
+    from bulk import db
     from bulk.demo.load import load_demo_data
 
     create_schema(url, schema)
     with psycopg.connect(url) as conn:
-        load_demo_data(conn, killmails, seed, progress=False)
+        if history:
+            db.ensure_history_tables(conn)
+        load_demo_data(conn, killmails, seed, progress=False, history=history)
     return url
 
 

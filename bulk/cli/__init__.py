@@ -9,7 +9,7 @@ import pika.exceptions
 import psycopg
 
 from bulk import redact
-from bulk.cli import dead, inspect, jobs, prices, setup
+from bulk.cli import dead, history, inspect, jobs, prices, setup
 from bulk.errors import UserError, one_line
 
 
@@ -23,6 +23,9 @@ def cli():
         bulk-backfill demo
     """
 
+
+prices.prices_group.add_command(history.history_group)
+prices.prices_group.add_command(history.override_group)
 
 for _command in (
     setup.init_db_cmd,

@@ -15,7 +15,7 @@ from bulk.prices import esi, fetch, load
 
 @click.group("prices")
 def prices_group():
-    """Fill market_prices: from ESI (fetch) or from a file (import).
+    """Fill market_prices (fetch, import), the daily history and the price overrides.
 
     \b
     Example:
@@ -24,6 +24,44 @@ def prices_group():
 
 
 _ESI_COLUMN = click.Choice(list(PRICE_COLUMNS))
+
+
+def esi_options(f):
+    """The options of every command that asks ESI: how many at once, where, who, how long."""
+    for option in reversed(
+        [
+            click.option(
+                "--concurrency",
+                type=click.IntRange(1, 100),
+                default=20,
+                show_default=True,
+                help="Requests to ESI at the same time.",
+            ),
+            click.option(
+                "--esi-url", default=esi.DEFAULT_ESI, show_default=True, help="Base URL of ESI."
+            ),
+            click.option(
+                "--user-agent",
+                help="Who to contact about these requests, e.g. "
+                "'killboard.example; admin@example.com'.",
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=0.1),
+                default=10,
+                show_default=True,
+                help="Seconds per request before it is retried.",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def esi_client(esi_url: str, region: int, user_agent: str | None, timeout: float) -> esi.Client:
+    """A polite ESI client that says who runs it."""
+    agent = f"bulk-backfill/{_version()}" + (f" ({user_agent})" if user_agent else "")
+    return esi.Client(esi_url, region, user_agent=agent, timeout=timeout)
 
 
 @prices_group.command("import")
@@ -81,25 +119,7 @@ def prices_import_cmd(database_url, file, average_as, adjusted_as):
     multiple=True,
     help="Only this type (repeat). Default: every type the killmails use.",
 )
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 100),
-    default=20,
-    show_default=True,
-    help="Requests to ESI at the same time.",
-)
-@click.option("--esi-url", default=esi.DEFAULT_ESI, show_default=True, help="Base URL of ESI.")
-@click.option(
-    "--user-agent",
-    help="Who to contact about these requests, e.g. 'killboard.example; admin@example.com'.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=10,
-    show_default=True,
-    help="Seconds per request before it is retried.",
-)
+@esi_options
 def prices_fetch_cmd(database_url, region, type_ids, concurrency, esi_url, user_agent, timeout):
     """Fetch buy, sell, average and volume from ESI market orders for every type used.
 
@@ -112,8 +132,7 @@ def prices_fetch_cmd(database_url, region, type_ids, concurrency, esi_url, user_
         bulk-backfill prices fetch --user-agent 'kb.example; me@example.com'
     """
     url = config.database_url(database_url)
-    agent = f"bulk-backfill/{_version()}" + (f" ({user_agent})" if user_agent else "")
-    client = esi.Client(esi_url, region, user_agent=agent, timeout=timeout)
+    client = esi_client(esi_url, region, user_agent, timeout)
 
     def announce(n: int) -> None:
         click.echo(

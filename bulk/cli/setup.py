@@ -12,7 +12,7 @@ from bulk.audit import reference
 from bulk.cli import options, render
 from bulk.config import mask_url
 from bulk.demo import run as demo
-from bulk.demo.load import load_demo_data
+from bulk.demo.load import load_demo
 
 
 @click.command("init-db")
@@ -37,8 +37,16 @@ def init_db_cmd(database_url):
 @options.database_option
 @click.option("--killmails", type=click.IntRange(min=1), required=True, help="How many.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same data.")
-def demo_data_cmd(database_url, killmails, seed):
+@click.option(
+    "--no-history",
+    is_flag=True,
+    help="Leave market_price_history and price_overrides alone (faster).",
+)
+def demo_data_cmd(database_url, killmails, seed, no_history):
     """Fill an empty killboard with generated killmails, items, types and prices.
+
+    Also market history (daily for three years up to the newest kill, one day
+    in 30 before) and two price overrides, where init-db made those tables.
 
     \b
     Example:
@@ -46,8 +54,19 @@ def demo_data_cmd(database_url, killmails, seed):
     """
     url = config.database_url(database_url)
     with db.connect(url) as conn:
-        items = load_demo_data(conn, killmails, seed)
-    click.echo(f"loaded {killmails:,} killmails with {items:,} item rows (seed {seed})")
+        result = load_demo(conn, killmails, seed, history=False if no_history else None)
+    line = f"loaded {killmails:,} killmails with {result.items:,} item rows (seed {seed})"
+    if result.history:
+        line += (
+            f", {result.history_rows:,} market history rows and "
+            f"{render.plural(result.overrides, 'price override')}"
+        )
+    click.echo(line)
+    if not result.history and not no_history:
+        click.echo(
+            "no market history written: the database lacks market_price_history and "
+            "price_overrides (bulk-backfill init-db adds them)"
+        )
 
 
 @click.command("import-killmails")

@@ -216,6 +216,116 @@ def killmail_chunks(
         )
 
 
+# The demo's market history: daily averages for the last three years up to the
+# newest kill, and one day in 30 before that back to the first kill, so every
+# kill date has history on or before it without 18 years of daily rows.
+HISTORY_REGION = 10000002  # The Forge, whose averages the kill-date rules read
+HISTORY_DAILY_DAYS = 3 * 365 + 1
+HISTORY_OLDER_STEP = 30
+
+
+@dataclass(frozen=True)
+class History:
+    """market_price_history rows of the priced types, sorted by (type_id, date)."""
+
+    type_ids: np.ndarray
+    days: np.ndarray  # datetime64[D]
+    average: np.ndarray
+    highest: np.ndarray
+    lowest: np.ndarray
+    volume: np.ndarray
+    order_count: np.ndarray
+
+
+def history_days(first: np.datetime64, last: np.datetime64) -> np.ndarray:
+    """The days the demo has history for: one in 30 from `first`, then every day
+    of the last HISTORY_DAILY_DAYS up to `last` (both UTC dates)."""
+    first, last = first.astype("datetime64[D]"), last.astype("datetime64[D]")
+    daily_from = max(first, last - (HISTORY_DAILY_DAYS - 1))
+    older = np.arange(first, daily_from, HISTORY_OLDER_STEP).astype("datetime64[D]")
+    return np.concatenate([older, np.arange(daily_from, last + 1).astype("datetime64[D]")])
+
+
+HISTORY_BLOCK = 256  # types generated (and loaded) at a time: memory stays flat
+
+
+def history(
+    rng: np.random.Generator, cat: Catalogue, first: np.datetime64, last: np.datetime64
+) -> Iterator[History]:
+    """Daily averages of every priced type wandering around its sell price (pure numpy),
+    HISTORY_BLOCK types at a time, in (type_id, date) order.
+
+    A mean-reverting walk in log space (about ±10%), with the highest and
+    lowest of the day around it, volumes that fall as prices rise, and gaps:
+    a few days without trades for every type, many for the dearest.
+    """
+    days = history_days(first, last)
+    # The price a type's history wanders around: its sell price where it has one.
+    price = cat.base_price.copy()
+    price[cat.price_rows] = np.where(cat.sell > 0, cat.sell, price[cat.price_rows])
+    ordered = cat.price_rows[np.argsort(cat.type_ids[cat.price_rows], kind="stable")]
+    for start in range(0, ordered.size, HISTORY_BLOCK):
+        types = ordered[start : start + HISTORY_BLOCK]
+        yield _history_block(rng, cat.type_ids[types], price[types], days)
+
+
+def _history_block(
+    rng: np.random.Generator, type_ids: np.ndarray, price: np.ndarray, days: np.ndarray
+) -> History:
+    n_types, n_days = type_ids.size, days.size
+    base = np.maximum(price, 0.01)
+    steps = rng.normal(0.0, 0.03, (n_days, n_types))
+    walk = np.empty((n_types, n_days))
+    level = np.zeros(n_types)
+    for day in range(n_days):
+        level = 0.97 * level + steps[day]
+        walk[:, day] = level
+    average = np.maximum(np.round(base[:, None] * np.exp(walk), 2), 0.01)
+    spread = np.abs(rng.normal(0.0, 0.04, (2, n_types, n_days)))
+    highest = np.round(average * (1 + spread[0]), 2)
+    lowest = np.maximum(np.round(average * (1 - np.minimum(spread[1], 0.5)), 2), 0.01)
+    volume = np.floor(rng.lognormal(np.log(2e8 / base).clip(0, 20)[:, None], 1.0, walk.shape)) + 1
+    order_count = rng.poisson(np.clip(40 - np.log10(base) * 4, 1, 60)[:, None], walk.shape) + 1
+    # Gaps: 3% of days for any type, half of them for types over 10B ISK; the
+    # first day stays, so every kill date has a price on or before it.
+    gap = rng.random((n_types, n_days)) < np.where(base > 1e10, 0.5, 0.03)[:, None]
+    gap[:, 0] = False
+    keep = ~gap
+    return History(
+        type_ids=np.repeat(type_ids, keep.sum(axis=1)),
+        days=np.broadcast_to(days, walk.shape)[keep],
+        average=average[keep],
+        highest=highest[keep],
+        lowest=lowest[keep],
+        volume=volume[keep].astype(np.int64),
+        order_count=order_count[keep].astype(np.int64),
+    )
+
+
+@dataclass(frozen=True)
+class Override:
+    type_id: int
+    valid_from: np.datetime64 | None
+    valid_to: np.datetime64 | None
+    price: float
+    note: str
+
+
+def overrides(cat: Catalogue, first: np.datetime64, last: np.datetime64) -> list[Override]:
+    """A fixed price for the dearest hull before and after a date in the middle of
+    the killboard's history, as a killboard sets one for a hull nobody trades."""
+    ships = _category_index(cat, "Ship")
+    hull = ships[np.argmax(cat.base_price[ships])]
+    type_id = int(cat.type_ids[hull])
+    price = float(np.round(cat.base_price[hull], -6))
+    first, last = first.astype("datetime64[D]"), last.astype("datetime64[D]")
+    change = first + (last - first) // 2
+    return [
+        Override(type_id, None, change - 1, price, "demo: the build price before the change"),
+        Override(type_id, change, None, price * 1.5, "demo: the build price after the change"),
+    ]
+
+
 @dataclass(frozen=True)
 class KillreportColumns:
     """The columns a killboard like killreport has beyond the tool's schema, for one chunk."""

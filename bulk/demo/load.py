@@ -11,14 +11,22 @@ from psycopg import sql
 from bulk import db
 from bulk import target as target_tables
 from bulk.demo import generate
-from bulk.demo.copy_binary import FLOAT8, INT4, TIMESTAMP, Column, copy_columns, timestamp_values
+from bulk.demo.copy_binary import (
+    FLOAT8,
+    INT4,
+    INT8,
+    TIMESTAMP,
+    Column,
+    copy_columns,
+    timestamp_values,
+)
 from bulk.errors import UserError
 from bulk.progress import Progress
 
 
-def _require_empty(conn: psycopg.Connection) -> None:
-    for table in db.REQUIRED_TABLES:
-        # table names come from the fixed tuple in bulk.db, never from user text
+def _require_empty(conn: psycopg.Connection, tables: tuple[str, ...]) -> None:
+    for table in tables:
+        # table names come from the fixed tuples in bulk.db, never from user text
         (has_rows,) = conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()
         if has_rows:
             raise UserError(
@@ -174,22 +182,62 @@ def _load_chunk(
     )
 
 
+@dataclass
+class DemoLoad:
+    items: int = 0
+    history: bool = False  # whether history and overrides were written
+    history_rows: int = 0
+    overrides: int = 0
+
+
 def load_demo_data(
-    conn: psycopg.Connection, killmails: int, seed: int = 1, *, progress: bool = True
+    conn: psycopg.Connection,
+    killmails: int,
+    seed: int = 1,
+    *,
+    progress: bool = True,
+    history: bool | None = None,
 ) -> int:
-    """Fill an empty killboard with `killmails` generated killmails; returns the item rows."""
+    """Fill an empty killboard with `killmails` generated killmails; returns the item rows.
+
+    history: see load_demo.
+    """
+    return load_demo(conn, killmails, seed, progress=progress, history=history).items
+
+
+def load_demo(
+    conn: psycopg.Connection,
+    killmails: int,
+    seed: int = 1,
+    *,
+    progress: bool = True,
+    history: bool | None = None,
+) -> DemoLoad:
+    """Fill an empty killboard with `killmails` generated killmails, and market history
+    and price overrides (bulk.demo.generate.history): with history None, where the
+    history tables exist (init-db makes them; demo-data never does); True requires
+    them; False writes none."""
     if killmails < 1:
         raise UserError("--killmails must be at least 1")
     db.require_schema(conn)
+    missing = db.missing_tables(conn, db.HISTORY_TABLES)
+    if history and missing:
+        raise UserError(
+            f"the database lacks the history tables {', '.join(missing)}: run "
+            "`bulk-backfill init-db` first (on an existing killboard it adds only those)"
+        )
+    result = DemoLoad(history=not missing if history is None else history)
+    tables = db.REQUIRED_TABLES + (db.HISTORY_TABLES if result.history else ())
     # Before the progress bar: a refusal is the only line printed.
     where = target_tables.read(conn)
     where.refuse_unknown(_KNOWN, "loaded")
     rng = np.random.default_rng(seed)
     items = 0
+    first = last = None
     bar = Progress(killmails, desc="demo-data", counts=(), enabled=progress)
     try:
         with conn.transaction(), conn.cursor() as cur:
-            _require_empty(conn)
+            _require_empty(conn, tables)
             # Stamps in UTC, as the replaced system's ORM writes them, whatever
             # the column's type: binary COPY is UTC, and the text COPY is read in
             # the session's zone.
@@ -205,12 +253,73 @@ def load_demo_data(
             for chunk in generate.killmail_chunks(rng, cat, killmails):
                 _load_chunk(cur, chunk, stamps, extras_rng)
                 items += chunk.item_killmail_ids.size
+                first = chunk.times[0] if first is None else first
+                last = chunk.times[-1]
                 bar.add(chunk.killmail_ids.size)
+            if result.history:
+                # Its own Generator: the killmails stay those of the seed either way.
+                history_rng = np.random.default_rng([seed, 14])
+                result.history_rows = _load_history(cur, history_rng, cat, first, last)
+                result.overrides = _load_overrides(cur, generate.overrides(cat, first, last))
     finally:
         bar.close()
     with conn.cursor() as cur:
-        for table in db.REQUIRED_TABLES:
+        for table in tables:
             cur.execute(f"ANALYZE {table}")
     if not conn.autocommit:
         conn.commit()
-    return items
+    result.items = items
+    return result
+
+
+_HISTORY_COLUMNS = ["region_id", "type_id", "date", "average", "highest", "lowest"]
+_HISTORY_COLUMNS += ["volume", "order_count"]
+
+
+def _load_history(
+    cur: psycopg.Cursor,
+    rng: np.random.Generator,
+    cat: generate.Catalogue,
+    first: np.datetime64,
+    last: np.datetime64,
+) -> int:
+    """Binary-COPY the generated history, a block of types at a time, in key order."""
+    rows = 0
+    for block in generate.history(rng, cat, first, last):
+        n = block.type_ids.size
+        days = (block.days - np.datetime64("2000-01-01", "D")).astype(np.int64)
+        copy_columns(
+            cur,
+            "market_price_history",
+            _HISTORY_COLUMNS,
+            [
+                Column(np.full(n, generate.HISTORY_REGION), INT4),
+                Column(block.type_ids, INT4),
+                Column(days, INT4),
+                Column(block.average, FLOAT8),
+                Column(block.highest, FLOAT8),
+                Column(block.lowest, FLOAT8),
+                Column(block.volume, INT8),
+                Column(block.order_count, INT8),
+            ],
+        )
+        rows += n
+    return rows
+
+
+def _load_overrides(cur: psycopg.Cursor, overrides: list[generate.Override]) -> int:
+    cur.executemany(
+        "INSERT INTO price_overrides (type_id, valid_from, valid_to, price, note)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        [
+            (
+                o.type_id,
+                None if o.valid_from is None else o.valid_from.item(),
+                None if o.valid_to is None else o.valid_to.item(),
+                o.price,
+                o.note,
+            )
+            for o in overrides
+        ],
+    )
+    return len(overrides)

@@ -1,15 +1,18 @@
-"""Reading market orders from ESI, politely.
+"""Reading market orders and market history from ESI, politely.
 
 Every page of `GET {esi}/markets/{region}/orders/?type_id=T&order_type=all`
-is read (X-Pages says how many). 5xx answers, timeouts and dropped
-connections are retried with backoff. ESI's error budget is watched: when
-X-ESI-Error-Limit-Remain runs low, every request waits for
-X-ESI-Error-Limit-Reset seconds before the limit is hit, and a 420 (the
-limit was hit anyway) is waited out the same way.
+is read (X-Pages says how many); `GET {esi}/markets/{region}/history/?type_id=T`
+is one list. 5xx answers, timeouts and dropped connections are retried with
+backoff. ESI's error budget is watched: when X-ESI-Error-Limit-Remain runs
+low, every request waits for X-ESI-Error-Limit-Reset seconds before the limit
+is hit, and a 420 (the error limit was hit anyway) or a 429 (too many
+requests) is waited out the same way, for Retry-After seconds where the
+answer gives them.
 """
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import json
 import math
@@ -45,7 +48,7 @@ class TypeFailed(Exception):
 class FetchStats:
     requests: int = 0
     retries: int = 0
-    pauses: int = 0  # waits for ESI's error budget (low remain, or a 420)
+    pauses: int = 0  # waits for ESI's error budget (low remain, a 420 or a 429)
 
 
 class ErrorBudget:
@@ -58,8 +61,13 @@ class ErrorBudget:
         self.pauses = 0
 
     def observe(self, headers, hit_limit: bool = False) -> None:
+        """Pause every request if the answer says so: hit_limit for a 420 or a 429."""
         remain = _number(headers.get("X-ESI-Error-Limit-Remain"))
         reset = _number(headers.get("X-ESI-Error-Limit-Reset"))
+        if hit_limit:
+            # Retry-After, where given, is the server's own word on when to come back.
+            after = _retry_after(headers.get("Retry-After"))
+            reset = after if after is not None else reset
         if hit_limit or (remain is not None and remain <= _ERROR_FLOOR):
             # ESI's error window is a minute; a reset far beyond it is not believed.
             wait = min(max(reset, 0.0), _MAX_RESET) if reset is not None else _DEFAULT_RESET
@@ -85,6 +93,22 @@ def _number(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds: a number of seconds, or an HTTP date; None if neither."""
+    if value is None:
+        return None
+    seconds = _number(value)
+    if seconds is not None:
+        return seconds
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return when.timestamp() - time.time()
 
 
 def _page_count(value: str | None, page: int) -> int:
@@ -132,6 +156,13 @@ class Client:
             orders.extend(more)
         return orders
 
+    def history(self, type_id: int) -> list:
+        """The type's daily market history in the region: ESI's list as it came."""
+        query = urllib.parse.urlencode({"type_id": type_id, "datasource": "tranquility"})
+        url = f"{self.base_url}/markets/{self.region}/history/?{query}"
+        data, _ = self._get_list(url, "history", "a JSON list of days")
+        return data
+
     def _url(self, type_id: int, page: int) -> str:
         query = urllib.parse.urlencode(
             {"type_id": type_id, "order_type": "all", "page": page, "datasource": "tranquility"}
@@ -139,7 +170,17 @@ class Client:
         return f"{self.base_url}/markets/{self.region}/orders/?{query}"
 
     def _page(self, type_id: int, page: int) -> tuple[list, int]:
-        url = self._url(type_id, page)
+        data, headers = self._get_list(
+            self._url(type_id, page), f"page {page}", "a JSON list of orders"
+        )
+        return data, _page_count(headers.get("X-Pages"), page)
+
+    def _get_list(self, url: str, where: str, expected: str) -> tuple[list, object]:
+        """One GET whose answer is a JSON list, retried politely; (the list, its headers).
+
+        `where` starts every failure's reason (e.g. "page 2"), `expected` names
+        what the answer should have been.
+        """
         last_error = "no attempt made"
         for attempt in range(self.attempts):
             self.budget.wait()
@@ -151,38 +192,35 @@ class Client:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     self.budget.observe(response.headers)
                     body = response.read()
-                    pages = _page_count(response.headers.get("X-Pages"), page)
+                    headers = response.headers
                 data = json.loads(body)
                 if not isinstance(data, list):
-                    raise TypeFailed(f"page {page}: expected a list of orders")
-                return data, pages
+                    raise TypeFailed(f"{where}: expected {expected}")
+                return data, headers
             except urllib.error.HTTPError as exc:
-                self.budget.observe(exc.headers, hit_limit=exc.code == 420)
+                limited = exc.code in (420, 429)
+                self.budget.observe(exc.headers, hit_limit=limited)
                 if exc.code == 420:
                     last_error = "HTTP 420 (error limit reached)"
+                elif exc.code == 429:
+                    last_error = "HTTP 429 (too many requests)"
                 elif exc.code >= 500:
                     last_error = f"HTTP {exc.code}"
                     self.sleep(jitter(attempt, base=0.5, cap=10.0))
                 else:
-                    raise TypeFailed(f"page {page}: HTTP {exc.code} {exc.reason}") from None
-            except (
-                TimeoutError,
-                urllib.error.URLError,
-                ConnectionError,
-                http.client.HTTPException,
-            ) as exc:
+                    raise TypeFailed(f"{where}: HTTP {exc.code} {exc.reason}") from None
+            except _RETRIABLE as exc:
                 reason = getattr(exc, "reason", exc)
                 last_error = f"{type(reason).__name__}: {reason}" if str(reason) else "timeout"
                 self.sleep(jitter(attempt, base=0.5, cap=10.0))
             except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
                 # ValueError also covers an integer of thousands of digits.
                 reason = " ".join(str(exc).split())[:200]
-                raise TypeFailed(f"page {page}: not a JSON list of orders ({reason})") from None
+                raise TypeFailed(f"{where}: not {expected} ({reason})") from None
             except RecursionError:
-                reason = "nested too deep"
-                raise TypeFailed(f"page {page}: not a JSON list of orders ({reason})") from None
+                raise TypeFailed(f"{where}: not {expected} (nested too deep)") from None
             self._count("retries")
-        raise TypeFailed(f"page {page}: gave up after {self.attempts} attempts ({last_error})")
+        raise TypeFailed(f"{where}: gave up after {self.attempts} attempts ({last_error})")
 
     def _count(self, name: str) -> None:
         with self._lock:

@@ -9,9 +9,10 @@ the types done so far up to date.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import psycopg
 
@@ -21,6 +22,7 @@ from bulk.prices.market import PRICE_FIELDS, MarketPrice, read_book
 from bulk.progress import Progress
 
 _FLUSH_EVERY = 500  # types per upsert during a fetch
+T = TypeVar("T")
 
 
 @dataclass
@@ -68,23 +70,22 @@ def fetch_prices(
             enabled=progress,
         )
         done: list[MarketPrice] = []
+
+        def record(type_id: int, future: Future) -> None:
+            _record(summary, type_id, future, done, bar)
+
+        def flush_if_due() -> None:
+            if len(done) >= _FLUSH_EVERY:
+                _flush(conn, where, done, summary)
+
         try:
-            with ThreadPoolExecutor(max_workers=concurrency) as pool:
-                pending: dict[Future, int] = {}
-                queue = iter(types)
-                try:
-                    _fill(pool, pending, queue, client, concurrency * 2)
-                    while pending:
-                        finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                        for future in finished:
-                            _record(summary, pending.pop(future), future, done, bar)
-                        _fill(pool, pending, queue, client, concurrency * 2)
-                        if len(done) >= _FLUSH_EVERY:
-                            _flush(conn, where, done, summary)
-                except KeyboardInterrupt:
-                    summary.interrupted = True
-                    for future in pending:
-                        future.cancel()
+            summary.interrupted = for_each_type(
+                types,
+                lambda type_id: read_book(type_id, client.orders(type_id)),
+                record,
+                concurrency=concurrency,
+                after_each=flush_if_due,
+            )
         finally:
             # Whatever was fetched is written, even on Ctrl+C: each flush is whole.
             _flush(conn, where, done, summary)
@@ -95,17 +96,46 @@ def fetch_prices(
     return summary
 
 
-def _fill(pool, pending: dict, queue, client: esi.Client, limit: int) -> None:
+def for_each_type(
+    types: Iterable[int],
+    work: Callable[[int], T],
+    record: Callable[[int, Future], None],
+    *,
+    concurrency: int,
+    after_each: Callable[[], None] | None = None,
+) -> bool:
+    """work(type_id) for every type on `concurrency` threads; record(type_id, future)
+    as each finishes, then after_each(). True if Ctrl+C stopped it (the rest cancelled).
+
+    Shared by `prices fetch` and `prices history fetch`: the ESI client they
+    pass work through is what keeps the requests polite.
+    """
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        pending: dict[Future, int] = {}
+        queue = iter(types)
+        try:
+            _fill(pool, pending, queue, work, concurrency * 2)
+            while pending:
+                finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    record(pending.pop(future), future)
+                if after_each is not None:
+                    after_each()
+                _fill(pool, pending, queue, work, concurrency * 2)
+        except KeyboardInterrupt:
+            for future in pending:
+                future.cancel()
+            return True
+    return False
+
+
+def _fill(pool, pending: dict, queue, work, limit: int) -> None:
     """Keep at most `limit` types submitted, so a Ctrl+C has little to cancel."""
     while len(pending) < limit:
         type_id = next(queue, None)
         if type_id is None:
             return
-        pending[pool.submit(_fetch_one, client, type_id)] = type_id
-
-
-def _fetch_one(client: esi.Client, type_id: int) -> tuple[MarketPrice | None, int]:
-    return read_book(type_id, client.orders(type_id))
+        pending[pool.submit(work, type_id)] = type_id
 
 
 def _record(summary: FetchSummary, type_id: int, future: Future, done: list, bar) -> None:

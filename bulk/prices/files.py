@@ -101,7 +101,7 @@ def parse_esi_json(text: str, mapping: dict[str, str]) -> PriceTable:
         raise ValueError("two ESI fields cannot fill the same column")
     rows, ids, lines = [], [], []
     skipped = 0
-    for line, entry in _json_entries(text):
+    for line, entry in json_entries(text):
         if not isinstance(entry, dict):
             raise PriceFileError(line, "each entry must be an object with a type_id")
         if "type_id" not in entry:
@@ -118,7 +118,7 @@ def parse_esi_json(text: str, mapping: dict[str, str]) -> PriceTable:
     return PriceTable(columns, rows, skipped, fields)
 
 
-def _json_entries(text: str):
+def json_entries(text: str):
     """(line, entry) for each element of a JSON list, keeping each entry's line number."""
     decoder = json.JSONDecoder()
     position = _skip_space(text, 0)

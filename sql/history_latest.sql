@@ -1,0 +1,12 @@
+-- The newest day stored per type in a region, for the types asked about
+-- (a type with no history is absent). Walks the primary key: one short
+-- backward index scan per type.
+SELECT t.type_id, latest.date
+FROM unnest(%(type_ids)s::int4[]) AS t (type_id)
+CROSS JOIN LATERAL (
+    SELECT h.date
+    FROM market_price_history h
+    WHERE h.region_id = %(region_id)s AND h.type_id = t.type_id
+    ORDER BY h.date DESC
+    LIMIT 1
+) AS latest
