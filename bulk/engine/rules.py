@@ -231,18 +231,19 @@ def _isk(price: Decimal) -> str:
     return f"{price:,}"
 
 
+def _fixed(rules: RuleSet, fixed: TypePrice | LinePrice, otherwise: str = "market") -> str:
+    return _isk(fixed.price) if fixed in (*rules.type_prices, *rules.line_prices) else otherwise
+
+
 def table_rows() -> list[tuple[str, str, str, str]]:
-    """(part, seed, evekill, zkillboard): the rules side by side, as the README shows them."""
+    """(part, seed, evekill, zkillboard): the rule sets side by side, as the README shows them.
+
+    tests/engine/test_rules.py checks that the README holds exactly this table, so
+    the README cannot drift from the data above.
+    """
     ek, zk = DATED["evekill"], DATED["zkillboard"]
     assert zk.window is not None
-    w = zk.window
-
-    def fixed(rules: RuleSet, what: str) -> str:
-        for p in (*rules.type_prices, *rules.line_prices):
-            if p.what == what:
-                return _isk(p.price)
-        return "market"
-
+    forge = "The Forge" if ek.region_id == zk.region_id == THE_FORGE else "region"
     rows = [
         (
             "price date",
@@ -251,41 +252,41 @@ def table_rows() -> list[tuple[str, str, str, str]]:
             f"UTC date of kill time − {zk.price_date_offset_s:,} s",
         ),
         (
-            "market price",
-            "`sell` (or `--price-column`); none is 0",
-            f"latest region {ek.region_id} daily `average` > 0 on or before the date",
-            f"mean of up to {w.size} daily averages back from the date, trimmed;"
-            " the date's own if lower",
-            # trimming details are in docs/prices.md
+            "unit price of a type",
+            "`sell` (or `--price-column`)",
+            f"latest {forge} daily `average` > 0 on or before the date",
+            f"trimmed mean of up to {zk.window.size} {forge} daily averages back from"
+            " the date, or the date's own if lower",
         ),
         ("no price", "0", _isk(ek.fallback), _isk(zk.fallback)),
-        ("`price_overrides`", "not used", "first", "first"),
+        ("`price_overrides`", "not used", "first, on the date", "first, on the date"),
     ]
-    for p in (*zk.type_prices,):
-        ids = ", ".join(map(str, p.ids))
-        label = f"{p.what} ({p.column} {ids})" if "groups" not in p.what else p.what
-        rows.append((label, "market", fixed(ek, p.what), fixed(zk, p.what)))
-    rows.append(("capsule ship 670", "10", "as capsules", "as capsules"))
+    for fixed in (_SKIN, _CAPSULE, _ORE):
+        label = fixed.what
+        if len(fixed.ids) == 1:
+            label += f" ({fixed.column} {fixed.ids[0]})"
+        seed = "ship 670: 10" if fixed is _CAPSULE else "market"
+        rows.append((label, seed, _fixed(ek, fixed), _fixed(zk, fixed)))
     rows.append(
         (
-            "blueprint copy",
+            "blueprint copies",
             "0.01 (`singleton = 2`, category `Blueprint`)",
-            f"{fixed(ek, 'blueprint copies')} (`singleton = 2`)",
-            f"{fixed(zk, 'blueprint copies')} (`singleton = 2`)",
+            f"{_fixed(ek, _BLUEPRINT_COPY)} (`singleton = 2`)",
+            f"{_fixed(zk, _BLUEPRINT_COPY)} (`singleton = 2`)",
         )
     )
     rows.append(
         (
-            "escape bay item (flag 179)",
+            f"{_ESCAPE_BAY.what} ({_ESCAPE_BAY.column} {_ESCAPE_BAY.value})",
             "market",
-            fixed(ek, "items in the frigate escape bay"),
-            fixed(zk, "items in the frigate escape bay"),
+            _fixed(ek, _ESCAPE_BAY),
+            _fixed(zk, _ESCAPE_BAY),
         )
     )
     return rows
 
 
 def table_markdown() -> str:
-    lines = ["| part | seed | evekill | zkillboard |", "| --- | --- | --- | --- |"]
+    lines = ["| part | seed (default) | evekill | zkillboard |", "| --- | --- | --- | --- |"]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows()]
     return "\n".join(lines)

@@ -257,6 +257,7 @@ def test_verify_audits_a_dated_rule_set_exactly(schema_db, schema_kind, rules):
 
 def test_verify_of_a_dated_rule_set_needs_the_history_tables(schema_db):
     with psycopg.connect(schema_db, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS market_price_history, price_overrides")  # init-db's
         with pytest.raises(UserError, match="lacks market_price_history and price_overrides"):
             verify.verify(conn, rules="evekill")
         with pytest.raises(UserError, match="unknown rules 'zkb'"):
