@@ -21,8 +21,9 @@ pytestmark = pytest.mark.both_schemas
 
 MODULE, PRICELESS, SKIN, SKIN_OVERRIDDEN = 1001, 1002, 2001, 2002
 CAPSULE, GENOLUTION_CAPSULE, ORE_A, ORE_B = 670, 33328, 3001, 3002
-BLUEPRINT, FRIGATE, RANGED, TIES = 4001, 5001, 1003, 1004
+BLUEPRINT, FRIGATE, RANGED, TIES, SPOTTY = 4001, 5001, 1003, 1004, 1005
 TYPES = [
+    (SPOTTY, 500, 7, "Module"),
     (MODULE, 500, 7, "Module"),
     (PRICELESS, 500, 7, "Module"),
     (RANGED, 500, 7, "Module"),
@@ -47,6 +48,10 @@ def _average(type_id: int, day: date) -> float:
 
 
 HISTORY = {t: {d: _average(t, d) for d in YEAR} for t in (MODULE, RANGED, TIES, BLUEPRINT, FRIGATE)}
+# Days without trades: an average of 0 or NULL is no price, but still a history row.
+HISTORY[SPOTTY] = {
+    d: 0.0 if d.day % 5 == 0 else None if d.day % 7 == 0 else 3.335 + d.day / 1000 for d in YEAR
+}
 # The fixed types have history too: a fixed price must win over it.
 for _fixed in (SKIN, CAPSULE, ORE_A):
     HISTORY[_fixed] = {d: 123456.78 for d in YEAR}
@@ -114,7 +119,7 @@ def _expected_unit(rules: str, type_id: int, kill_time: datetime, *, flag=0, sin
         return FIXED[type_id]
     averages = HISTORY.get(type_id, {})
     if rules == "evekill":
-        before = [d for d in averages if d <= day]
+        before = [d for d, a in averages.items() if d <= day and a is not None and a > 0]
         return helpers.unit(averages[max(before)]) if before else Decimal("0.01")
     return helpers.zkillboard_price(averages, kill_time)[0]
 
@@ -129,6 +134,12 @@ def _killmails() -> list[tuple[datetime, int, list[tuple]]]:
     # overrides: every boundary of OVERRIDES, at noon, and just after midnight
     # (zkillboard's price date is then the day before)
     days = [
+        date(2020, 1, 5),  # SPOTTY: 0 on the day itself
+        date(2020, 1, 7),  # SPOTTY: NULL
+        date(2020, 1, 10),
+        date(2020, 1, 14),
+        date(2020, 1, 21),
+        date(2020, 1, 28),
         date(2019, 12, 31),  # before the history: an open start still covers it
         date(2020, 1, 15),
         date(2020, 2, 10),
@@ -161,6 +172,7 @@ def _killmails() -> list[tuple[datetime, int, list[tuple]]]:
                 (FRIGATE, 179, 1, 0, 0),  # in the escape bay
                 (FRIGATE, 5, 0, 1, 0),
                 (PRICELESS, 5, 4, 0, 0),  # nothing at all: the fallback
+                (SPOTTY, 5, 1000, 7, 0),
                 (MODULE, 0, None, None, 0),  # NULL quantities count 0
             ]
             out.append((_noon(day, seconds), CAPSULE, items))
@@ -313,6 +325,7 @@ def test_each_pair_is_resolved_once_per_connection_until_cleared(schema_db, sche
         helpers.insert_history(conn, GOOD, [(day, 10.0)])
         helpers.insert_killmail(conn, schema_kind, 1, _noon(day), GOOD, [(GOOD, 5, 1, 0, 0)])
         helpers.insert_killmail(conn, schema_kind, 2, _noon(day), GOOD, [])
+        helpers.insert_killmail(conn, schema_kind, 3, _noon(day), GOOD, [(BAD_NAN, 5, 1, 0, 0)])
     with psycopg.connect(schema_db, autocommit=True) as conn:
         assert dated.resolve(conn, [1, 2], "evekill") == 1  # one (type, date) pair
         assert dated.resolve(conn, [1, 2], "evekill") == 0
@@ -322,11 +335,17 @@ def test_each_pair_is_resolved_once_per_connection_until_cleared(schema_db, sche
         dated.clear(conn)
         assert dated.load_lines(conn, [1], "all", "evekill")[:, 2].tolist() == [2000, 2000]
     with psycopg.connect(schema_db, autocommit=True) as other:
-        # another connection has a cache of its own: a load there without resolving
-        # is an error naming the pair, never a price of 0
+        # another connection has a cache of its own: a load there of a pair not
+        # resolved is an error naming it, never a price of 0 (ship or item)
         dated.ensure_cache(other)
+        load = sqlfiles.load_batch_dated_sql("all", "evekill")
         with pytest.raises(psycopg.errors.InvalidTextRepresentation, match="no dated price"):
-            other.execute(sqlfiles.load_batch_dated_sql("all", "evekill"), {"ids": [1]})
+            other.execute(load, {"ids": [1]})
+        dated.resolve(other, [2], "evekill")  # the ship's pair only
+        with pytest.raises(
+            psycopg.errors.InvalidTextRepresentation, match=f"for type {BAD_NAN} on 2021-05-05"
+        ):
+            other.execute(load, {"ids": [3]})
 
 
 def test_only_killmails_matching_the_mode_are_loaded(schema_db, schema_kind):
