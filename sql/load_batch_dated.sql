@@ -12,6 +12,9 @@
 --   {line_cents} WHEN branches: an item line i's own fixed price in cents
 --                (blueprint copies; zkillboard: the frigate escape bay too)
 --
+-- Each line looks its pair up with a scalar subquery: one probe of the cache's
+-- primary key, whatever the cache's size (a join would let the planner, which
+-- has no statistics on a temporary table, hash the whole cache every batch).
 -- A pair whose price cannot be int8 cents (cached as bad) fails the load of a
 -- batch that uses it, and only such a batch: the cast raises 22003 (beyond
 -- int8) or 0A000 (NaN, infinity), as a bad market_prices row does in
@@ -28,17 +31,19 @@ lines AS (
            CASE WHEN v.killmail_id IS NULL THEN 2 ELSE 0 END::int2 AS line,
            CASE
                WHEN v.killmail_id IS NULL THEN 0
-               WHEN c.cents IS NOT NULL THEN c.cents
-               WHEN c.bad IS NOT NULL THEN (c.bad * 100)::int8
-               ELSE ('no dated price resolved for type ' || v.ship_type_id
-                     || ' on ' || b.price_date)::int8
+               ELSE coalesce(
+                   (SELECT coalesce(c.cents, (c.bad * 100)::int8)
+                    FROM pg_temp.bulk_dated_cents AS c
+                    WHERE c.rules = {rules}
+                      AND c.type_id = v.ship_type_id
+                      AND c.price_date = b.price_date),
+                   ('no dated price resolved for type ' || v.ship_type_id
+                    || ' on ' || b.price_date)::int8)
            END AS unit_cents,
            1::int8 AS qty_destroyed,
            0::int8 AS qty_dropped
     FROM batch AS b
     LEFT JOIN victims AS v ON v.killmail_id = b.killmail_id
-    LEFT JOIN pg_temp.bulk_dated_cents AS c
-           ON c.rules = {rules} AND c.type_id = v.ship_type_id AND c.price_date = b.price_date
 
     UNION ALL
 
@@ -46,17 +51,19 @@ lines AS (
            1::int2,
            CASE
                {line_cents}
-               WHEN c.cents IS NOT NULL THEN c.cents
-               WHEN c.bad IS NOT NULL THEN (c.bad * 100)::int8
-               ELSE ('no dated price resolved for type ' || i.item_type_id
-                     || ' on ' || b.price_date)::int8
+               ELSE coalesce(
+                   (SELECT coalesce(c.cents, (c.bad * 100)::int8)
+                    FROM pg_temp.bulk_dated_cents AS c
+                    WHERE c.rules = {rules}
+                      AND c.type_id = i.item_type_id
+                      AND c.price_date = b.price_date),
+                   ('no dated price resolved for type ' || i.item_type_id
+                    || ' on ' || b.price_date)::int8)
            END,
            coalesce(i.quantity_destroyed, 0)::int8,
            coalesce(i.quantity_dropped, 0)::int8
     FROM batch AS b
     JOIN killmail_items AS i ON i.killmail_id = b.killmail_id
-    LEFT JOIN pg_temp.bulk_dated_cents AS c
-           ON c.rules = {rules} AND c.type_id = i.item_type_id AND c.price_date = b.price_date
 )
 SELECT string_agg(int8send(killmail_id::int8), ''::bytea) AS killmail_id,
        string_agg(int8send(line::int8), ''::bytea)        AS line,

@@ -31,7 +31,9 @@
 -- walk's day limit only bites when a type has fewer history rows than the
 -- days its candidates span: each type's rows are counted once, and only up to
 -- the longest span any of its pairs needs (counted); a pair it bites is read
--- again with the limit (windowed).
+-- again with the limit (walked). Every step after cand keeps one row per
+-- pair and joins only counted, by type: the planner has no statistics on
+-- these CTEs, and a join back by pair could turn into a nested loop over both.
 WITH batch AS (
     SELECT k.killmail_id, {price_date} AS price_date
     FROM killmails AS k
@@ -71,7 +73,10 @@ missing AS MATERIALIZED (
     )
 ),
 cand AS MATERIALIZED (
-    SELECT m.type_id, m.price_date, w.oldest, w.own, w.sorted
+    -- One row per missing pair (an aggregate always gives one): the newest
+    -- {window} averages > 0 on or before its price date, sorted by value,
+    -- read only where no fixed price applies (a one-time filter per pair).
+    SELECT m.type_id, m.price_date, m.fixed, w.oldest, w.own, w.sorted
     FROM missing AS m
     CROSS JOIN LATERAL (
         SELECT min(h.date) AS oldest,
@@ -80,7 +85,8 @@ cand AS MATERIALIZED (
         FROM (
             SELECT h.date, h.average
             FROM market_price_history AS h
-            WHERE h.region_id = {region}
+            WHERE m.fixed IS NULL
+              AND h.region_id = {region}
               AND h.type_id = m.type_id
               AND h.date <= m.price_date
               AND h.average > 0
@@ -88,7 +94,6 @@ cand AS MATERIALIZED (
             LIMIT {window}
         ) AS h
     ) AS w
-    WHERE m.fixed IS NULL AND w.oldest IS NOT NULL
 ),
 counted AS MATERIALIZED (
     SELECT s.type_id,
@@ -99,15 +104,16 @@ counted AS MATERIALIZED (
                   LIMIT s.days) AS r) AS history_rows
     FROM (SELECT type_id, max(price_date - oldest) + 1 AS days
           FROM cand
+          WHERE oldest IS NOT NULL
           GROUP BY type_id) AS s
 ),
 walked AS (
     -- Every candidate is reached when the oldest is: days back < history rows
     -- (history_rows equals the span only when the type may have more). Else
     -- the walk stops earlier: read the pair again within its day limit.
-    SELECT c.type_id, c.price_date, c.own,
+    SELECT c.type_id, c.price_date, c.fixed, c.own,
            CASE
-               WHEN c.price_date - c.oldest < r.history_rows THEN c.sorted
+               WHEN c.oldest IS NULL OR c.price_date - c.oldest < r.history_rows THEN c.sorted
                ELSE (SELECT array_agg(h.average ORDER BY h.average)
                      FROM (SELECT h.average
                            FROM market_price_history AS h
@@ -120,35 +126,37 @@ walked AS (
                            LIMIT {window}) AS h)
            END AS sorted
     FROM cand AS c
-    JOIN counted AS r ON r.type_id = c.type_id
+    LEFT JOIN counted AS r ON r.type_id = c.type_id
 ),
-windowed AS (
-    SELECT w.type_id, w.price_date, w.own,
-           -- The divisor's scale of 20 makes PostgreSQL carry at least 20
-           -- decimals in the quotient, so rounding it to the cent is never a
-           -- second rounding.
-           (SELECT round(sum(x::numeric) / count(*)::numeric(40, 20), 2)
-            FROM unnest(CASE
-                            WHEN w.n = {window}
-                                THEN w.sorted[{full_drop_low} + 1 : w.n - {full_drop_high}]
-                            WHEN w.n >= {partial_min}
-                                THEN w.sorted[1 : w.n - {partial_drop_high}]
-                            ELSE w.sorted
-                        END) AS x) AS mean
+kept AS (
+    SELECT w.type_id, w.price_date, w.fixed, w.own,
+           CASE
+               WHEN w.n = {window}
+                   THEN w.sorted[{full_drop_low} + 1 : w.n - {full_drop_high}]
+               WHEN w.n >= {partial_min} THEN w.sorted[1 : w.n - {partial_drop_high}]
+               ELSE w.sorted
+           END AS prices
     FROM (SELECT walked.*, cardinality(walked.sorted) AS n FROM walked) AS w
 ),
+windowed AS (
+    -- The divisor's scale of 20 makes PostgreSQL carry at least 20 decimals
+    -- in the quotient, so rounding it to the cent is never a second rounding.
+    SELECT k.type_id, k.price_date, k.fixed, k.own,
+           (SELECT round(sum(x::numeric) / count(*)::numeric(40, 20), 2)
+            FROM unnest(k.prices) AS x) AS mean
+    FROM kept AS k
+),
 priced AS MATERIALIZED (
-    SELECT m.type_id, m.price_date,
+    SELECT x.type_id, x.price_date,
            round(coalesce(
-               m.fixed,
+               x.fixed,
                CASE
                    WHEN x.own > 0 AND x.own::numeric < x.mean THEN x.own::numeric
                    ELSE x.mean
                END,
                {fallback}
            ), 2) AS unit
-    FROM missing AS m
-    LEFT JOIN windowed AS x ON x.type_id = m.type_id AND x.price_date = m.price_date
+    FROM windowed AS x
 )
 INSERT INTO pg_temp.bulk_dated_cents (rules, type_id, price_date, cents, bad)
 SELECT {rules}, p.type_id, p.price_date,

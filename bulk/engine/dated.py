@@ -30,6 +30,21 @@ from bulk.engine import rules, sqlfiles
 _READY: weakref.WeakKeyDictionary[psycopg.Connection, int] = weakref.WeakKeyDictionary()
 
 
+class _Growth:
+    """Rows in a connection's cache, and how many it had when last analyzed."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.analyzed = 0
+
+
+_GROWTH: weakref.WeakKeyDictionary[psycopg.Connection, _Growth] = weakref.WeakKeyDictionary()
+# Autovacuum never analyzes a temporary table: without statistics the planner
+# may hash the whole cache to find a batch's few thousand pairs. So the cache is
+# analyzed each time it has doubled since the last time (a few times a job).
+_ANALYZE_FROM = 5_000
+
+
 def ensure_cache(conn: psycopg.Connection) -> None:
     """Create this connection's cache table, once (a no-op after the first call).
 
@@ -53,12 +68,14 @@ def ensure_cache(conn: psycopg.Connection) -> None:
             conn.execute(statement)
             conn.execute("SET jit = off")
     _READY[conn] = pid
+    _GROWTH[conn] = _Growth()
 
 
 def clear(conn: psycopg.Connection) -> None:
     """Forget every cached price of this connection (after the history or overrides changed)."""
     ensure_cache(conn)
     conn.execute("TRUNCATE pg_temp.bulk_dated_cents")
+    _GROWTH[conn] = _Growth()
 
 
 def resolve(conn: psycopg.Connection, ids: Iterable[int], rules_name: str) -> int:
@@ -71,7 +88,13 @@ def resolve(conn: psycopg.Connection, ids: Iterable[int], rules_name: str) -> in
     statement = sqlfiles.resolve_dated_sql(rules_name)
     # prepare=False: the batch's own IDs give a better plan than a generic one.
     cur = conn.execute(statement, {"ids": _ids(ids)}, prepare=False)
-    return max(cur.rowcount, 0)
+    added = max(cur.rowcount, 0)
+    growth = _GROWTH.setdefault(conn, _Growth())
+    growth.rows += added
+    if growth.rows >= max(2 * growth.analyzed, _ANALYZE_FROM):
+        conn.execute("ANALYZE pg_temp.bulk_dated_cents")
+        growth.analyzed = growth.rows
+    return added
 
 
 def load_lines(

@@ -364,3 +364,31 @@ def test_only_killmails_matching_the_mode_are_loaded(schema_db, schema_kind):
             assert set(lines[:, 0].tolist()) == ids, mode
         lines = dated.load_lines(conn, [4], "all", "evekill")
         assert lines.tolist() == [[4, 2, 0, 1, 0]]  # line 2: no victim, as load_batch.sql
+
+
+def test_the_cache_is_analyzed_as_it_grows(schema_db, schema_kind, monkeypatch):
+    """Autovacuum never analyzes a temporary table; without statistics the planner may
+    hash the whole cache every batch, so resolve analyzes it each time it has doubled."""
+    monkeypatch.setattr(dated, "_ANALYZE_FROM", 2)
+    day = date(2021, 5, 5)
+    with psycopg.connect(schema_db) as conn:
+        helpers.create_history_tables(conn)
+        for n in range(1, 9):
+            items = [(GOOD + k, 5, 1, 0, 0) for k in range(n)]
+            helpers.insert_killmail(
+                conn, schema_kind, n, _noon(day + timedelta(days=n)), GOOD, items
+            )
+
+    def analyzed_rows(conn) -> float:
+        return conn.execute(
+            "SELECT reltuples FROM pg_class WHERE oid = 'pg_temp.bulk_dated_cents'::regclass"
+        ).fetchone()[0]
+
+    with psycopg.connect(schema_db, autocommit=True) as conn:
+        seen = []
+        for n in range(1, 9):
+            dated.resolve(conn, [n], "evekill")
+            seen.append(analyzed_rows(conn))
+        # pairs after each batch: 1, 3, 6, 10, 15, 21, 28, 36; analyzed once at least 2,
+        # then each time doubled (-1: never analyzed)
+        assert seen == [-1, 3, 6, 6, 15, 15, 15, 36]
