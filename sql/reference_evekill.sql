@@ -34,10 +34,17 @@ unit AS (
            round(CASE
                      WHEN ov.price IS NOT NULL THEN ov.price::numeric
                      WHEN fx.price IS NOT NULL THEN fx.price
-                     WHEN mk.average IS NOT NULL THEN mk.average::numeric
+                     WHEN latest.day IS NOT NULL
+                         THEN (SELECT h.average::numeric
+                               FROM market_price_history AS h
+                               WHERE h.region_id = {region}
+                                 AND h.type_id = p.type_id
+                                 AND h.date = latest.day)
                      ELSE {fallback}
                  END, 2) AS price
     FROM pairs AS p
+    LEFT JOIN types AS t ON t.id = p.type_id
+    LEFT JOIN item_groups AS g ON g.id = t.group_id
     LEFT JOIN LATERAL (
         SELECT o.price
         FROM price_overrides AS o
@@ -49,27 +56,21 @@ unit AS (
     ) AS ov ON TRUE
     LEFT JOIN LATERAL (
         SELECT f.price
-        FROM types AS t
-        LEFT JOIN item_groups AS g ON g.id = t.group_id
-        JOIN fixed AS f
-          ON (f.kind = 'category' AND f.id = g.category_id)
-          OR (f.kind = 'group' AND f.id = t.group_id)
-        WHERE t.id = p.type_id
+        FROM fixed AS f
+        WHERE (f.kind = 'category' AND f.id = g.category_id)
+           OR (f.kind = 'group' AND f.id = t.group_id)
         ORDER BY f.ord
         LIMIT 1
     ) AS fx ON TRUE
+    -- The last day on or before on_date with an average > 0.
     LEFT JOIN LATERAL (
-        SELECT h.average
+        SELECT max(h.date) AS day
         FROM market_price_history AS h
         WHERE h.region_id = {region}
           AND h.type_id = p.type_id
-          AND h.date = (SELECT max(h2.date)
-                        FROM market_price_history AS h2
-                        WHERE h2.region_id = {region}
-                          AND h2.type_id = p.type_id
-                          AND h2.date <= p.on_date
-                          AND h2.average > 0)
-    ) AS mk ON TRUE
+          AND h.date <= p.on_date
+          AND h.average > 0
+    ) AS latest ON TRUE
 ),
 items AS (
     SELECT s.killmail_id,

@@ -2,7 +2,7 @@
 -- rule set (docs/prices.md). It shares no code with the engine
 -- (resolve_dated_zkillboard.sql, load_batch_dated.sql, pricing.py): it reads
 -- the history tables directly, prices every (type, price date) pair it meets,
--- takes the market window as a sorted array and its slice, and sums per
+-- trims the market window by rank with row_number(), and sums per
 -- killmail in ISK rather than cents.
 --
 -- Parameters: %(ids)s int[] or NULL for every killmail.
@@ -30,6 +30,13 @@ pairs AS (
     FROM scope AS s
     JOIN killmail_items AS i ON i.killmail_id = s.killmail_id
 ),
+history_rows AS (
+    -- Every history row of each type met, in the region: the walk's day limit.
+    SELECT h.type_id, count(*) AS n
+    FROM market_price_history AS h
+    WHERE h.region_id = {region} AND h.type_id IN (SELECT type_id FROM pairs)
+    GROUP BY h.type_id
+),
 unit AS (
     SELECT p.type_id, p.on_date,
            round(CASE
@@ -41,6 +48,9 @@ unit AS (
                      ELSE mk.mean
                  END, 2) AS price
     FROM pairs AS p
+    LEFT JOIN types AS t ON t.id = p.type_id
+    LEFT JOIN item_groups AS g ON g.id = t.group_id
+    LEFT JOIN history_rows AS hr ON hr.type_id = p.type_id
     LEFT JOIN LATERAL (
         SELECT o.price
         FROM price_overrides AS o
@@ -52,49 +62,38 @@ unit AS (
     ) AS ov ON TRUE
     LEFT JOIN LATERAL (
         SELECT f.price
-        FROM types AS t
-        LEFT JOIN item_groups AS g ON g.id = t.group_id
-        JOIN fixed AS f
-          ON (f.kind = 'category' AND f.id = g.category_id)
-          OR (f.kind = 'group' AND f.id = t.group_id)
-        WHERE t.id = p.type_id
+        FROM fixed AS f
+        WHERE (f.kind = 'category' AND f.id = g.category_id)
+           OR (f.kind = 'group' AND f.id = t.group_id)
         ORDER BY f.ord
         LIMIT 1
     ) AS fx ON TRUE
-    -- The walk: days on_date, on_date - 1, ... while fewer days than the type
-    -- has history rows (at least one day), the newest {window} averages > 0,
-    -- as an array sorted by value.
+    -- The walk: the days on_date, on_date - 1, ... for as many days as the type
+    -- has history rows (at least one day); it keeps the newest {window} averages
+    -- > 0. Ranked by value (pos) among the n kept: with {window} prices skip the
+    -- {full_drop_low} lowest and the {full_drop_high} highest; from {partial_min},
+    -- the {partial_drop_high} highest; fewer, none. numeric(1000, 30): avg
+    -- carries 30 decimals, so rounding to the cent after it is never a second rounding.
     LEFT JOIN LATERAL (
-        SELECT array_agg(w.average ORDER BY w.average) AS sorted
-        FROM (
-            SELECT h.average
-            FROM market_price_history AS h
-            WHERE h.region_id = {region}
-              AND h.type_id = p.type_id
-              AND h.average > 0
-              AND h.date <= p.on_date
-              AND p.on_date - h.date < greatest(
-                      (SELECT count(*)
-                       FROM market_price_history AS n
-                       WHERE n.region_id = {region} AND n.type_id = p.type_id), 1)
-            ORDER BY h.date DESC
-            LIMIT {window}
-        ) AS w
-    ) AS walk ON TRUE
-    LEFT JOIN LATERAL (
-        SELECT CASE
-                   WHEN cardinality(walk.sorted) = {window}
-                       THEN walk.sorted[{full_drop_low} + 1 : {window} - {full_drop_high}]
-                   WHEN cardinality(walk.sorted) >= {partial_min}
-                       THEN walk.sorted[1 : cardinality(walk.sorted) - {partial_drop_high}]
-                   ELSE walk.sorted
-               END AS kept
-    ) AS trimmed ON TRUE
-    LEFT JOIN LATERAL (
-        -- numeric(1000, 30): avg carries 30 decimals, so rounding to the cent
-        -- after it is never a second rounding.
-        SELECT round(avg(x::numeric(1000, 30)), 2) AS mean
-        FROM unnest(trimmed.kept) AS x
+        SELECT round(avg(r.average::numeric(1000, 30)) FILTER (
+                   WHERE (r.n = {window}
+                          AND r.pos > {full_drop_low}
+                          AND r.pos <= {window} - {full_drop_high})
+                      OR (r.n < {window} AND r.n >= {partial_min}
+                          AND r.pos <= r.n - {partial_drop_high})
+                      OR r.n < {partial_min}), 2) AS mean
+        FROM (SELECT w.average,
+                     row_number() OVER (ORDER BY w.average) AS pos,
+                     count(*) OVER () AS n
+              FROM (SELECT h.average
+                    FROM market_price_history AS h
+                    WHERE h.region_id = {region}
+                      AND h.type_id = p.type_id
+                      AND h.average > 0
+                      AND h.date <= p.on_date
+                      AND h.date > p.on_date - greatest(coalesce(hr.n, 0), 1)::int
+                    ORDER BY h.date DESC
+                    LIMIT {window}) AS w) AS r
     ) AS mk ON TRUE
     LEFT JOIN LATERAL (
         SELECT h.average
