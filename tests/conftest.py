@@ -180,11 +180,14 @@ def values(url: str) -> dict[int, tuple]:
     return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
-def mismatches(url: str, price_column: str = "sell", ids: list[int] | None = None) -> list:
+def mismatches(
+    url: str, price_column: str = "sell", ids: list[int] | None = None, rules: str = "seed"
+) -> list:
+    """Killmails whose stored values differ from the reference of `rules` (seed: price_column)."""
     from bulk.audit import reference
 
     with psycopg.connect(url) as conn:
-        return reference.mismatches(conn, ids, price_column=price_column)
+        return reference.mismatches(conn, ids, price_column=price_column, rules=rules)
 
 
 def victimless(url: str) -> set[int]:

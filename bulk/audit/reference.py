@@ -1,4 +1,8 @@
-"""Comparison of stored values with the independent reference (sql/reference_values.sql)."""
+"""Comparison of stored values with the independent reference of a rule set.
+
+sql/reference_values.sql for seed, sql/reference_evekill.sql and
+sql/reference_zkillboard.sql for the kill-date rule sets.
+"""
 
 from __future__ import annotations
 
@@ -23,15 +27,23 @@ def mismatches(
     price_column: str = "sell",
     *,
     written_only: bool = False,
+    rules: str = "seed",
 ) -> list[Mismatch]:
     """Killmails (with a victim) whose stored values are not reference::float8, in id order.
 
     written_only leaves out killmails with no value yet (NULL is otherwise a mismatch).
+    `rules` is the rule set the values were computed under (price_column is seed's only).
     """
-    rows = conn.execute(
-        sqlfiles.reference_mismatches_sql(price_column),
-        {"ids": None if ids is None else list(ids), "written_only": written_only},
-    ).fetchall()
+    statement = sqlfiles.reference_mismatches_sql(price_column, rules)
+    params = {"ids": None if ids is None else list(ids), "written_only": written_only}
+    if rules == "seed":
+        rows = conn.execute(statement, params).fetchall()
+    else:
+        # The kill-date references' cost estimates pass jit_above_cost, and
+        # compiling them takes seconds, far more than running them.
+        with conn.transaction():
+            conn.execute("SET LOCAL jit = off")
+            rows = conn.execute(statement, params).fetchall()
     return [Mismatch(r[0], (r[1], r[2], r[3]), (r[4], r[5], r[6])) for r in rows]
 
 

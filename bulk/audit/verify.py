@@ -1,6 +1,7 @@
 """`verify`: recompute written values with the independent SQL reference and compare exactly.
 
-The reference (sql/reference_values.sql) shares no code with the engine; a
+The reference of the rule set (sql/reference_values.sql for seed,
+sql/reference_<rules>.sql for the kill-date ones) shares no code with the engine; a
 stored value is right when it equals reference::float8, for all three columns.
 Only killmails that have a value are audited; those still without one are
 counted in the distribution.
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field
 import psycopg
 
 from bulk.audit import reference
+from bulk.engine import rules as rule_sets
 from bulk.engine import sqlfiles
+from bulk.errors import UserError
 
 SHOWN = 20  # mismatches listed in full
 
@@ -27,6 +30,7 @@ class VerifyReport:
     mismatches: list[reference.Mismatch]  # the first SHOWN, in id order
     distribution: dict
     price_column: str
+    rules: str = "seed"
     sample_size: int | None = None  # None: every written killmail
     seed: int | None = None
     sample_digest: str | None = None  # same seed and data, same digest
@@ -40,6 +44,17 @@ class VerifyReport:
 def _written_ids(conn: psycopg.Connection) -> list[int]:
     rows = conn.execute(sqlfiles.load("written_ids")).fetchall()
     return [r[0] for r in rows]
+
+
+def require_history_tables(conn: psycopg.Connection) -> None:
+    """A UserError where the kill-date price tables are missing (they are never created here)."""
+    missing = [r[0] for r in conn.execute(sqlfiles.load("missing_history_tables"))]
+    if missing:
+        raise UserError(
+            f"the database lacks {' and '.join(missing)}, which the kill-date rule sets read:"
+            " create them with `bulk-backfill init-db` or load history with"
+            " `bulk-backfill prices history import`"
+        )
 
 
 def choose_sample(ids: list[int], size: int, seed: int) -> list[int]:
@@ -59,8 +74,11 @@ def verify(
     sample: int | None = None,
     seed: int = 1,
     price_column: str = "sell",
+    rules: str = "seed",
 ) -> VerifyReport:
-    """Check every written killmail (sample=None) or a seeded sample of them."""
+    """Check every written killmail (sample=None) or a seeded sample of them, under `rules`."""
+    if rule_sets.rules_name(rules) != "seed":
+        require_history_tables(conn)
     written = _written_ids(conn)
     if sample is None:
         chosen = None
@@ -72,7 +90,7 @@ def verify(
     # (written_only with a list of IDs) makes PostgreSQL pick a plan as slow as --all.
     written_only = chosen is None
     found = (
-        reference.mismatches(conn, chosen, price_column, written_only=written_only)
+        reference.mismatches(conn, chosen, price_column, written_only=written_only, rules=rules)
         if checked
         else []
     )
@@ -82,6 +100,7 @@ def verify(
         mismatches=found[:SHOWN],
         distribution=reference.value_distribution(conn),
         price_column=price_column,
+        rules=rules,
     )
     if chosen is not None:
         report.sample_size, report.seed, report.sample_digest = sample, seed, digest(chosen)

@@ -59,9 +59,10 @@ def status_cmd(
 @click.option("--sample", type=click.IntRange(min=1), help="Check this many, chosen at random.")
 @click.option("--all", "check_all", is_flag=True, help="Check every valued killmail.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same sample.")
-@options.price_column_option("The price column the values were computed from.")
+@options.price_column_option("The price column the values were computed from (seed only).")
+@options.rules_option("The rule set the values were computed under (docs/prices.md).")
 @options.json_option
-def verify_cmd(database_url, sample, check_all, seed, price_column, as_json):
+def verify_cmd(database_url, sample, check_all, seed, price_column, rules, as_json):
     """Recompute written values with the independent SQL reference; exit 1 on any mismatch.
 
     Without --sample or --all it checks a sample of 2,000.
@@ -69,6 +70,7 @@ def verify_cmd(database_url, sample, check_all, seed, price_column, as_json):
     \b
     Example:
         bulk-backfill verify --sample 5000 --seed 42
+        bulk-backfill verify --rules zkillboard
     """
     if sample and check_all:
         raise click.UsageError("give --sample N or --all, not both")
@@ -80,6 +82,7 @@ def verify_cmd(database_url, sample, check_all, seed, price_column, as_json):
             sample=None if check_all else (sample or 2_000),
             seed=seed,
             price_column=price_column,
+            rules=rules,
         )
     if as_json:
         click.echo(json.dumps(render.verify_json(report), indent=2))

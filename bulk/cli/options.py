@@ -8,6 +8,7 @@ import click
 
 from bulk.engine import scan
 from bulk.engine.modes import ENGINES, MODE_PREDICATES, PRICE_COLUMNS
+from bulk.engine.rules import DEFAULT_RULES, RULES
 from bulk.errors import UserError
 from bulk.queue import broker
 
@@ -116,6 +117,16 @@ def price_column_option(help_text: str = "Which market_prices column is the unit
         "--price-column",
         type=click.Choice(list(PRICE_COLUMNS)),
         default="sell",
+        show_default=True,
+        help=help_text,
+    )
+
+
+def rules_option(help_text: str = "The rule set: seed (today's prices) or a kill-date one."):
+    return click.option(
+        "--rules",
+        type=click.Choice(list(RULES)),
+        default=DEFAULT_RULES,
         show_default=True,
         help=help_text,
     )

@@ -88,6 +88,7 @@ def verify_json(report: verify.VerifyReport) -> dict:
         "mismatches": report.mismatch_count,
         "ok": report.ok,
         "price_column": report.price_column,
+        "rules": report.rules,
         "sample": None
         if report.sample_size is None
         else {"size": report.sample_size, "seed": report.seed, "digest": report.sample_digest},
@@ -111,8 +112,13 @@ def verify_lines(report: verify.VerifyReport) -> list[str]:
         if report.sample_size is None
         else f"a sample (seed {report.seed}, digest {report.sample_digest})"
     )
+    reference_of = (
+        f"reference prices: {report.price_column}"
+        if report.rules == "seed"
+        else f"reference rules: {report.rules}"
+    )
     lines = [
-        f"checked     {report.checked:>12,}  ({what}; reference prices: {report.price_column})",
+        f"checked     {report.checked:>12,}  ({what}; {reference_of})",
         f"mismatches  {report.mismatch_count:>12,}",
     ]
     for m in report.mismatches:

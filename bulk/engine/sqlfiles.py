@@ -10,6 +10,7 @@ from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 
+from bulk.engine import rules
 from bulk.engine.modes import (
     LINE_PRODUCT_TYPES,
     fixed_name,
@@ -101,10 +102,39 @@ def _update_batch(rows: str, mode: str, updated_at: str | None) -> str:
 
 
 @cache
-def reference_sql(column: str) -> str:
-    return load("reference_values").format(price_column=price_column(column))
+def reference_sql(column: str, rules_name: str = "seed") -> str:
+    """The independent reference of a rule set: reference_values.sql for seed,
+    reference_<rules>.sql (which use no price column) for the dated ones."""
+    if rules.rules_name(rules_name) == "seed":
+        return load("reference_values").format(price_column=price_column(column))
+    return dated_sql(f"reference_{rules.dated(rules_name).name}", rules_name)
 
 
 @cache
-def reference_mismatches_sql(column: str) -> str:
-    return load("reference_mismatches").format(reference=reference_sql(column))
+def reference_mismatches_sql(column: str, rules_name: str = "seed") -> str:
+    return load("reference_mismatches").format(reference=reference_sql(column, rules_name))
+
+
+# The dated rule sets (bulk/engine/rules.py): every placeholder from its fixed data.
+@cache
+def dated_sql(name: str, rules_name: str, mode: str | None = None) -> str:
+    """sql/NAME.sql filled for rule set `rules_name` (and `mode`, where NAME has a mode guard)."""
+    fill = rules.placeholders(rules_name)
+    if mode is not None:
+        fill["mode_predicate"] = mode_predicate(mode)
+    return load(name).format(**fill)
+
+
+@cache
+def resolve_dated_sql(rules_name: str) -> str:
+    return dated_sql(f"resolve_dated_{rules.dated(rules_name).name}", rules_name)
+
+
+@cache
+def load_batch_dated_sql(mode: str, rules_name: str) -> str:
+    return dated_sql("load_batch_dated", rules_name, mode)
+
+
+@cache
+def unusable_dated_sql(mode: str, rules_name: str) -> str:
+    return dated_sql("unusable_dated", rules_name, mode)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from bulk.engine.modes import MODE_PREDICATES
+from bulk.engine.rules import DEFAULT_RULES, RULES
 
 MAX_IDS = 10_000
 _SHALLOW_RECURSION = 1_000  # Python's default: deep enough for any valid message
@@ -28,21 +29,25 @@ class InvalidMessage(ValueError):
 
 @dataclass(frozen=True)
 class Batch:
-    """A v1 batch message: up to MAX_IDS killmail IDs and the mode they were selected with."""
+    """A v1 batch message: up to MAX_IDS killmail IDs, the mode they were selected with,
+    and the rule set to value them under (a message without one means seed)."""
 
     ids: tuple[int, ...]
     mode: str
     attempts: int = 0
     queued_at: str | None = None
     source: str | None = None
+    rules: str = DEFAULT_RULES
 
 
 @dataclass(frozen=True)
 class Single:
-    """An old single-killmail message of the system being replaced."""
+    """An old single-killmail message of the system being replaced (always seed's rules,
+    unless it names others)."""
 
     killmail_id: int
     mode: str = "null"
+    rules: str = DEFAULT_RULES
 
 
 def now_iso() -> str:
@@ -56,8 +61,13 @@ def encode_batch(
     *,
     attempts: int = 0,
     queued_at: str | None = None,
+    rules: str = DEFAULT_RULES,
 ) -> bytes:
-    body: dict = {"v": 1, "ids": list(ids), "mode": mode, "queued_at": queued_at or now_iso()}
+    """A v1 batch body; `rules` travels in every message, beside the mode."""
+    if rules not in RULES:  # a programming error: the CLI only offers RULES
+        raise ValueError(f"unknown rules {rules!r}")
+    body: dict = {"v": 1, "ids": list(ids), "mode": mode, "rules": rules}
+    body["queued_at"] = queued_at or now_iso()
     body["source"] = source
     if attempts:
         body["attempts"] = attempts
@@ -109,7 +119,11 @@ def _decode(body: bytes) -> Batch | Single:
     if not isinstance(data, dict):
         raise InvalidMessage(f"wrong shape: a JSON {type(data).__name__}, not an object")
     if "killmailId" in data and "ids" not in data:
-        return Single(_killmail_id(data["killmailId"], "killmailId"), _mode(data, default="null"))
+        return Single(
+            _killmail_id(data["killmailId"], "killmailId"),
+            _mode(data, default="null"),
+            _rules(data),
+        )
     version = data.get("v")
     if not (_is_int(version) and version == 1):  # true and 1.0 equal 1 in Python, not in JSON
         raise InvalidMessage(
@@ -133,6 +147,7 @@ def _decode(body: bytes) -> Batch | Single:
         attempts=attempts,
         queued_at=data.get("queued_at") if isinstance(data.get("queued_at"), str) else None,
         source=data.get("source") if isinstance(data.get("source"), str) else None,
+        rules=_rules(data),
     )
 
 
@@ -165,3 +180,13 @@ def _mode(data: dict, default: str | None) -> str:
             f"unknown mode {_cut(repr(mode))} (expected one of {', '.join(MODE_PREDICATES)})"
         )
     return mode
+
+
+def _rules(data: dict) -> str:
+    """The message's rule set; a message from before rule sets existed means seed."""
+    rules = data.get("rules", DEFAULT_RULES)
+    if not isinstance(rules, str) or rules not in RULES:
+        raise InvalidMessage(
+            f"unknown rules {_cut(repr(rules))} (expected one of {', '.join(RULES)})"
+        )
+    return rules

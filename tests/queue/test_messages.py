@@ -15,6 +15,28 @@ def test_a_v1_batch_round_trips():
     assert decoded == messages.Batch(
         ids=(5, 3, 9), mode="zero", attempts=2, queued_at=data["queued_at"], source="test@host"
     )
+    assert data["rules"] == "seed"  # it travels in every message, the default too
+
+
+@pytest.mark.parametrize("rules", ["seed", "evekill", "zkillboard"])
+def test_the_rule_set_travels_beside_the_mode(rules):
+    body = messages.encode_batch([7, 8], "all", "t", rules=rules)
+    data = json.loads(body)
+    assert (data["mode"], data["rules"]) == ("all", rules)
+    decoded = messages.decode(body)
+    assert (decoded.ids, decoded.mode, decoded.rules) == ((7, 8), "all", rules)
+
+
+def test_messages_from_before_rule_sets_mean_seed():
+    old = b'{"v": 1, "ids": [4, 5], "mode": "null", "queued_at": "2024-05-01T12:00:00Z"}'
+    assert messages.decode(old).rules == "seed"
+    assert messages.decode(b'{"killmailId": 9}').rules == "seed"
+    assert messages.decode(b'{"killmailId": 9, "rules": "evekill"}').rules == "evekill"
+
+
+def test_an_unknown_rule_set_is_not_encoded():
+    with pytest.raises(ValueError, match="unknown rules"):
+        messages.encode_batch([1], "all", "t", rules="zkb")
 
 
 def test_old_single_messages_default_to_null_mode():
@@ -46,6 +68,11 @@ def test_old_single_messages_default_to_null_mode():
         (b'{"killmailId": "12"}', "not an integer"),
         (b'{"killmailId": -3}', "negative"),
         (b'{"killmailId": 3, "mode": "everything"}', "unknown mode"),
+        (b'{"v": 1, "ids": [1], "mode": "null", "rules": "zkb"}', "unknown rules 'zkb'"),
+        (b'{"v": 1, "ids": [1], "mode": "null", "rules": null}', "unknown rules None"),
+        (b'{"v": 1, "ids": [1], "mode": "null", "rules": ["seed"]}', "unknown rules"),
+        (b'{"v": 1, "ids": [1], "mode": "null", "rules": "SEED"}', "unknown rules"),
+        (b'{"killmailId": 3, "rules": 1}', "unknown rules 1"),
     ],
 )
 def test_invalid_messages_say_why(body, reason):

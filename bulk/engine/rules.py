@@ -1,0 +1,292 @@
+"""The rule sets a killmail can be valued under, as fixed data, and the SQL text made from it.
+
+`seed` is the replaced system's rule (today's prices, sql/load_batch.sql);
+`evekill` and `zkillboard` value a killmail at its kill date, from
+market_price_history and price_overrides. Every fixed price, region, offset
+and window size of the dated rule sets is listed once, in DATED below; the
+engine's SQL (sql/resolve_dated_*.sql, sql/load_batch_dated.sql) and the
+references' (sql/reference_evekill.sql, sql/reference_zkillboard.sql) get
+their numbers from here, and the README's rules table is checked against
+table_rows(). Only identifiers and numbers from these fixed tables are ever
+pasted into SQL text, never user text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+from bulk.errors import UserError
+
+RULES = ("seed", "evekill", "zkillboard")
+DEFAULT_RULES = "seed"
+THE_FORGE = 10000002
+
+
+@dataclass(frozen=True)
+class TypePrice:
+    """A fixed unit price for every type of some categories or groups."""
+
+    what: str
+    column: str  # "category" (item_groups.category_id) or "group" (types.group_id)
+    ids: tuple[int, ...]
+    price: Decimal
+
+
+@dataclass(frozen=True)
+class LinePrice:
+    """A fixed unit price for an item line by a column of killmail_items (never the ship)."""
+
+    what: str
+    column: str  # "singleton" or "flag"
+    value: int
+    price: Decimal
+
+
+@dataclass(frozen=True)
+class Window:
+    """zKillboard's market window: up to `size` daily averages walking back from the price date."""
+
+    size: int = 34
+    full_drop_low: int = 2  # with `size` prices
+    full_drop_high: int = 2
+    partial_min: int = 7  # from this many up to size - 1 prices ...
+    partial_drop_high: int = 2  # ... drop this many of the highest
+    lower_day: bool = True  # the price date's own average, where lower than the mean
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    name: str
+    region_id: int
+    # price date = UTC date of (killmail_time - this many seconds)
+    price_date_offset_s: int
+    # In this order, after a price override valid on the price date.
+    type_prices: tuple[TypePrice, ...]
+    # Item lines only; they win over everything, overrides included.
+    line_prices: tuple[LinePrice, ...]
+    # None: the latest positive average on or before the price date.
+    window: Window | None
+    # No override, no fixed price, no market price.
+    fallback: Decimal
+
+
+_SKIN = TypePrice("SKINs", "category", (91,), Decimal("0.01"))
+_CAPSULE = TypePrice("capsules", "group", (29,), Decimal("10000"))
+_ORE = TypePrice("ore groups 4513, 4759", "group", (4513, 4759), Decimal("200"))
+_BLUEPRINT_COPY = LinePrice("blueprint copies", "singleton", 2, Decimal("0.01"))
+_ESCAPE_BAY = LinePrice("items in the frigate escape bay", "flag", 179, Decimal("0.01"))
+
+DATED: dict[str, RuleSet] = {
+    "evekill": RuleSet(
+        name="evekill",
+        region_id=THE_FORGE,
+        price_date_offset_s=0,
+        type_prices=(_SKIN, _CAPSULE, _ORE),
+        line_prices=(_BLUEPRINT_COPY,),
+        window=None,
+        fallback=Decimal("0.01"),
+    ),
+    "zkillboard": RuleSet(
+        name="zkillboard",
+        region_id=THE_FORGE,
+        # zKillboard steps back "one hour" (and a second) for its old CREST cache.
+        price_date_offset_s=3601,
+        type_prices=(_SKIN, _CAPSULE, _ORE),
+        line_prices=(_BLUEPRINT_COPY, _ESCAPE_BAY),
+        window=Window(),
+        fallback=Decimal("0.01"),
+    ),
+}
+
+# Cents beyond int8 cannot be summed by the engine; such a unit price is "bad".
+MAX_CENTS = 2**63 - 1
+
+
+def rules_name(name: str) -> str:
+    """`name` if it is a rule set; a UserError naming the choices otherwise."""
+    if name not in RULES:
+        raise UserError(f"unknown rules {name!r}: choose one of {', '.join(RULES)}")
+    return name
+
+
+def dated(name: str) -> RuleSet:
+    """The dated rule set called `name` (not seed, which has no dated prices)."""
+    try:
+        return DATED[rules_name(name)]
+    except KeyError:
+        raise UserError(f"rules {name!r} have no kill-date prices") from None
+
+
+# --- SQL text, made only from the fixed data above ---------------------------
+
+_NUMBER = re.compile(r"\d+(\.\d+)?")
+
+
+def _number(value: Decimal | int) -> str:
+    text = str(value)
+    if not _NUMBER.fullmatch(text):  # never anything but a plain literal in SQL
+        raise ValueError(f"not a plain number: {text!r}")
+    return text
+
+
+def literal(name: str) -> str:
+    """The rule set's name as a quoted SQL literal (only names from RULES)."""
+    return "'" + rules_name(name) + "'"
+
+
+def price_date_sql(name: str) -> str:
+    """The price date of killmail k: killmail_time is a timestamp without time zone in UTC."""
+    offset = dated(name).price_date_offset_s
+    if offset == 0:
+        return "k.killmail_time::date"
+    return f"(k.killmail_time - interval '{_number(offset)} seconds')::date"
+
+
+_TYPE_COLUMNS = {"category": "g.category_id", "group": "t.group_id"}
+
+
+def type_price_sql(name: str) -> str:
+    """The fixed unit price (numeric ISK) of type t in group g, or NULL: a CASE."""
+    whens = [
+        f"WHEN {_TYPE_COLUMNS[p.column]} IN ({', '.join(map(_number, p.ids))})"
+        f" THEN {_number(p.price)}::numeric"
+        for p in dated(name).type_prices
+    ]
+    return "CASE " + " ".join(whens) + " END"
+
+
+_LINE_COLUMNS = {"singleton": "i.singleton", "flag": "i.flag"}
+
+
+def line_exempt_sql(name: str) -> str:
+    """True for an item line i whose price is fixed by the line itself (no type price needed)."""
+    tests = [f"{_LINE_COLUMNS[p.column]} = {_number(p.value)}" for p in dated(name).line_prices]
+    return "(" + " OR ".join(tests) + ")"
+
+
+def line_cents_sql(name: str) -> str:
+    """The WHEN branches giving an item line i its fixed unit price in cents."""
+    return " ".join(
+        f"WHEN {_LINE_COLUMNS[p.column]} = {_number(p.value)} THEN {_number(cents(p.price))}"
+        for p in dated(name).line_prices
+    )
+
+
+def cents(price: Decimal) -> int:
+    exact = price * 100
+    if exact != exact.to_integral_value():
+        raise ValueError(f"{price} is not a whole number of cents")
+    return int(exact)
+
+
+def fixed_values_sql(name: str) -> str:
+    """The type prices as rows (ord, column, id, price) for the references to apply."""
+    rows = [
+        f"({n}, '{p.column}', {_number(i)}, {_number(p.price)}::numeric)"
+        for n, p in enumerate(dated(name).type_prices, start=1)
+        for i in p.ids
+    ]
+    return "(VALUES " + ", ".join(rows) + ")"
+
+
+def line_values_sql(name: str) -> str:
+    """The line prices as rows (ord, column, value, price) for the references to apply."""
+    rows = [
+        f"({n}, '{p.column}', {_number(p.value)}, {_number(p.price)}::numeric)"
+        for n, p in enumerate(dated(name).line_prices, start=1)
+    ]
+    return "(VALUES " + ", ".join(rows) + ")"
+
+
+def placeholders(name: str) -> dict[str, str]:
+    """Every placeholder the dated SQL files use, for rule set `name`."""
+    rules = dated(name)
+    window = rules.window or Window()
+    return {
+        "rules": literal(name),
+        "region": _number(rules.region_id),
+        "price_date": price_date_sql(name),
+        "type_price": type_price_sql(name),
+        "line_exempt": line_exempt_sql(name),
+        "line_cents": line_cents_sql(name),
+        "fixed_values": fixed_values_sql(name),
+        "line_values": line_values_sql(name),
+        "fallback": _number(rules.fallback),
+        "offset_s": _number(rules.price_date_offset_s),
+        "window": _number(window.size),
+        "full_drop_low": _number(window.full_drop_low),
+        "full_drop_high": _number(window.full_drop_high),
+        "partial_min": _number(window.partial_min),
+        "partial_drop_high": _number(window.partial_drop_high),
+        "max_cents": _number(MAX_CENTS),
+    }
+
+
+# --- the README's table --------------------------------------------------------
+
+
+def _isk(price: Decimal) -> str:
+    return f"{price:,}"
+
+
+def _fixed(rules: RuleSet, fixed: TypePrice | LinePrice, otherwise: str = "market") -> str:
+    return _isk(fixed.price) if fixed in (*rules.type_prices, *rules.line_prices) else otherwise
+
+
+def table_rows() -> list[tuple[str, str, str, str]]:
+    """(part, seed, evekill, zkillboard): the rule sets side by side, as the README shows them.
+
+    tests/engine/test_rules.py checks that the README holds exactly this table, so
+    the README cannot drift from the data above.
+    """
+    ek, zk = DATED["evekill"], DATED["zkillboard"]
+    assert zk.window is not None
+    forge = "The Forge" if ek.region_id == zk.region_id == THE_FORGE else "region"
+    rows = [
+        (
+            "price date",
+            "none: today's `market_prices`",
+            "UTC kill date",
+            f"UTC date of kill time − {zk.price_date_offset_s:,} s",
+        ),
+        (
+            "unit price of a type",
+            "`sell` (or `--price-column`)",
+            f"latest {forge} daily `average` > 0 on or before the date",
+            f"trimmed mean of up to {zk.window.size} {forge} daily averages back from"
+            " the date, or the date's own if lower",
+        ),
+        ("no price", "0", _isk(ek.fallback), _isk(zk.fallback)),
+        ("`price_overrides`", "not used", "first, on the date", "first, on the date"),
+    ]
+    for fixed in (_SKIN, _CAPSULE, _ORE):
+        label = fixed.what
+        if len(fixed.ids) == 1:
+            label += f" ({fixed.column} {fixed.ids[0]})"
+        seed = "ship 670: 10" if fixed is _CAPSULE else "market"
+        rows.append((label, seed, _fixed(ek, fixed), _fixed(zk, fixed)))
+    rows.append(
+        (
+            "blueprint copies",
+            "0.01 (`singleton = 2`, category `Blueprint`)",
+            f"{_fixed(ek, _BLUEPRINT_COPY)} (`singleton = 2`)",
+            f"{_fixed(zk, _BLUEPRINT_COPY)} (`singleton = 2`)",
+        )
+    )
+    rows.append(
+        (
+            f"{_ESCAPE_BAY.what} ({_ESCAPE_BAY.column} {_ESCAPE_BAY.value})",
+            "market",
+            _fixed(ek, _ESCAPE_BAY),
+            _fixed(zk, _ESCAPE_BAY),
+        )
+    )
+    return rows
+
+
+def table_markdown() -> str:
+    lines = ["| part | seed (default) | evekill | zkillboard |", "| --- | --- | --- | --- |"]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows()]
+    return "\n".join(lines)
