@@ -23,6 +23,7 @@ from decimal import Decimal
 
 import numpy as np
 import psycopg
+from psycopg import pq
 
 from bulk.engine import rules, sqlfiles
 
@@ -46,29 +47,28 @@ _ANALYZE_FROM = 5_000
 
 
 def ensure_cache(conn: psycopg.Connection) -> None:
-    """Create this connection's cache table, once (a no-op after the first call).
+    """Create this connection's cache table (a no-op once it surely exists).
 
     It also turns JIT compilation off for the session: the resolve statements'
     cost estimates (thousands of index probes) pass jit_above_cost, and
     compiling them takes 0.1 to 2 s, far more than running them.
 
-    Call it outside a transaction that may roll back (e.g. right after
-    connecting, or on an autocommit connection): a rolled-back CREATE would
-    leave this module believing the table exists.
+    Inside a transaction of the caller the table is created there, and created
+    again (IF NOT EXISTS) next time: a rollback would take it away.
     """
     pid = conn.info.backend_pid
     if _READY.get(conn) == pid:
         return
     statement = sqlfiles.load("dated_cents_table")
-    if conn.autocommit:
-        conn.execute(statement)
-        conn.execute("SET jit = off")
-    else:
+    if conn.autocommit or conn.info.transaction_status == pq.TransactionStatus.IDLE:
         with conn.transaction():
             conn.execute(statement)
             conn.execute("SET jit = off")
-    _READY[conn] = pid
-    _GROWTH[conn] = _Growth()
+        _READY[conn] = pid
+        _GROWTH[conn] = _Growth()
+    else:
+        conn.execute(statement)
+        conn.execute("SET LOCAL jit = off")
 
 
 def clear(conn: psycopg.Connection) -> None:
@@ -116,8 +116,12 @@ def load_lines(
 def unusable(
     conn: psycopg.Connection, ids: Iterable[int], mode: str, rules_name: str
 ) -> list[tuple[int, date, Decimal]]:
-    """(type_id, price_date, unit price in ISK) of the batch's pairs that cannot be cents."""
-    ensure_cache(conn)
+    """(type_id, price_date, unit price in ISK) of the batch's pairs that cannot be cents.
+
+    Asked after a load failed; it resolves the batch again first, since a load
+    that failed inside a transaction took that transaction's new pairs with it.
+    """
+    resolve(conn, ids, rules_name)
     statement = sqlfiles.unusable_dated_sql(mode, rules_name)
     return [tuple(r) for r in conn.execute(statement, {"ids": _ids(ids)}, prepare=False)]
 

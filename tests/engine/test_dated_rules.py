@@ -392,3 +392,27 @@ def test_the_cache_is_analyzed_as_it_grows(schema_db, schema_kind, monkeypatch):
         # pairs after each batch: 1, 3, 6, 10, 15, 21, 28, 36; analyzed once at least 2,
         # then each time doubled (-1: never analyzed)
         assert seen == [-1, 3, 6, 6, 15, 15, 15, 36]
+
+
+def test_inside_the_callers_transactions(schema_db, schema_kind):
+    """Without autocommit: a load that fails takes its transaction's new pairs (and, on a
+    fresh connection, the cache table) with it; the next transaction still works and
+    unusable() still names the pair."""
+    day = date(2021, 5, 5)
+    with psycopg.connect(schema_db) as conn:
+        helpers.create_history_tables(conn)
+        helpers.insert_history(conn, BAD_HUGE, [(day, 1e300)])
+        helpers.insert_history(conn, GOOD, [(day, 12.345)])
+        helpers.insert_killmail(conn, schema_kind, 1, _noon(day), GOOD, [(BAD_HUGE, 5, 1, 0, 0)])
+        helpers.insert_killmail(conn, schema_kind, 2, _noon(day), GOOD, [])
+    with psycopg.connect(schema_db) as conn:  # not autocommit
+        conn.execute("SELECT 1")  # a transaction is open: ensure_cache creates the table in it
+        with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+            dated.load_lines(conn, [1, 2], "all", "evekill")
+        conn.rollback()
+        with conn.transaction():
+            assert dated.unusable(conn, [1, 2], "all", "evekill") == [
+                (BAD_HUGE, day, Decimal("1e300"))
+            ]
+        with conn.transaction():
+            assert dated.load_lines(conn, [2], "all", "evekill").tolist() == [[2, 0, 1235, 1, 0]]
