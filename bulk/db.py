@@ -124,6 +124,16 @@ def require_schema(conn: psycopg.Connection) -> None:
         )
 
 
+def require_rule_prices(conn: psycopg.Connection, rules: str, allow_empty: bool) -> None:
+    """The prices a rule set reads are there: market_prices for seed, the history tables else."""
+    if rules != "seed":
+        from bulk.audit.verify import require_history_tables
+
+        require_history_tables(conn)
+    elif not allow_empty:
+        require_prices(conn)
+
+
 def require_prices(conn: psycopg.Connection) -> None:
     (has_price,) = conn.execute("SELECT EXISTS (SELECT 1 FROM market_prices)").fetchone()
     _end_read(conn)

@@ -201,6 +201,7 @@ def run_local(
     price_column: str = "sell",
     touch_updated_at: bool = True,
     engine: str = "numpy",
+    rules: str = "seed",
     allow_empty_prices: bool = False,
     progress: bool = True,
     db_patience: float = 60.0,
@@ -221,8 +222,7 @@ def run_local(
     started = time.monotonic()
     with db.connect(url, autocommit=True) as conn:
         db.require_schema(conn)
-        if not allow_empty_prices:
-            db.require_prices(conn)
+        db.require_rule_prices(conn, rules, allow_empty_prices)
         summary = RunSummary(selected=scan.count(conn, selection))
     if announce is not None:
         announce(summary.selected)
@@ -255,7 +255,10 @@ def run_local(
             )
             # Prices are read once per connection: a run values every killmail
             # at the prices of its start (a reconnect reads them again).
-            job = (selection.mode, Valuation(price_column, touch_updated_at, engine, None))
+            job = (
+                selection.mode,
+                Valuation(price_column, touch_updated_at, engine, None, rules),
+            )
             pool = _Pool(url, job, db_patience, procs, summary, bar)
             _feed(pool, iter(batches), stopper)
             summary.interrupted = stopper.requested

@@ -1,5 +1,5 @@
 -- load_batch.sql for the dated rule sets (--rules evekill | zkillboard): the
--- same one row of packed big-endian int8 columns killmail_id, line (0 ship,
+-- same one row of packed big-endian columns killmail_id (int4), line (int2: 0 ship,
 -- 1 item, 2 no victim), unit_cents, qty_destroyed, qty_dropped, with every
 -- unit price taken from the connection's cache (sql/dated_cents_table.sql)
 -- by (rules, type, price date). The batch's pairs must have been resolved
@@ -11,6 +11,9 @@
 --   {price_date} the price date of killmail k
 --   {line_cents} WHEN branches: an item line i's own fixed price in cents
 --                (blueprint copies; zkillboard: the frigate escape bay too)
+--
+-- The IDs are repeated on victims for the planner (see load_batch.sql).
+-- The set-based engine appends sql/value_tail.sql to this file's WITH part.
 --
 -- Each line looks its pair up with a scalar subquery: one probe of the cache's
 -- primary key, whatever the cache's size (a join would let the planner, which
@@ -43,7 +46,8 @@ lines AS (
            1::int8 AS qty_destroyed,
            0::int8 AS qty_dropped
     FROM batch AS b
-    LEFT JOIN victims AS v ON v.killmail_id = b.killmail_id
+    LEFT JOIN victims AS v
+           ON v.killmail_id = b.killmail_id AND v.killmail_id = ANY(%(ids)s::int[])
 
     UNION ALL
 
@@ -65,9 +69,9 @@ lines AS (
     FROM batch AS b
     JOIN killmail_items AS i ON i.killmail_id = b.killmail_id
 )
-SELECT string_agg(int8send(killmail_id::int8), ''::bytea) AS killmail_id,
-       string_agg(int8send(line::int8), ''::bytea)        AS line,
-       string_agg(int8send(unit_cents), ''::bytea)        AS unit_cents,
-       string_agg(int8send(qty_destroyed), ''::bytea)     AS qty_destroyed,
-       string_agg(int8send(qty_dropped), ''::bytea)       AS qty_dropped
+SELECT string_agg(int4send(killmail_id), ''::bytea)   AS killmail_id,
+       string_agg(int2send(line), ''::bytea)          AS line,
+       string_agg(int8send(unit_cents), ''::bytea)    AS unit_cents,
+       string_agg(int8send(qty_destroyed), ''::bytea) AS qty_destroyed,
+       string_agg(int8send(qty_dropped), ''::bytea)   AS qty_dropped
 FROM lines

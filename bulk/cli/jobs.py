@@ -11,11 +11,16 @@ from bulk.queue import publish, supervise
 from bulk.run import run_local
 
 
+def _prices_from(rules: str, price_column: str) -> str:
+    return f"prices from {price_column}" if rules == "seed" else f"rules {rules}"
+
+
 @click.command("run")
 @options.database_option
 @options.selection_options
 @options.procs_option
 @options.price_options
+@options.rules_option()
 @options.engine_option
 @options.touch_updated_at_option
 @options.db_patience_option
@@ -24,6 +29,7 @@ def run_cmd(
     procs,
     price_column,
     allow_empty_prices,
+    rules,
     engine,
     touch_updated_at,
     batch_size,
@@ -45,7 +51,7 @@ def run_cmd(
         click.echo(
             f"run: mode {sel.mode}, {selected:,} killmails match, "
             f"{render.plural(procs, 'process')}, "
-            f"batch size {batch_size}, prices from {price_column}, engine {engine}, "
+            f"batch size {batch_size}, {_prices_from(rules, price_column)}, engine {engine}, "
             f"database {mask_url(url)}",
             err=True,
         )
@@ -58,6 +64,7 @@ def run_cmd(
         price_column=price_column,
         touch_updated_at=touch_updated_at,
         engine=engine,
+        rules=rules,
         allow_empty_prices=allow_empty_prices,
         db_patience=db_patience,
         announce=announce,
@@ -84,6 +91,9 @@ def run_cmd(
 @options.selection_options
 @click.option("--dry-run", is_flag=True, help="Count the batches; publish nothing.")
 @options.allow_empty_prices_option
+@options.rules_option(
+    "The rule set the workers value these batches under; it travels in every message."
+)
 @click.option(
     "--broker-patience",
     type=click.FloatRange(min=0),
@@ -99,6 +109,7 @@ def queue_cmd(
     batch_size,
     dry_run,
     allow_empty_prices,
+    rules,
     broker_patience,
     db_patience,
     **sel,
@@ -130,6 +141,7 @@ def queue_cmd(
         queue=queue,
         batch_size=batch_size,
         dry_run=dry_run,
+        rules=rules,
         allow_empty_prices=allow_empty_prices,
         broker_patience=broker_patience,
         db_patience=db_patience,
@@ -178,6 +190,9 @@ def queue_cmd(
 @options.broker_options
 @options.procs_option
 @options.price_options
+@options.rules_option(
+    "The rule set for old single-killmail messages, which name none; batches carry their own."
+)
 @options.engine_option
 @click.option(
     "--price-refresh",
@@ -218,6 +233,7 @@ def work_cmd(
     procs,
     price_column,
     allow_empty_prices,
+    rules,
     engine,
     price_refresh,
     touch_updated_at,
@@ -245,6 +261,7 @@ def work_cmd(
         touch_updated_at=touch_updated_at,
         engine=engine,
         price_refresh=price_refresh,
+        rules=rules,
     )
 
     def announce(ready: int) -> None:

@@ -151,7 +151,8 @@ def import_killmails_cmd(database_url, file, zkb_file, top_level_only):
     show_default=True,
     help="Where the embedded PostgreSQL keeps its data when DATABASE_URL is not set.",
 )
-def demo_cmd(killmails, procs, seed, database, datadir):
+@options.rules_option("The rule set to value the demo killboard under (it has 3 years of history).")
+def demo_cmd(killmails, procs, seed, database, datadir, rules):
     """Run the whole job end to end on a generated killboard.
 
     With DATABASE_URL set it uses a database named bulk_backfill_demo on that
@@ -168,6 +169,7 @@ def demo_cmd(killmails, procs, seed, database, datadir):
         database=database,
         server_url=demo.server_url_from_env(),
         datadir=datadir,
+        rules=rules,
         say=click.echo,
     )
     render.run_summary(result.summary)

@@ -89,6 +89,7 @@ def run_demo(
     server_url: str | None = None,
     datadir: Path = DEFAULT_DATADIR,
     progress: bool = True,
+    rules: str = "seed",
     say=print,
 ) -> DemoResult:
     embedded = server_url is None
@@ -102,8 +103,11 @@ def run_demo(
         conn.commit()
         say(f"Generating {killmails:,} killmails (seed {seed})")
         items = load_demo_data(conn, killmails, seed, progress=progress)
-    say(f"Loaded {killmails:,} killmails with {items:,} item rows; valuing them (mode null)")
-    summary = run_local(url, Selection(mode="null"), procs=procs, progress=progress)
+    say(
+        f"Loaded {killmails:,} killmails with {items:,} item rows;"
+        f" valuing them (mode null, rules {rules})"
+    )
+    summary = run_local(url, Selection(mode="null"), procs=procs, progress=progress, rules=rules)
     with db.connect(url, autocommit=True) as conn:
         distribution = reference.value_distribution(conn)
     return DemoResult(url, embedded, items, summary, distribution)

@@ -16,7 +16,8 @@ import psycopg
 import psycopg.errors
 from psycopg import pq
 
-from bulk.engine import modes, pricing, sqlfiles, unit_prices
+from bulk.engine import dated, modes, pricing, sqlfiles, unit_prices
+from bulk.engine import rules as rule_sets
 
 
 @dataclass
@@ -66,20 +67,6 @@ def _binary_params(cents: pricing.KillmailCents) -> list[bytes]:
             raw[at + 16 : at + 24],
         )
     return params
-
-
-# The big-endian types load_batch.sql packs its columns in.
-_LINE_COLUMN_TYPES = (">i4", ">i2", ">i8", ">i8", ">i8")
-
-
-def _unpack(row: tuple | None) -> np.ndarray:
-    """The packed columns of load_batch.sql as an (n, 5) int64 array."""
-    if row is None or row[0] is None:
-        return np.zeros((0, 5), dtype=np.int64)
-    lines = np.empty((len(row[0]) // 4, 5), dtype=np.int64)
-    for j, (column, dtype) in enumerate(zip(row, _LINE_COLUMN_TYPES, strict=True)):
-        lines[:, j] = np.frombuffer(column, dtype=dtype)
-    return lines
 
 
 # The type of killmails.updated_at per connection ("" for none), read once:
@@ -144,9 +131,11 @@ class Valuation:
     touch_updated_at: bool = True
     # "numpy" (load, numpy sums, one UPDATE) or "sql" (one set-based statement).
     engine: str = "numpy"
-    # Rebuild the connection's unit-cents table when it is this many seconds
-    # old; None builds it once per connection.
+    # Rebuild the connection's unit-cents table (or empty its cache of dated
+    # prices) when it is this many seconds old; None: once per connection.
     price_refresh: float | None = None
+    # seed (today's prices) or a kill-date rule set (bulk.engine.rules).
+    rules: str = rule_sets.DEFAULT_RULES
 
 
 def process_batch(
@@ -158,6 +147,7 @@ def process_batch(
     *,
     engine: str = "numpy",
     price_refresh: float | None = None,
+    rules: str = rule_sets.DEFAULT_RULES,
 ) -> BatchResult:
     """Value and write the killmails of `ids` that match `mode`, all or nothing.
 
@@ -165,8 +155,10 @@ def process_batch(
     statement's time in it (unless `touch_updated_at` is False); rows not
     written keep theirs.
 
-    Unit prices come from the connection's unit-cents table, built on first use
-    and rebuilt once it is `price_refresh` seconds old (bulk.engine.unit_prices).
+    Under seed, unit prices come from the connection's unit-cents table, built
+    on first use and rebuilt once it is `price_refresh` seconds old
+    (bulk.engine.unit_prices); under a dated rule set, from the connection's
+    cache of (type, price date) prices, emptied as often (bulk.engine.dated).
 
     On an autocommit connection the write is its own transaction: it is one
     statement, so it commits whole or not at all, and the BEGIN/COMMIT pair
@@ -175,9 +167,15 @@ def process_batch(
     transaction of the caller's connection.
     """
     batch_ids = sorted({int(i) for i in ids})
-    step = _ENGINES[modes.engine(engine)]
-    unit_prices.ensure(conn, price_column, price_refresh)
-    args = (batch_ids, mode, price_column, touch_updated_at)
+    modes.engine(engine)
+    if rules == "seed":
+        step = _ENGINES[engine]
+        unit_prices.ensure(conn, price_column, price_refresh)
+        args = (batch_ids, mode, price_column, touch_updated_at)
+    else:
+        step = _DATED_ENGINES[engine]
+        dated.ensure_fresh(conn, price_refresh)
+        args = (batch_ids, mode, rule_sets.dated(rules).name, touch_updated_at)
     try:
         if conn.autocommit:
             updated, no_victim = step(conn, *args)
@@ -187,6 +185,11 @@ def process_batch(
     except _CENTS_CAST_ERRORS as exc:
         if isinstance(exc, PriceOutOfRange):
             raise
+        if rules != "seed":
+            named = dated.unusable(conn, batch_ids, mode, rules)
+            if not named:
+                raise
+            raise PriceOutOfRange("; ".join(dated.describe(rules, *n) for n in named)) from exc
         bad = _unusable_prices(conn, batch_ids, mode, price_column)
         if not bad:
             raise
@@ -213,6 +216,7 @@ def value_batch(
         valuation.touch_updated_at,
         engine=valuation.engine,
         price_refresh=valuation.price_refresh,
+        rules=valuation.rules,
     )
 
 
@@ -223,7 +227,7 @@ def _load_price_write(conn, batch_ids: list[int], mode: str, price_column: str, 
         # prepare=False: a prepared generic plan of this join can be many
         # times slower than the custom plan for the batch's actual IDs.
         cur.execute(load_sql, {"ids": batch_ids}, prepare=False)
-        lines = _unpack(cur.fetchone())
+        lines = pricing.unpack_lines(cur.fetchone())
         cents, no_victim = pricing.price_batch(lines)
         updated = _write(conn, cur, cents, mode, updated_at) if cents.killmail_ids.size else 0
     return updated, no_victim
@@ -251,6 +255,37 @@ def _value_statement(conn, batch_ids, mode, price_column, updated_at, product):
 
 
 _ENGINES = {"numpy": _load_price_write, "sql": _value_in_sql}
+
+
+def _dated_load_price_write(conn, batch_ids: list[int], mode: str, rules_name: str, touch: bool):
+    """The numpy engine under a dated rule set: resolve the batch's pairs, load, sum, write."""
+    updated_at = updated_at_type(conn) if touch else None
+    lines = dated.load_lines(conn, batch_ids, mode, rules_name)
+    cents, no_victim = pricing.price_batch(lines)
+    if not cents.killmail_ids.size:
+        return 0, no_victim
+    with conn.cursor(binary=True) as cur:
+        return _write(conn, cur, cents, mode, updated_at), no_victim
+
+
+def _dated_value_in_sql(conn, batch_ids: list[int], mode: str, rules_name: str, touch: bool):
+    """The set-based engine under a dated rule set: resolve, then one statement."""
+    updated_at = updated_at_type(conn) if touch else None
+    dated.resolve(conn, batch_ids, rules_name)
+
+    def statement(product: str):
+        text = sqlfiles.value_batch_dated_sql(mode, rules_name, updated_at, product)
+        updated, no_victim = conn.execute(text, {"ids": batch_ids}, prepare=False).fetchone()
+        return int(updated), np.asarray(no_victim, dtype=np.int64)
+
+    try:
+        with contextlib.nullcontext() if conn.autocommit else conn.transaction():
+            return statement("int8")
+    except psycopg.errors.NumericValueOutOfRange:
+        return statement("numeric")
+
+
+_DATED_ENGINES = {"numpy": _dated_load_price_write, "sql": _dated_value_in_sql}
 
 
 def _unusable_prices(conn, batch_ids: list[int], mode: str, price_column: str) -> list:

@@ -16,6 +16,7 @@ market_prices row fails load_batch.sql; unusable() then names the pairs.
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Iterable
 from datetime import date
@@ -25,7 +26,7 @@ import numpy as np
 import psycopg
 from psycopg import pq
 
-from bulk.engine import rules, sqlfiles
+from bulk.engine import pricing, rules, sqlfiles
 
 # Connections whose cache table exists, by backend: a reconnect is a new key.
 _READY: weakref.WeakKeyDictionary[psycopg.Connection, int] = weakref.WeakKeyDictionary()
@@ -71,6 +72,28 @@ def ensure_cache(conn: psycopg.Connection) -> None:
         conn.execute("SET LOCAL jit = off")
 
 
+# When each connection's cache was last emptied (time.monotonic()); a new
+# connection's cache starts empty.
+_CLEARED: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
+
+
+def ensure_fresh(conn: psycopg.Connection, refresh: float | None) -> None:
+    """Empty this connection's cache once it is `refresh` seconds old (None: never).
+
+    A batch that starts more than `refresh` seconds after a change to the
+    history or the overrides committed resolves its pairs again, as
+    bulk.engine.unit_prices does for today's prices.
+    """
+    ensure_cache(conn)
+    now = time.monotonic()
+    cleared = _CLEARED.get(conn)
+    if cleared is None:
+        _CLEARED[conn] = now
+    elif refresh is not None and now - cleared >= refresh:
+        clear(conn)
+        _CLEARED[conn] = now
+
+
 def clear(conn: psycopg.Connection) -> None:
     """Forget every cached price of this connection (after the history or overrides changed)."""
     ensure_cache(conn)
@@ -110,7 +133,7 @@ def load_lines(
     statement = sqlfiles.load_batch_dated_sql(mode, rules_name)
     with conn.cursor(binary=True) as cur:
         cur.execute(statement, {"ids": batch}, prepare=False)
-        return unpack(cur.fetchone())
+        return pricing.unpack_lines(cur.fetchone())
 
 
 def unusable(
@@ -133,13 +156,6 @@ def describe(rules_name: str, type_id: int, price_date: date, price: Decimal) ->
         f"the {rules.rules_name(rules_name)} price of type {type_id} on {price_date}"
         f" is {shown}, beyond what a value can hold"
     )
-
-
-def unpack(row: tuple | None) -> np.ndarray:
-    """The packed columns of the load as an (n, 5) int64 array."""
-    if row is None or row[0] is None:
-        return np.zeros((0, 5), dtype=np.int64)
-    return np.column_stack([np.frombuffer(column, dtype=">i8") for column in row]).astype(np.int64)
 
 
 def _ids(ids: Iterable[int]) -> list[int]:

@@ -62,6 +62,20 @@ def sum_lines(
     return KillmailCents(ids[starts], destroyed + dropped, destroyed, dropped)
 
 
+# The big-endian types load_batch.sql and load_batch_dated.sql pack their columns in.
+_LINE_COLUMN_TYPES = (">i4", ">i2", ">i8", ">i8", ">i8")
+
+
+def unpack_lines(row: tuple | None) -> np.ndarray:
+    """The packed bytea columns of a load as an (n, 5) int64 array."""
+    if row is None or row[0] is None:
+        return np.zeros((0, 5), dtype=np.int64)
+    lines = np.empty((len(row[0]) // 4, 5), dtype=np.int64)
+    for j, (column, dtype) in enumerate(zip(row, _LINE_COLUMN_TYPES, strict=True)):
+        lines[:, j] = np.frombuffer(column, dtype=dtype)
+    return lines
+
+
 # The `line` column of load_batch.sql.
 LINE_SHIP, LINE_ITEM, LINE_NO_VICTIM = 0, 1, 2
 

@@ -138,3 +138,16 @@ def load_batch_dated_sql(mode: str, rules_name: str) -> str:
 @cache
 def unusable_dated_sql(mode: str, rules_name: str) -> str:
     return dated_sql("unusable_dated", rules_name, mode)
+
+
+@cache
+def value_batch_dated_sql(mode: str, rules_name: str, updated_at: str | None, product: str) -> str:
+    """The set-based engine for a dated rule set: the dated load's lines, summed and written."""
+    load_sql = load_batch_dated_sql(mode, rules_name)
+    head = load_sql[: load_sql.rindex("SELECT string_agg(")].rstrip()
+    tail = load("value_tail").format(
+        cents=fixed_name(LINE_PRODUCT_TYPES, product, "line product type"),
+        touch=touch_clause(updated_at),
+        mode_predicate=mode_predicate(mode),
+    )
+    return head + "\n" + tail

@@ -31,7 +31,7 @@ import reprlib
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 
@@ -40,6 +40,7 @@ from bulk.backoff import Backoff, jitter
 from bulk.engine.batch import BatchResult, Valuation, value_batch
 from bulk.engine.errors import ErrorKind, classify
 from bulk.engine.retry import ConnectionHolder
+from bulk.engine.rules import DEFAULT_RULES
 from bulk.errors import describe
 from bulk.queue import broker, messages
 from bulk.queue.policy import Action, decide
@@ -66,6 +67,8 @@ class WorkSettings:
     engine: str = "numpy"
     # Seconds after which a worker re-reads the prices before its next batch.
     price_refresh: float = 10.0
+    # The rule set of old single-killmail messages, which name none.
+    rules: str = DEFAULT_RULES
 
     @property
     def valuation(self) -> Valuation:
@@ -261,7 +264,7 @@ class Worker:
             self._set_prefetch(max(self.s.prefetch, self.s.batch_size))
             return
         self._set_prefetch(self.s.prefetch)
-        self._do(list(message.ids), message.mode, message.attempts, headers, [tag])
+        self._do(list(message.ids), message.mode, message.attempts, headers, [tag], message.rules)
 
     def _set_prefetch(self, count: int) -> None:
         if count != self.prefetch:
@@ -274,7 +277,9 @@ class Worker:
         for n, mode in enumerate(modes):
             entries = pending[mode]
             try:
-                self._do([i for _, i in entries], mode, 0, {}, [tag for tag, _ in entries])
+                self._do(
+                    [i for _, i in entries], mode, 0, {}, [tag for tag, _ in entries], self.s.rules
+                )
             except _Refused:
                 # The other modes' messages go back too, not held until a reconnect.
                 for later in modes[n + 1 :]:
@@ -283,9 +288,21 @@ class Worker:
 
     # -- one batch --------------------------------------------------------
 
-    def _do(self, ids: list[int], mode: str, attempts: int, headers: dict, tags: list[int]) -> None:
-        """Value one batch and ack its messages, or hand it on (retry, split, dead letter)."""
-        outcome = self._value(ids, mode, tags)
+    def _do(
+        self,
+        ids: list[int],
+        mode: str,
+        attempts: int,
+        headers: dict,
+        tags: list[int],
+        rules: str = DEFAULT_RULES,
+    ) -> None:
+        """Value one batch and ack its messages, or hand it on (retry, split, dead letter).
+
+        The rule set travels on with the batch: a retry, a half or a dead letter
+        is valued under the rules it was queued with.
+        """
+        outcome = self._value(ids, mode, tags, rules)
         if isinstance(outcome, BatchResult):
             # Reported at COMMIT, before the ack: if the ack is lost with the
             # connection, the redelivered batch finds its rows written and counts
@@ -318,14 +335,18 @@ class Worker:
             ErrorKind.BATCH, size=len(unique), attempts=attempts, max_attempts=self.s.max_attempts
         )
         if action is Action.REQUEUE:
-            self._republish([unique], mode, attempts, failure_headers, tags)
+            self._republish([unique], mode, attempts, failure_headers, tags, rules)
         elif action is Action.SPLIT:
             middle = len(unique) // 2
             halves = [unique[:middle], unique[middle:]]
-            self._republish(halves, mode, self.s.max_attempts - 1, failure_headers, tags)
+            self._republish(halves, mode, self.s.max_attempts - 1, failure_headers, tags, rules)
         else:
             body = messages.encode_batch(
-                unique, mode, self._source(), attempts=min(attempts, messages.MAX_ATTEMPTS)
+                unique,
+                mode,
+                self._source(),
+                attempts=min(attempts, messages.MAX_ATTEMPTS),
+                rules=rules,
             )
             self._dead_letter(
                 body,
@@ -349,7 +370,7 @@ class Worker:
         for tag in tags:
             self.channel.basic_nack(tag, requeue=True)
 
-    def _value(self, ids: list[int], mode: str, tags: list[int]) -> BatchResult | str:
+    def _value(self, ids: list[int], mode: str, tags: list[int], rules: str) -> BatchResult | str:
         """The batch written, or the text of a batch error."""
         backoff = Backoff(base=0.2, cap=10.0)
         contention = 0
@@ -358,7 +379,7 @@ class Worker:
             conn = None
             try:
                 conn = self.db.get()
-                return value_batch(conn, ids, mode, self.s.valuation)
+                return value_batch(conn, ids, mode, replace(self.s.valuation, rules=rules))
             except psycopg.Error as exc:
                 kind = classify(exc, conn)
                 contention += kind is ErrorKind.CONTENTION
@@ -393,10 +414,16 @@ class Worker:
             raise _Refused(f"the broker refused a message for {queue}: {exc}") from None
 
     def _republish(
-        self, parts: list[list[int]], mode: str, attempts: int, headers: dict, tags: list[int]
+        self,
+        parts: list[list[int]],
+        mode: str,
+        attempts: int,
+        headers: dict,
+        tags: list[int],
+        rules: str,
     ) -> None:
         for part in parts:
-            body = messages.encode_batch(part, mode, self._source(), attempts=attempts)
+            body = messages.encode_batch(part, mode, self._source(), attempts=attempts, rules=rules)
             self._publish(self.s.queue, body, headers, tags)
 
     def _dead_letter(

@@ -134,8 +134,10 @@ def requeue_dead(amqp_url: str, queue: str, limit: int | None = None) -> Requeue
                 ids, mode = list(message.ids), message.mode
             else:
                 ids, mode = [message.killmail_id], message.mode
+            # The rule set goes back with the batch (a single names none: seed).
+            body = messages.encode_batch(ids, mode, source, rules=message.rules)
             try:
-                publisher.publish(queue, messages.encode_batch(ids, mode, source))
+                publisher.publish(queue, body)
             except broker.PublishFailed as exc:
                 channel.basic_nack(method.delivery_tag, requeue=True)
                 for tag in kept:

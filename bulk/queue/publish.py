@@ -98,6 +98,7 @@ def queue_killmails(
     queue: str = broker.DEFAULT_QUEUE,
     batch_size: int = 500,
     dry_run: bool = False,
+    rules: str = "seed",
     allow_empty_prices: bool = False,
     broker_patience: float = 60.0,
     db_patience: float = 60.0,
@@ -117,8 +118,7 @@ def queue_killmails(
     started = time.monotonic()
     with db.connect(db_url, autocommit=True) as conn:
         db.require_schema(conn)
-        if not allow_empty_prices:
-            db.require_prices(conn)
+        db.require_rule_prices(conn, rules, allow_empty_prices)
         selected = scan.count(conn, selection)
     summary = QueueSummary(selected, batches_planned=-(-selected // batch_size))
     link = None if dry_run else _Link(amqp_url, queue, broker_patience)
@@ -147,7 +147,7 @@ def queue_killmails(
     try:
         for ids in batches:
             if link is not None:
-                body = messages.encode_batch(ids, selection.mode, source)
+                body = messages.encode_batch(ids, selection.mode, source, rules=rules)
                 try:
                     link.publish(body, sleep)
                 except broker.PublishFailed:
