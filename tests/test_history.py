@@ -30,7 +30,10 @@ def history_files():
 
 
 def _history(url) -> dict:
-    """(region, type, date) -> (average, highest, lowest, volume, order_count), as stored."""
+    """(region, type, date) -> (average, highest, lowest, volume, order_count), as stored
+    ({} where the table is missing: a failed first import leaves no table behind)."""
+    if not _table_exists(url, "market_price_history"):
+        return {}
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "SELECT region_id, type_id, date, average, highest, lowest, volume, order_count"
