@@ -106,12 +106,19 @@ def close_quietly(conn: psycopg.Connection | None) -> None:
 def missing_tables(
     conn: psycopg.Connection, tables: tuple[str, ...] = REQUIRED_TABLES
 ) -> list[str]:
+    """The tables that do not exist; ends the read (a command's check, not a library's)."""
+    missing = absent_tables(conn, tables)
+    _end_read(conn)
+    return missing
+
+
+def absent_tables(conn: psycopg.Connection, tables: tuple[str, ...]) -> list[str]:
+    """The tables that do not exist, inside whatever transaction the caller has open."""
     rows = conn.execute(
         "SELECT t FROM unnest(%s::text[]) WITH ORDINALITY AS u (t, n)"
         " WHERE to_regclass(t) IS NULL ORDER BY n",
         [list(tables)],
     ).fetchall()
-    _end_read(conn)
     return [r[0] for r in rows]
 
 
@@ -167,9 +174,9 @@ def ensure_history_tables(conn: psycopg.Connection) -> list[str]:
     """Create market_price_history and price_overrides if missing (IF NOT EXISTS).
 
     Only init-db and the `prices history` / `prices override` commands call
-    this; returns the tables it created.
+    this; returns the tables it created. Works inside the caller's transaction.
     """
-    before = missing_tables(conn, HISTORY_TABLES)
+    before = absent_tables(conn, HISTORY_TABLES)
     if before:
         with conn.transaction():
             conn.execute(sqlfiles.load("history_schema"))

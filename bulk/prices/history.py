@@ -125,6 +125,9 @@ def import_history_files(
             summary.staging_seconds = staged - started
             summary.written = _upsert_staged(conn, sources, region, type_id, all_regions)
             summary.upsert_seconds = time.monotonic() - staged
+            # ON COMMIT DROP waits for the caller's commit: a second import in the
+            # same transaction needs the name free.
+            conn.execute("DROP TABLE history_staging")
         failed = False
     finally:
         bar.close(failed=failed)

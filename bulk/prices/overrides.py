@@ -134,7 +134,7 @@ def _store(conn: psycopg.Connection, rows: list[Override]) -> SetResult:
 
 def list_overrides(conn: psycopg.Connection, type_ids: list[int] | None = None) -> list[Override]:
     """Every override (of the given types), by type and rank; [] if the table is missing."""
-    if db.missing_tables(conn, ("price_overrides",)):
+    if db.absent_tables(conn, ("price_overrides",)):
         return []
     rows = conn.execute(sqlfiles.load("override_list"), {"type_ids": type_ids or None})
     return [Override(t, p, f, to, note, i) for i, t, f, to, p, note in rows]

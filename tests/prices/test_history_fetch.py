@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 import pytest
 
-from tests.conftest import cli, cli_popen
+from tests.conftest import cli, cli_popen, summary_count
 
 YESTERDAY = datetime.now(timezone.utc).date() - timedelta(days=1)
 
@@ -226,6 +226,8 @@ def test_an_interrupted_fetch_keeps_what_it_wrote_and_resumes(fresh_db, canned_e
     stored = _values(_stored(url))
     done = {k[0] for k in stored}
     assert 4 <= len(done) < len(types)
+    # Every type fetched before Ctrl+C was written: none is lost and asked again.
+    assert summary_count(stdout, "fetched") == len(done)
     # What was written is every day of each type written, nothing half.
     for type_id in done:
         assert {k: v for k, v in stored.items() if k[0] == type_id} == _as_stored(
