@@ -221,46 +221,17 @@ def value_batch(
 
 
 def _load_price_write(conn, batch_ids: list[int], mode: str, price_column: str, touch: bool):
-    load_sql = sqlfiles.load_batch_sql(mode, price_column)
-    updated_at = updated_at_type(conn) if touch else None
     with conn.cursor(binary=True) as cur:
         # prepare=False: a prepared generic plan of this join can be many
         # times slower than the custom plan for the batch's actual IDs.
-        cur.execute(load_sql, {"ids": batch_ids}, prepare=False)
+        cur.execute(sqlfiles.load_batch_sql(mode, price_column), {"ids": batch_ids}, prepare=False)
         lines = pricing.unpack_lines(cur.fetchone())
-        cents, no_victim = pricing.price_batch(lines)
-        updated = _write(conn, cur, cents, mode, updated_at) if cents.killmail_ids.size else 0
-    return updated, no_victim
+    return _price_write(conn, lines, mode, touch)
 
 
-def _value_in_sql(conn, batch_ids: list[int], mode: str, price_column: str, touch: bool):
-    """The set-based engine: one statement values and writes the batch."""
+def _price_write(conn, lines: np.ndarray, mode: str, touch: bool):
+    """Sum a batch's loaded lines and write them with the one guarded UPDATE (numpy engine)."""
     updated_at = updated_at_type(conn) if touch else None
-    try:
-        # Inside the caller's transaction this is a savepoint, so a failure
-        # leaves the transaction usable for the second statement.
-        with contextlib.nullcontext() if conn.autocommit else conn.transaction():
-            return _value_statement(conn, batch_ids, mode, price_column, updated_at, "int8")
-    except psycopg.errors.NumericValueOutOfRange:
-        # An int8 line product overflowed (or a price cannot be cents: then the
-        # numeric statement fails the same way and the caller names the price).
-        # Numeric products cost more, so only such a batch pays for them.
-        return _value_statement(conn, batch_ids, mode, price_column, updated_at, "numeric")
-
-
-def _value_statement(conn, batch_ids, mode, price_column, updated_at, product):
-    statement = sqlfiles.value_batch_sql(mode, price_column, updated_at, product)
-    updated, no_victim = conn.execute(statement, {"ids": batch_ids}, prepare=False).fetchone()
-    return int(updated), np.asarray(no_victim, dtype=np.int64)
-
-
-_ENGINES = {"numpy": _load_price_write, "sql": _value_in_sql}
-
-
-def _dated_load_price_write(conn, batch_ids: list[int], mode: str, rules_name: str, touch: bool):
-    """The numpy engine under a dated rule set: resolve the batch's pairs, load, sum, write."""
-    updated_at = updated_at_type(conn) if touch else None
-    lines = dated.load_lines(conn, batch_ids, mode, rules_name)
     cents, no_victim = pricing.price_batch(lines)
     if not cents.killmail_ids.size:
         return 0, no_victim
@@ -268,21 +239,53 @@ def _dated_load_price_write(conn, batch_ids: list[int], mode: str, rules_name: s
         return _write(conn, cur, cents, mode, updated_at), no_victim
 
 
-def _dated_value_in_sql(conn, batch_ids: list[int], mode: str, rules_name: str, touch: bool):
-    """The set-based engine under a dated rule set: resolve, then one statement."""
+def _value_in_sql(conn, batch_ids: list[int], mode: str, price_column: str, touch: bool):
+    """The set-based engine: one statement values and writes the batch."""
     updated_at = updated_at_type(conn) if touch else None
-    dated.resolve(conn, batch_ids, rules_name)
+    return _set_based(
+        conn,
+        batch_ids,
+        lambda product: sqlfiles.value_batch_sql(mode, price_column, updated_at, product),
+    )
 
-    def statement(product: str):
-        text = sqlfiles.value_batch_dated_sql(mode, rules_name, updated_at, product)
+
+def _set_based(conn, batch_ids: list[int], statement_for):
+    """Run the set-based statement with int8 line products, or numeric after an overflow."""
+
+    def run(product: str):
+        text = statement_for(product)
         updated, no_victim = conn.execute(text, {"ids": batch_ids}, prepare=False).fetchone()
         return int(updated), np.asarray(no_victim, dtype=np.int64)
 
     try:
+        # Inside the caller's transaction this is a savepoint, so a failure
+        # leaves the transaction usable for the second statement.
         with contextlib.nullcontext() if conn.autocommit else conn.transaction():
-            return statement("int8")
+            return run("int8")
     except psycopg.errors.NumericValueOutOfRange:
-        return statement("numeric")
+        # An int8 line product overflowed (or a price cannot be cents: then the
+        # numeric statement fails the same way and the caller names the price).
+        # Numeric products cost more, so only such a batch pays for them.
+        return run("numeric")
+
+
+_ENGINES = {"numpy": _load_price_write, "sql": _value_in_sql}
+
+
+def _dated_load_price_write(conn, batch_ids: list[int], mode: str, rules_name: str, touch: bool):
+    """The numpy engine under a dated rule set: resolve the batch's pairs, load, sum, write."""
+    return _price_write(conn, dated.load_lines(conn, batch_ids, mode, rules_name), mode, touch)
+
+
+def _dated_value_in_sql(conn, batch_ids: list[int], mode: str, rules_name: str, touch: bool):
+    """The set-based engine under a dated rule set: resolve, then one statement."""
+    updated_at = updated_at_type(conn) if touch else None
+    dated.resolve(conn, batch_ids, rules_name)
+    return _set_based(
+        conn,
+        batch_ids,
+        lambda product: sqlfiles.value_batch_dated_sql(mode, rules_name, updated_at, product),
+    )
 
 
 _DATED_ENGINES = {"numpy": _dated_load_price_write, "sql": _dated_value_in_sql}
