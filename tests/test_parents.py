@@ -125,13 +125,15 @@ def test_scan_gives_up_after_patience_at_the_last_id_handed_out(demo_db):
         patience=1.0,
     )
     pages = iter(scanner)
-    first = next(pages)
+    # One query reads READ_AHEAD batches: the next batch after them needs a new query.
+    handed = [next(pages) for _ in range(scan.READ_AHEAD)]
+    assert [len(page) for page in handed] == [100] * scan.READ_AHEAD
     _terminate_scan(demo_db, "scan test", proc=_Running())
     started = time.monotonic()
     with pytest.raises(scan.ScanStopped) as stopped:
         next(pages)
     assert 1.0 <= time.monotonic() - started < 15
-    assert stopped.value.after == first[-1]
+    assert stopped.value.after == handed[-1][-1]
     assert "lost the database connection of the scan" in str(stopped.value)
 
 

@@ -28,6 +28,13 @@ _FILTERS = {
 
 _MIN_ID = -(2**31)
 
+# One scan query reads this many batches' IDs (up to READ_AHEAD_IDS): a query
+# per batch cost the scan's backend about 1 ms each, a twentieth of what the
+# workers' backends spend on the batch (issue 15). A batch re-checks the mode
+# itself, so IDs read a little ahead of the workers are as good as fresh ones.
+READ_AHEAD = 8
+READ_AHEAD_IDS = 20_000
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -107,11 +114,17 @@ class Scan:
         self.reconnects = 0
 
     def __iter__(self) -> Iterator[list[int]]:
+        fetched: list[int] = []  # IDs read ahead of the batches handed out
         while self.remaining is None or self.remaining > 0:
             page = self._batch_size
             if self.remaining is not None:
                 page = min(page, self.remaining)
-            ids = self._page(page)
+            if not fetched:
+                ahead = max(page, min(self._batch_size * READ_AHEAD, READ_AHEAD_IDS))
+                if self.remaining is not None:
+                    ahead = min(ahead, self.remaining)
+                fetched = self._page(ahead)
+            ids, fetched = fetched[:page], fetched[page:]
             if not ids:
                 return
             self.after = ids[-1]
@@ -120,6 +133,8 @@ class Scan:
             yield ids
 
     def _page(self, page: int) -> list[int]:
+        # Read ahead from the last ID handed out, which is the last one read:
+        # a page is read only when the one before it is all handed out.
         params = {**self._params, "page": page}
         if self.after is not None:
             params["after"] = self.after
