@@ -1,10 +1,10 @@
 """`run`: the broker-less batch pipeline on one machine.
 
-The parent scans IDs (keyset) and hands one batch at a time to each of N
-child processes (bulk.procs); each child has its own PostgreSQL connection and
-runs each batch with bulk.engine.retry. A child that dies has its batch fed to
-a new child. On SIGINT/SIGTERM the parent stops handing out batches and lets
-every child finish the one in hand.
+The parent scans IDs (keyset) and keeps up to IN_FLIGHT batches in the pipe of
+each of N child processes (bulk.procs); each child has its own PostgreSQL
+connection and runs each batch with bulk.engine.retry. A child that dies has
+its batches fed to a new child. On SIGINT/SIGTERM the parent stops handing out
+batches and lets every child finish the ones in hand.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
 from bulk.progress import Progress
 
 _POLL = 0.2
+# Batches handed to a child ahead of its results: with one, its database
+# connection idled while the result crossed the pipe and the parent scanned
+# and sent the next batch (about a third of the wall time, issue 15).
+IN_FLIGHT = 2
 SCAN_APPLICATION = "bulk-backfill run scan"
 _SAMPLE = 20  # how many no-victim IDs a summary names
 
@@ -53,6 +57,7 @@ def _child(url: str, job: tuple[str, Valuation], patience: float, pipe) -> None:
     holder = ConnectionHolder(
         lambda: db.open_connection(url, autocommit=True, application_name="bulk-backfill run")
     )
+    stopped = None  # why this child's job must stop: the batches still in hand are not tried
     try:
         while True:
             if not pipe.poll(_POLL):
@@ -65,8 +70,11 @@ def _child(url: str, job: tuple[str, Valuation], patience: float, pipe) -> None:
                 return
             if task is None:
                 return
+            result = ("stop", stopped) if stopped else _value(holder, task, job, patience)
+            if result[0] == "stop":
+                stopped = result[1]
             # A parent gone by now leaves the batch committed: the next run skips it.
-            if not send(pipe, _value(holder, task, job, patience)):
+            if not send(pipe, result):
                 return
     finally:
         holder.discard()
@@ -98,7 +106,11 @@ def _value(
 
 
 class _Pool:
-    """run's policy over the children: one batch each, a dead child's batch fed again."""
+    """run's policy over the children: up to IN_FLIGHT batches each, a dead child's fed again.
+
+    A child's task is the deque of (seq, ids) it was sent and has not answered,
+    oldest first: a child answers its batches in the order it got them.
+    """
 
     def __init__(self, url, job, patience, procs: int, summary: RunSummary, bar: Progress):
         self.url = url
@@ -119,23 +131,30 @@ class _Pool:
             lost_work=" and feeding its batch again",
         )
 
-    def busy(self) -> list[Child]:
-        return [c for c in self.children.children if c.task is not None]
+    @staticmethod
+    def in_hand(child: Child) -> deque:
+        if child.task is None:
+            child.task = deque()
+        return child.task
 
-    def idle(self) -> list[Child]:
-        return [c for c in self.children.children if c.task is None]
+    def busy(self) -> list[Child]:
+        return [c for c in self.children.children if self.in_hand(c)]
+
+    def least_loaded(self) -> Child | None:
+        """The child with the fewest batches in hand, if one can take another."""
+        child = min(self.children.children, key=lambda c: len(self.in_hand(c)), default=None)
+        return child if child is not None and len(self.in_hand(child)) < IN_FLIGHT else None
 
     def give(self, child: Child, seq: int, ids: list[int]) -> None:
         self.last_id[seq] = ids[-1]
-        child.task = (seq, ids)
+        self.in_hand(child).append((seq, ids))
         try:
             child.pipe.send(ids)
         except OSError:
             pass  # the child just died: collect() sees it and feeds the batch again
 
     def _record(self, child: Child, result: tuple) -> None:
-        seq = child.task[0]
-        child.task = None
+        seq = self.in_hand(child).popleft()[0]
         if result[0] == "stop":
             # The batch stays unfinished, so the resume point stays before it.
             self.summary.stopped_early = self.summary.stopped_early or result[1]
@@ -152,8 +171,8 @@ class _Pool:
         self.progress.add(n, updated=updated, skipped=skipped - len(failed), failed=len(failed))
 
     def _exited(self, child: Child, code: int | None) -> bool:
-        if child.task is not None:
-            self.requeue.append(child.task)
+        self.requeue.extend(self.in_hand(child))
+        child.task = None
         return True  # any end of a child before the parent says so is a death
 
     def resume_point(self) -> int | None:
@@ -172,9 +191,12 @@ def _feed(pool: _Pool, batches: Iterator[list[int]], stopper: Stopper) -> None:
     scanning = True
     while True:
         stopping = stopper.requested or pool.summary.stopped_early is not None
-        while not stopping and pool.idle() and (requeue or scanning):
+        while not stopping and (requeue or scanning):
+            child = pool.least_loaded()
+            if child is None:
+                break
             if requeue:
-                pool.give(pool.idle()[0], *requeue.popleft())
+                pool.give(child, *requeue.popleft())
                 continue
             try:
                 ids = next(batches, None)
@@ -185,7 +207,7 @@ def _feed(pool: _Pool, batches: Iterator[list[int]], stopper: Stopper) -> None:
             if ids is None:
                 scanning = False
                 break
-            pool.give(pool.idle()[0], seq, ids)
+            pool.give(child, seq, ids)
             seq += 1
         if not pool.busy() and (stopping or not (requeue or scanning)):
             return
