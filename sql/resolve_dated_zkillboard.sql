@@ -2,7 +2,7 @@
 -- price date) pair a batch needs and the cache (sql/dated_cents_table.sql)
 -- lacks: one statement, whatever the number of pairs.
 --
--- Parameters: %(ids)s int[] (the batch). Every killmail of the batch is
+-- Parameters: %(ids)b int[] (the batch, sent binary). Every killmail of the batch is
 -- resolved, whatever its values: the load's mode check runs later, in another
 -- snapshot, and must find every pair it needs.
 -- Placeholders filled from the fixed tables of bulk/engine/rules.py, never user text:
@@ -37,7 +37,7 @@
 WITH batch AS (
     SELECT k.killmail_id, {price_date} AS price_date
     FROM killmails AS k
-    WHERE k.killmail_id = ANY(%(ids)s::int[])
+    WHERE k.killmail_id = ANY(%(ids)b::int[])
 ),
 wanted AS (
     SELECT v.ship_type_id AS type_id, b.price_date
