@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test bench bench-full lint format clean
+.PHONY: demo test bench bench-full bench-rules lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ bench: $(BIN)/python
 bench-full: $(BIN)/python
 	$(BIN)/python -m pip install --quiet '.[bench]'
 	$(BIN)/python -m benchmarks --killmails 300000
+
+# Each kill-date rule set against a pure-SQL ceiling of the same rules (~15 min).
+bench-rules: $(BIN)/python
+	$(BIN)/python -m pip install --quiet '.[bench]'
+	$(BIN)/python -m benchmarks.rules --killmails 20000 --rounds 3
 
 lint: $(BIN)/python
 	$(BIN)/ruff check .

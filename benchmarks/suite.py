@@ -111,37 +111,50 @@ def _facts(url: str) -> tuple[list[int], int]:
     return ids, victims
 
 
-def reference_table(url: str) -> None:
+# The reference table of each rule set: fixed names, never user text.
+REFERENCE_TABLES = {
+    "seed": "bench_reference",
+    "evekill": "bench_reference_evekill",
+    "zkillboard": "bench_reference_zkillboard",
+}
+
+
+def reference_table(url: str, rules: str = "seed") -> None:
     """The SQL reference of every killmail, computed once per database into a table.
 
     The prices of a bench database never change, so each measurement's check
     can compare all of its rows with this table by a join, instead of running
     the per-killmail reference again (minutes at 300,000 killmails).
     """
+    table = REFERENCE_TABLES[rules]
     with psycopg.connect(url, autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass('bench_reference')").fetchone()[0]:
+        if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0]:
             return
-        statement = sqlfiles.reference_sql("sell", "seed")
+        statement = sqlfiles.reference_sql("sell", rules)
         conn.execute(
-            sql.SQL("CREATE TABLE bench_reference AS {}").format(sql.SQL(statement)),
+            sql.SQL("CREATE TABLE {} AS {}").format(sql.Identifier(table), sql.SQL(statement)),
             {"ids": None},
         )
-        conn.execute("ALTER TABLE bench_reference ADD PRIMARY KEY (killmail_id)")
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (killmail_id)").format(sql.Identifier(table))
+        )
 
 
-def verify(url: str, expected_written: int, ids: list[int] | None = None) -> bool:
+def verify(
+    url: str, expected_written: int, ids: list[int] | None = None, rules: str = "seed"
+) -> bool:
     """Every written value equals reference::float8, and exactly the expected rows were written."""
-    reference_table(url)
+    reference_table(url, rules)
+    query = sql.SQL(
+        "SELECT r.killmail_id FROM {} r JOIN killmails k USING (killmail_id)"
+        " WHERE (%(ids)s::int[] IS NULL OR r.killmail_id = ANY(%(ids)s::int[]))"
+        "   AND (k.total_value IS DISTINCT FROM r.total::float8"
+        "     OR k.destroyed_value IS DISTINCT FROM r.destroyed::float8"
+        "     OR k.dropped_value IS DISTINCT FROM r.dropped::float8)"
+        " ORDER BY 1"
+    ).format(sql.Identifier(REFERENCE_TABLES[rules]))
     with psycopg.connect(url) as conn:
-        wrong = conn.execute(
-            "SELECT r.killmail_id FROM bench_reference r JOIN killmails k USING (killmail_id)"
-            " WHERE (%(ids)s::int[] IS NULL OR r.killmail_id = ANY(%(ids)s::int[]))"
-            "   AND (k.total_value IS DISTINCT FROM r.total::float8"
-            "     OR k.destroyed_value IS DISTINCT FROM r.destroyed::float8"
-            "     OR k.dropped_value IS DISTINCT FROM r.dropped::float8)"
-            " ORDER BY 1",
-            {"ids": ids},
-        ).fetchall()
+        wrong = conn.execute(query, {"ids": ids}).fetchall()
         (written,) = conn.execute(
             "SELECT count(*) FROM killmails WHERE total_value IS NOT NULL"
         ).fetchone()
