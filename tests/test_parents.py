@@ -181,6 +181,45 @@ def test_run_that_loses_its_scan_prints_the_resume_point(fresh_db):
     _all_valued(url)
 
 
+@pytest.mark.slow
+def test_run_whose_children_lose_the_database_stops_after_one_patience(fresh_db):
+    """Each child holds two batches: the second is not tried once the first gave up."""
+    url = make_demo_db(fresh_db, 2_000)
+    _slow_writes(url, 1.0)
+    name = database_name(url)
+    patience = 5
+    command = ("run", "--procs", "2", "--batch-size", "20", "--db-patience", str(patience))
+    proc = cli_popen(*command, url=url)
+    wait_until_valued(url, 40, timeout=120)
+    with psycopg.connect(url, autocommit=True, dbname="postgres") as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    try:
+        _terminate_scan(url, "bulk-backfill run", proc)
+        cut = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=300)
+        took = time.monotonic() - cut
+    finally:
+        with psycopg.connect(url, autocommit=True, dbname="postgres") as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    assert proc.returncode == 1, stderr
+    error_lines = [line for line in stderr.splitlines() if line.startswith("bulk-backfill: error")]
+    assert len(error_lines) == 1, stderr
+    assert "lost the database and could not reconnect" in error_lines[0]
+    # Trying the batch behind it would wait out a second patience.
+    assert patience <= took < 2 * patience - 0.5, took
+    after = int(error_lines[0].rsplit("--after-id ", 1)[1])
+    with psycopg.connect(url) as conn:
+        (unvalued_before,) = conn.execute(
+            "SELECT count(*) FROM killmails k WHERE killmail_id <= %s AND total_value IS NULL"
+            " AND EXISTS (SELECT 1 FROM victims v WHERE v.killmail_id = k.killmail_id)",
+            [after],
+        ).fetchone()
+    assert unvalued_before == 0
+    resumed = cli("run", "--procs", "2", "--batch-size", "200", "--after-id", str(after), url=url)
+    assert resumed.returncode == 0, resumed.stderr
+    _all_valued(url)
+
+
 # -- point 5: broker resources and stuck children ---------------------------------
 
 
