@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
+from bulk.engine import scan
 from tests import rabbit
 from tests.conftest import (
     child_pids,
@@ -233,12 +234,13 @@ _PLANNED = _KILLMAILS // _BATCH  # messages a complete `queue` run publishes
 
 @contextmanager
 def _scan_held(url: str):
-    """Hold `queue` between two batches: its next keyset page waits on this table lock.
+    """Hold `queue` between two scan pages: its next keyset page waits on this table lock.
 
-    `queue` confirms each message before it reads the next page, so while the
-    lock is held everything it read is published or about to be, and the rest
-    of the table is still to come: an outage started now lands mid-run for
-    certain, however fast the machine. Leaving the block releases the lock.
+    A page holds scan.READ_AHEAD batches, and `queue` confirms each message
+    before it reads the next page, so while the lock is held at most one page
+    is published or about to be, and the rest of the table is still to come:
+    an outage started now lands mid-run for certain, however fast the machine.
+    Leaving the block releases the lock.
     """
     with psycopg.connect(url) as conn:
         conn.execute("SET lock_timeout = '30s'")
@@ -252,8 +254,8 @@ def _stop_broker_mid_run(url: str, queue_name: str, producer) -> int:
     with _scan_held(url):
         confirmed = rabbit.ready(queue_name)
         assert producer.poll() is None, "queue finished before the outage"
-        # At most the one batch read before the lock is still being published.
-        assert confirmed + 1 < _PLANNED, confirmed
+        # At most the batches of the page read before the lock are still being published.
+        assert confirmed + scan.READ_AHEAD < _PLANNED, confirmed
         _rabbitmqctl("stop_app")
     return confirmed
 
@@ -311,8 +313,9 @@ def test_queue_stopped_by_a_long_outage_resumes_with_after_id(fresh_db, queue_na
     errors = [line for line in stderr.splitlines() if line.startswith("bulk-backfill: error:")]
     assert len(errors) == 1 and "Traceback" not in stderr, stderr
     # The outage landed mid-run: what was confirmed is what the broker held when it
-    # stopped (give or take the batch in flight), far short of the whole table.
-    assert at_stop <= _queued_batches(stdout) <= at_stop + 1 < _PLANNED
+    # stopped (give or take the rest of the page read before the lock), far short
+    # of the whole table.
+    assert at_stop <= _queued_batches(stdout) <= at_stop + scan.READ_AHEAD < _PLANNED
     confirmed = [line for line in stdout.splitlines() if "last confirmed killmail_id" in line]
     after_id = int(confirmed[0].split()[-1])
     assert f"--after-id {after_id}" in errors[0]
