@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import time
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -142,72 +143,31 @@ class _Running:
         return None
 
 
-@pytest.mark.slow
-def test_run_that_loses_its_scan_prints_the_resume_point(fresh_db):
-    """Giving up: one line with the last confirmed ID and --after-id; resuming finishes the job."""
-    url = make_demo_db(fresh_db, 2_000)
-    _slow_writes(url, 0.05)
+@contextmanager
+def _refusing_connections(url: str):
+    """The test database refuses new connections inside the block; those open stay."""
     name = database_name(url)
-    command = ("run", "--procs", "2", "--batch-size", "20", "--db-patience", "2")
-    proc = cli_popen(*command, url=url)
-    wait_until_valued(url, 200, timeout=120)
     with psycopg.connect(url, autocommit=True, dbname="postgres") as conn:
-        # New connections are refused, so the scan tries to reconnect for
-        # --db-patience and gives up; the children keep their connections.
         conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
     try:
-        _terminate_scan(url, "bulk-backfill run scan", proc)
-        stdout, stderr = proc.communicate(timeout=300)
+        yield
     finally:
         with psycopg.connect(url, autocommit=True, dbname="postgres") as conn:
             conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-    assert proc.returncode == 1, stderr
+
+
+def _the_error_line(returncode: int, stderr: str) -> str:
+    """A run that stopped early: exit 1 and exactly one error line, no traceback."""
+    assert returncode == 1, stderr
     assert "Traceback" not in stderr
     error_lines = [line for line in stderr.splitlines() if line.startswith("bulk-backfill: error")]
     assert len(error_lines) == 1, stderr
-    assert "lost the database connection of the scan for" in error_lines[0]
-    assert "last confirmed killmail_id" in error_lines[0]
-    after = int(error_lines[0].rsplit("--after-id ", 1)[1])
-    with psycopg.connect(url) as conn:
-        (unvalued_before,) = conn.execute(
-            "SELECT count(*) FROM killmails k WHERE killmail_id <= %s AND total_value IS NULL"
-            " AND EXISTS (SELECT 1 FROM victims v WHERE v.killmail_id = k.killmail_id)",
-            [after],
-        ).fetchone()
-    assert unvalued_before == 0  # every killmail up to the resume point is written
-    assert stdout  # the summary is printed as well
-    resumed = cli("run", "--procs", "2", "--batch-size", "200", "--after-id", str(after), url=url)
-    assert resumed.returncode == 0, resumed.stderr
-    _all_valued(url)
+    return error_lines[0]
 
 
-@pytest.mark.slow
-def test_run_whose_children_lose_the_database_stops_after_one_patience(fresh_db):
-    """Each child holds two batches: the second is not tried once the first gave up."""
-    url = make_demo_db(fresh_db, 2_000)
-    _slow_writes(url, 1.0)
-    name = database_name(url)
-    patience = 5
-    command = ("run", "--procs", "2", "--batch-size", "20", "--db-patience", str(patience))
-    proc = cli_popen(*command, url=url)
-    wait_until_valued(url, 40, timeout=120)
-    with psycopg.connect(url, autocommit=True, dbname="postgres") as conn:
-        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-    try:
-        _terminate_scan(url, "bulk-backfill run", proc)
-        cut = time.monotonic()
-        stdout, stderr = proc.communicate(timeout=300)
-        took = time.monotonic() - cut
-    finally:
-        with psycopg.connect(url, autocommit=True, dbname="postgres") as conn:
-            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-    assert proc.returncode == 1, stderr
-    error_lines = [line for line in stderr.splitlines() if line.startswith("bulk-backfill: error")]
-    assert len(error_lines) == 1, stderr
-    assert "lost the database and could not reconnect" in error_lines[0]
-    # Trying the batch behind it would wait out a second patience.
-    assert patience <= took < 2 * patience - 0.5, took
-    after = int(error_lines[0].rsplit("--after-id ", 1)[1])
+def _resumes_where_it_says(url: str, error_line: str) -> None:
+    """Every killmail up to the line's --after-id is written, and resuming from it finishes."""
+    after = int(error_line.rsplit("--after-id ", 1)[1])
     with psycopg.connect(url) as conn:
         (unvalued_before,) = conn.execute(
             "SELECT count(*) FROM killmails k WHERE killmail_id <= %s AND total_value IS NULL"
@@ -218,6 +178,47 @@ def test_run_whose_children_lose_the_database_stops_after_one_patience(fresh_db)
     resumed = cli("run", "--procs", "2", "--batch-size", "200", "--after-id", str(after), url=url)
     assert resumed.returncode == 0, resumed.stderr
     _all_valued(url)
+
+
+@pytest.mark.slow
+def test_run_that_loses_its_scan_prints_the_resume_point(fresh_db):
+    """Giving up: one line with the last confirmed ID and --after-id; resuming finishes the job."""
+    url = make_demo_db(fresh_db, 2_000)
+    _slow_writes(url, 0.05)
+    command = ("run", "--procs", "2", "--batch-size", "20", "--db-patience", "2")
+    proc = cli_popen(*command, url=url)
+    wait_until_valued(url, 200, timeout=120)
+    # New connections are refused, so the scan tries to reconnect for
+    # --db-patience and gives up; the children keep their connections.
+    with _refusing_connections(url):
+        _terminate_scan(url, "bulk-backfill run scan", proc)
+        stdout, stderr = proc.communicate(timeout=300)
+    error_line = _the_error_line(proc.returncode, stderr)
+    assert "lost the database connection of the scan for" in error_line
+    assert "last confirmed killmail_id" in error_line
+    assert stdout  # the summary is printed as well
+    _resumes_where_it_says(url, error_line)
+
+
+@pytest.mark.slow
+def test_run_whose_children_lose_the_database_stops_after_one_patience(fresh_db):
+    """Each child holds two batches: the second is not tried once the first gave up."""
+    url = make_demo_db(fresh_db, 2_000)
+    _slow_writes(url, 1.0)
+    patience = 5
+    command = ("run", "--procs", "2", "--batch-size", "20", "--db-patience", str(patience))
+    proc = cli_popen(*command, url=url)
+    wait_until_valued(url, 40, timeout=120)
+    with _refusing_connections(url):
+        _terminate_scan(url, "bulk-backfill run", proc)
+        cut = time.monotonic()
+        _, stderr = proc.communicate(timeout=300)
+        took = time.monotonic() - cut
+    error_line = _the_error_line(proc.returncode, stderr)
+    assert "lost the database and could not reconnect" in error_line
+    # Trying the batch behind it would wait out a second patience.
+    assert patience <= took < 2 * patience - 0.5, took
+    _resumes_where_it_says(url, error_line)
 
 
 # -- point 5: broker resources and stuck children ---------------------------------
