@@ -126,7 +126,7 @@ def main() -> None:
         print(f"seed load                  {best(conn, seed, batch, args.runs):8.1f} ms")
 
         def truncate():
-            conn.execute("TRUNCATE pg_temp.bulk_dated_cents")
+            conn.execute("TRUNCATE pg_temp.bulk_dated_cents, pg_temp.bulk_dated_history_rows")
 
         for rules in ("evekill", "zkillboard"):
             resolve = sqlfiles.resolve_dated_sql(rules)

@@ -37,14 +37,18 @@ wanted AS (
     JOIN killmail_items AS i ON i.killmail_id = b.killmail_id
     WHERE NOT {line_exempt}
 ),
-missing AS (
+missing AS MATERIALIZED (
     SELECT w.type_id, w.price_date
     FROM wanted AS w
-    WHERE NOT EXISTS (
-        SELECT 1
-        FROM pg_temp.bulk_dated_cents AS c
-        WHERE c.rules = {rules} AND c.type_id = w.type_id AND c.price_date = w.price_date
-    )
+    -- A probe of the cache's key per pair, not NOT EXISTS: the planner hashed
+    -- the whole cache for that, in every batch, a cost that grows with the job.
+    WHERE (SELECT 1
+           FROM pg_temp.bulk_dated_cents AS c
+           WHERE c.rules = {rules} AND c.type_id = w.type_id AND c.price_date = w.price_date
+          ) IS NULL
+    -- In index order: the probes below then walk the history's primary key
+    -- forwards, page after page, instead of at random (a third faster).
+    ORDER BY w.type_id, w.price_date
 ),
 priced AS MATERIALIZED (
     SELECT m.type_id, m.price_date,

@@ -29,9 +29,9 @@
 -- rows from the primary key (region_id, type_id, date) backwards (cand), and
 -- keeps them as an array sorted by value, so no sort spans the batch. The
 -- walk's day limit only bites when a type has fewer history rows than the
--- days its candidates span: each type's rows are counted once, and only up to
--- the longest span any of its pairs needs (counted); a pair it bites is read
--- again with the limit (walked). Every step after cand keeps one row per
+-- days its candidates span: each type's rows are counted once per connection
+-- (pg_temp.bulk_dated_history_rows, emptied with the price cache; counted);
+-- a pair it bites is read again with the limit (walked). Every step after cand keeps one row per
 -- pair and joins only counted, by type: the planner has no statistics on
 -- these CTEs, and a join back by pair could turn into a nested loop over both.
 WITH batch AS (
@@ -66,11 +66,15 @@ missing AS MATERIALIZED (
     FROM wanted AS w
     LEFT JOIN types AS t ON t.id = w.type_id
     LEFT JOIN item_groups AS g ON g.id = t.group_id
-    WHERE NOT EXISTS (
-        SELECT 1
-        FROM pg_temp.bulk_dated_cents AS c
-        WHERE c.rules = {rules} AND c.type_id = w.type_id AND c.price_date = w.price_date
-    )
+    -- A probe of the cache's key per pair, not NOT EXISTS: the planner hashed
+    -- the whole cache for that, in every batch, a cost that grows with the job.
+    WHERE (SELECT 1
+           FROM pg_temp.bulk_dated_cents AS c
+           WHERE c.rules = {rules} AND c.type_id = w.type_id AND c.price_date = w.price_date
+          ) IS NULL
+    -- In index order: cand then walks the history's primary key forwards,
+    -- page after page, instead of at random (a fifth faster at batch 500).
+    ORDER BY w.type_id, w.price_date
 ),
 cand AS MATERIALIZED (
     -- One row per missing pair (an aggregate always gives one): the newest
@@ -95,17 +99,34 @@ cand AS MATERIALIZED (
         ) AS h
     ) AS w
 ),
-counted AS MATERIALIZED (
-    SELECT s.type_id,
+counted_types AS (
+    SELECT DISTINCT type_id FROM cand WHERE oldest IS NOT NULL
+),
+new_counts AS (
+    -- A data-modifying CTE: this statement sees the new rows only through
+    -- RETURNING, so counted takes them from here and the cached ones from the table.
+    INSERT INTO pg_temp.bulk_dated_history_rows (region_id, type_id, history_rows)
+    SELECT {region}, n.type_id,
            (SELECT count(*)::int
-            FROM (SELECT 1
-                  FROM market_price_history AS h
-                  WHERE h.region_id = {region} AND h.type_id = s.type_id
-                  LIMIT s.days) AS r) AS history_rows
-    FROM (SELECT type_id, max(price_date - oldest) + 1 AS days
-          FROM cand
-          WHERE oldest IS NOT NULL
-          GROUP BY type_id) AS s
+            FROM market_price_history AS h
+            WHERE h.region_id = {region} AND h.type_id = n.type_id)
+    FROM counted_types AS n
+    WHERE NOT EXISTS (
+        SELECT 1
+        FROM pg_temp.bulk_dated_history_rows AS r
+        WHERE r.region_id = {region} AND r.type_id = n.type_id
+    )
+    RETURNING type_id, history_rows
+),
+counted AS MATERIALIZED (
+    SELECT r.type_id, r.history_rows
+    FROM pg_temp.bulk_dated_history_rows AS r
+    JOIN counted_types AS n ON n.type_id = r.type_id
+    WHERE r.region_id = {region}
+
+    UNION ALL
+
+    SELECT type_id, history_rows FROM new_counts
 ),
 walked AS (
     -- Every candidate is reached when the oldest is: days back < history rows
@@ -138,7 +159,7 @@ kept AS (
            END AS prices
     FROM (SELECT walked.*, cardinality(walked.sorted) AS n FROM walked) AS w
 ),
-windowed AS (
+windowed AS MATERIALIZED (
     -- The divisor's scale of 20 makes PostgreSQL carry at least 20 decimals
     -- in the quotient, so rounding it to the cent is never a second rounding.
     SELECT k.type_id, k.price_date, k.fixed, k.own,

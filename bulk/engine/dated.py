@@ -97,7 +97,7 @@ def ensure_fresh(conn: psycopg.Connection, refresh: float | None) -> None:
 def clear(conn: psycopg.Connection) -> None:
     """Forget every cached price of this connection (after the history or overrides changed)."""
     ensure_cache(conn)
-    conn.execute("TRUNCATE pg_temp.bulk_dated_cents")
+    conn.execute("TRUNCATE pg_temp.bulk_dated_cents, pg_temp.bulk_dated_history_rows")
     _GROWTH[conn] = _Growth()
 
 

@@ -348,6 +348,30 @@ def test_each_pair_is_resolved_once_per_connection_until_cleared(schema_db, sche
             other.execute(load, {"ids": [3]})
 
 
+def test_zkillboard_counts_history_once_per_connection_until_cleared(schema_db, schema_kind):
+    """The walk's day limit (as many days as the type has history rows) comes from a count
+    kept per connection beside the prices; clear() forgets it too, so rows added count."""
+    day = date(2021, 5, 5)
+    with psycopg.connect(schema_db) as conn:
+        helpers.create_history_tables(conn)
+        # two rows ten days apart: the walk stops after two days, with the newest alone
+        helpers.insert_history(conn, GOOD, [(day - timedelta(days=10), 50.0), (day, 100.0)])
+        helpers.insert_killmail(conn, schema_kind, 1, _noon(day), GOOD, [])
+        helpers.insert_killmail(conn, schema_kind, 2, _noon(day + timedelta(days=1)), GOOD, [])
+    with psycopg.connect(schema_db, autocommit=True) as conn:
+        assert dated.load_lines(conn, [1], "all", "zkillboard")[:, 2].tolist() == [100_00]
+        # nine rows long before: eleven days of walk reach the older price, (50 + 100) / 2
+        old = [(date(2019, 1, 1) + timedelta(days=k), 1.0) for k in range(9)]
+        helpers.insert_history(conn, GOOD, old)
+        # a new pair on this connection still walks with the count it already has
+        assert dated.load_lines(conn, [2], "all", "zkillboard")[:, 2].tolist() == [100_00]
+        dated.clear(conn)
+        assert dated.load_lines(conn, [1], "all", "zkillboard")[:, 2].tolist() == [75_00]
+    averages = {day - timedelta(days=10): 50.0, day: 100.0, **dict(old)}
+    assert helpers.zkillboard_price(averages, _noon(day))[0] == Decimal("75.00")
+    assert helpers.reference_values(schema_db, [1], "zkillboard")[1][0] == Decimal("75.00")
+
+
 def test_only_killmails_matching_the_mode_are_loaded(schema_db, schema_kind):
     day = date(2021, 5, 5)
     with psycopg.connect(schema_db) as conn:
