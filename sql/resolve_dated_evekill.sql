@@ -47,7 +47,7 @@ missing AS MATERIALIZED (
            WHERE c.rules = {rules} AND c.type_id = w.type_id AND c.price_date = w.price_date
           ) IS NULL
     -- In index order: the probes below then walk the history's primary key
-    -- forwards, page after page, instead of at random (a third faster).
+    -- forwards, page after page, instead of at random (a fifth less time at batch 500).
     ORDER BY w.type_id, w.price_date
 ),
 priced AS MATERIALIZED (

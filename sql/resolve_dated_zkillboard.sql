@@ -31,8 +31,8 @@
 -- walk's day limit only bites when a type has fewer history rows than the
 -- days its candidates span: each type's rows are counted once per connection
 -- (pg_temp.bulk_dated_history_rows, emptied with the price cache; counted);
--- a pair it bites is read again with the limit (walked). Every step after cand keeps one row per
--- pair and joins only counted, by type: the planner has no statistics on
+-- a pair it bites is read again with the limit (walked). Every step after
+-- cand keeps one row per pair and joins only counted, by type: the planner has no statistics on
 -- these CTEs, and a join back by pair could turn into a nested loop over both.
 WITH batch AS (
     SELECT k.killmail_id, {price_date} AS price_date
@@ -73,7 +73,7 @@ missing AS MATERIALIZED (
            WHERE c.rules = {rules} AND c.type_id = w.type_id AND c.price_date = w.price_date
           ) IS NULL
     -- In index order: cand then walks the history's primary key forwards,
-    -- page after page, instead of at random (a fifth faster at batch 500).
+    -- page after page, instead of at random (7% less time at batch 500).
     ORDER BY w.type_id, w.price_date
 ),
 cand AS MATERIALIZED (
