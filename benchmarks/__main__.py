@@ -14,10 +14,9 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks import report
+from benchmarks import report, server_url
 from benchmarks.suite import Suite, SuiteConfig, VerificationFailed, as_dicts
 
-DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
@@ -48,9 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--killmails must be at least 5,000 (the scaling run uses a fifth of it)")
     rounds = args.rounds or (2 if args.quick else 3)
     config = SuiteConfig(
-        server_url=os.environ.get("BENCH_DATABASE_URL")
-        or os.environ.get("DATABASE_URL")
-        or DEFAULT_SERVER,
+        server_url=server_url(),
         killmails=killmails,
         rounds=rounds,
         baseline_sample=args.baseline_sample or (4_000 if args.quick else 10_000),

@@ -25,7 +25,7 @@ import sys
 import psycopg
 
 from benchmarks.processes import timed
-from bulk.engine import rules, sqlfiles
+from bulk.engine import dated, rules, sqlfiles
 
 FORMULATIONS = ("chunked", "materialized")
 
@@ -34,9 +34,8 @@ def _worker(url: str, rules_name: str, formulation: str, chunks: list[list[int]]
     resolve = sqlfiles.resolve_dated_sql(rules_name)
     update = sqlfiles.value_batch_dated_sql("null", rules_name, None, "int8")
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sqlfiles.load("dated_cents_table"))
-        # As the engine does: JIT compiles the resolve's many probes for longer than they run.
-        conn.execute("SET jit = off")
+        # The engine's own cache tables, and JIT off as the engine has it.
+        dated.ensure_cache(conn)
         if formulation == "materialized":
             every = [i for chunk in chunks for i in chunk]
             conn.execute(resolve, {"ids": every}, prepare=False)

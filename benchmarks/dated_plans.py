@@ -14,20 +14,16 @@ a few runs, and the EXPLAIN ANALYZE of the cold resolve and of the load.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from benchmarks import server_url
 from bulk.engine import dated, sqlfiles
 
-SERVER = (
-    os.environ.get("BENCH_DATABASE_URL")
-    or os.environ.get("DATABASE_URL")
-    or "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+SERVER = server_url()
 
 HISTORY = """
 INSERT INTO market_price_history (region_id, type_id, date, average, highest, lowest, volume)
@@ -126,7 +122,7 @@ def main() -> None:
         print(f"seed load                  {best(conn, seed, batch, args.runs):8.1f} ms")
 
         def truncate():
-            conn.execute("TRUNCATE pg_temp.bulk_dated_cents, pg_temp.bulk_dated_history_rows")
+            dated.clear(conn)
 
         for rules in ("evekill", "zkillboard"):
             resolve = sqlfiles.resolve_dated_sql(rules)

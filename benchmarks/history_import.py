@@ -34,10 +34,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from benchmarks import server_url
 from bulk import db
 from bulk.demo.copy_binary import FLOAT8, INT4, INT8, Column, copy_columns
 
-DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 HEADER = "average,date,highest,lowest,order_count,volume,http_last_modified,region_id,type_id"
 REGION = 10000002
 TARGET = 500_000  # rows/s, issue 14
@@ -169,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bz2", action="store_true", help="bz2 files, as EVE Ref serves them")
     parser.add_argument("--rounds", type=int, default=3, help="repeats; medians are shown")
     args = parser.parse_args(argv)
-    server = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL")
-    server = server or DEFAULT_SERVER
+    server = server_url()
     with tempfile.TemporaryDirectory(prefix="history_bench_") as tmp:
         folder = Path(tmp)
         print(f"generating {args.rows:,} rows in daily files of {args.types:,}", flush=True)

@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
 
-import psycopg
-
+from benchmarks import server_url
 from benchmarks.command import run_command
 from benchmarks.dated_ceiling import FORMULATIONS
 from benchmarks.suite import (
     Measurement,
     _bin,
+    _facts,
     as_dicts,
     database_for,
     now_iso,
@@ -41,11 +40,6 @@ RULE_SETS = ("evekill", "zkillboard")
 ENGINES = ("numpy", "sql")
 TARGET = 0.8  # run --procs 2 / the ceiling of the same rule set
 RSS_LIMIT_MB = 100
-
-
-def _victims(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        return conn.execute("SELECT count(*) FROM victims").fetchone()[0]
 
 
 def _ceiling(url: str, n: int, victims: int, rules: str, formulation: str, rnd: int):
@@ -130,13 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
-    server = (
-        os.environ.get("BENCH_DATABASE_URL")
-        or os.environ.get("DATABASE_URL")
-        or "postgresql://postgres@127.0.0.1:5432/postgres"
-    )
-    url = database_for(server, args.killmails, print)
-    victims = _victims(url)
+    url = database_for(server_url(), args.killmails, print)
+    _, victims = _facts(url)
     for rules in RULE_SETS:
         print(f"reference of {rules} (once per database)", flush=True)
         reference_table(url, rules)
