@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test bench bench-full bench-rules lint format clean
+.PHONY: demo test test-fast bench bench-full bench-rules lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,22 @@ demo: $(BIN)/python
 	$(BIN)/python -m pip install --quiet '.[demo]'
 	$(BIN)/bulk-backfill demo
 
+# The suite tests the working tree: an editable install, so the console script the
+# tests spawn runs the code as edited (tests/conftest.py refuses a stale copy).
+# Two parts: everything that may share the machine, in parallel; then, alone, the few
+# tests that restart the broker, close all its connections or build network namespaces.
+TEST_WORKERS ?= 4
+PYTEST_ARGS  ?=
 test: $(BIN)/python
 	rm -rf build
-	$(BIN)/python -m pip install --quiet '.[test]'
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m serial $(PYTEST_ARGS)
+
+# The fast tier: everything not marked slow, in parallel (a few minutes).
+test-fast: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow and not serial" $(PYTEST_ARGS)
 
 # Benchmarks against the local PostgreSQL and RabbitMQ (see benchmarks/README.md).
 bench: $(BIN)/python

@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from bulk import jsontext
 from bulk import target as target_tables
 from bulk.errors import UserError
 
@@ -132,7 +133,7 @@ def _zkb_hash(zkb) -> str | None:
 def parse_killmail(text: str, *, top_level_only: bool = False) -> Killmail:
     """One line: a bare ESI killmail, a zKillboard API record (zkb inside), or a RedisQ package."""
     try:
-        doc = json.loads(text)
+        doc = jsontext.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg})") from None
     except ValueError:  # an integer beyond Python's limit of 4,300 digits
@@ -210,7 +211,7 @@ def read_zkb_file(path: Path) -> dict[int, str]:
                 if not line.strip():
                     continue
                 try:
-                    doc = json.loads(line)
+                    doc = jsontext.loads(line)
                     if not isinstance(doc, dict):
                         raise ValueError("not a JSON object")
                     kid = _int(doc.get("killmail_id"), "killmail_id")

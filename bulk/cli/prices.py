@@ -12,17 +12,6 @@ from bulk.cli import options, render
 from bulk.engine.modes import PRICE_COLUMNS
 from bulk.prices import esi, fetch, load
 
-
-@click.group("prices")
-def prices_group():
-    """Fill market_prices (fetch, import), the daily history and the price overrides.
-
-    \b
-    Example:
-        bulk-backfill prices fetch --user-agent 'kb.example; me@example.com'
-    """
-
-
 _ESI_COLUMN = click.Choice(list(PRICE_COLUMNS))
 
 
@@ -64,7 +53,7 @@ def esi_client(esi_url: str, region: int, user_agent: str | None, timeout: float
     return esi.Client(esi_url, region, user_agent=agent, timeout=timeout)
 
 
-@prices_group.command("import")
+@click.command("import")
 @options.database_option
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -103,7 +92,7 @@ def prices_import_cmd(database_url, file, average_as, adjusted_as):
         )
 
 
-@prices_group.command("fetch")
+@click.command("fetch")
 @options.database_option
 @click.option(
     "--region",

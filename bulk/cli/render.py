@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import shlex
+from typing import TYPE_CHECKING
 
 import click
 
-from bulk.audit import reference, status, verify
-from bulk.prices import fetch
+from bulk.audit import reference
 from bulk.prices.market import MAX_PRICE
-from bulk.queue import broker, supervise
-from bulk.run import RunSummary
+from bulk.queue import broker
+
+if TYPE_CHECKING:  # only named in annotations: status need not import run's engine
+    from bulk.audit import status, verify
+    from bulk.prices import fetch
+    from bulk.queue import supervise
+    from bulk.run import RunSummary
 
 
 def queue_flag(queue: str) -> str:

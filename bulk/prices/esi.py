@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bulk import jsontext
 from bulk.backoff import jitter
 
 DEFAULT_ESI = "https://esi.evetech.net/latest"
@@ -193,7 +194,7 @@ class Client:
                     self.budget.observe(response.headers)
                     body = response.read()
                     headers = response.headers
-                data = json.loads(body)
+                data = jsontext.loads(body)
                 if not isinstance(data, list):
                     raise TypeFailed(f"{where}: expected {expected}")
                 return data, headers

@@ -12,6 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 
+from bulk.jsontext import shallow_recursion
 from bulk.prices.market import MAX_PRICE, PRICE_FIELDS
 
 ESI_FIELDS = ("average_price", "adjusted_price")
@@ -129,7 +130,8 @@ def json_entries(text: str):
         return
     while True:
         try:
-            entry, end = decoder.raw_decode(text, position)
+            with shallow_recursion():
+                entry, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError as exc:
             raise PriceFileError(exc.lineno, f"not JSON ({exc.msg})") from None
         except ValueError:  # an integer beyond Python's limit of 4,300 digits

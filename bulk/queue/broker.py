@@ -73,7 +73,7 @@ def allow_deep_header_tables() -> None:
     came back at the head of the queue for every worker, forever. From Python
     3.11 on, Python-to-Python calls use no C stack, so a high limit is safe for
     that pure-Python decoder; code that recurses in C on message content
-    (json, repr) keeps a low limit of its own (messages.shallow_recursion).
+    (json, repr) keeps a low limit of its own (jsontext.shallow_recursion).
     """
     if sys.version_info >= (3, 11):
         sys.setrecursionlimit(max(sys.getrecursionlimit(), _DEEP_RECURSION))

@@ -8,17 +8,14 @@ never silently acked.
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from bulk.engine.modes import MODE_PREDICATES
 from bulk.engine.rules import DEFAULT_RULES, RULES
+from bulk.jsontext import shallow_recursion
 
 MAX_IDS = 10_000
-_SHALLOW_RECURSION = 1_000  # Python's default: deep enough for any valid message
 MAX_ATTEMPTS = 1_000_000  # far above any retry count; bounds what a header or body can claim
 _MAX_ID = 2**31 - 1  # killmail_id is an int4
 
@@ -72,23 +69,6 @@ def encode_batch(
     if attempts:
         body["attempts"] = attempts
     return json.dumps(body, separators=(",", ":")).encode()
-
-
-@contextmanager
-def shallow_recursion(limit: int = _SHALLOW_RECURSION) -> Iterator[None]:
-    """Python's default recursion limit for a while, around code that recurses in C.
-
-    A worker raises the limit so pika can read deep header tables; json and
-    repr recurse in C on what a message holds, and under a high limit a body
-    nested 100,000 deep would overflow the C stack instead of raising
-    RecursionError.
-    """
-    before = sys.getrecursionlimit()
-    sys.setrecursionlimit(min(before, limit))
-    try:
-        yield
-    finally:
-        sys.setrecursionlimit(before)
 
 
 def decode(body: bytes) -> Batch | Single:
