@@ -300,19 +300,52 @@ def cli(
     )
 
 
-def cli_in_process(*args: str, url: str | None = None, env: dict | None = None):
-    """The command in this process, with the environment a subprocess of cli() would see."""
+def cli_in_process(
+    *args: str,
+    url: str | None = None,
+    env: dict | None = None,
+    whole_env: dict | None = None,
+    cwd: Path | None = None,
+):
+    """The command in this process, with the environment a subprocess of cli() would see
+    (or exactly whole_env), in cwd if given."""
+
+    if whole_env is not None:
+        changes: dict[str, str | None] = {k: None for k in os.environ if k not in whole_env}
+        changes.update(whole_env)
+    else:
+        changes = {"DATABASE_URL": url, "RABBITMQ_URL": None}
+        changes.update(env or {})
+    with _working_directory(cwd):
+        return _invoke_isolated(args, changes)
+
+
+@contextmanager
+def _working_directory(cwd: Path | None):
+    before = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _invoke_isolated(args, changes: dict):
     from click.testing import CliRunner
 
     from bulk.cli import invoke
 
-    changes: dict[str, str | None] = {"DATABASE_URL": url, "RABBITMQ_URL": None}
-    changes.update(env or {})
+    # A broker connection raises the recursion limit for pika (bulk.queue.broker): a
+    # process-wide change that a command's own process would take with it.
+    recursion_limit = sys.getrecursionlimit()
     with CliRunner().isolation(env=changes) as streams:
         try:
             code = invoke(list(args))
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            sys.setrecursionlimit(recursion_limit)
         sys.stdout.flush()
         sys.stderr.flush()
         out, err = streams[0].getvalue(), streams[1].getvalue()

@@ -47,7 +47,15 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from tests import rabbit
-from tests.conftest import COMMAND, REALDATA, make_demo_db, new_database, skip_or_fail
+from tests.conftest import (
+    COMMAND,
+    PROCESS_COMMANDS,
+    REALDATA,
+    cli_in_process,
+    make_demo_db,
+    new_database,
+    skip_or_fail,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [
@@ -213,6 +221,9 @@ class Runner:
         argv = [*COMMAND, *words[1:]]
         if words[1:2] == ["work"] and "--until-empty" not in words:
             return self._service(argv, env)
+        if words[1:2] and words[1] not in PROCESS_COMMANDS:
+            done = cli_in_process(*words[1:], whole_env=env, cwd=self.cwd)
+            return done.returncode, done.stdout, done.stderr
         proc = subprocess.run(
             argv, capture_output=True, text=True, env=env, cwd=self.cwd, timeout=300
         )

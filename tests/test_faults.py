@@ -111,6 +111,7 @@ def test_children_killed_mid_run(busy_db, queue_name):
     _assert_all_done(busy_db, queue_name, stdout, unreported=3 * 50)
 
 
+@pytest.mark.serial  # closes or stops the shared broker
 @pytest.mark.slow
 @needs_rabbitmqctl
 def test_broker_connections_closed_mid_run(busy_db, queue_name):
@@ -270,6 +271,7 @@ def _queued_batches(stdout: str) -> int:
     return int(line.split(" in ")[1].split()[0].replace(",", ""))
 
 
+@pytest.mark.serial  # closes or stops the shared broker
 @pytest.mark.slow
 @needs_rabbitmqctl
 def test_queue_survives_a_broker_restart(fresh_db, queue_name):
@@ -297,6 +299,7 @@ def test_queue_survives_a_broker_restart(fresh_db, queue_name):
     _assert_all_done(url, queue_name, out.stdout)
 
 
+@pytest.mark.serial  # closes or stops the shared broker
 @pytest.mark.slow
 @needs_rabbitmqctl
 def test_queue_stopped_by_a_long_outage_resumes_with_after_id(fresh_db, queue_name):

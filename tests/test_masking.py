@@ -25,7 +25,7 @@ from bulk.config import database_url
 from bulk.errors import UserError, describe, one_line
 from bulk.queue import broker
 from tests import rabbit
-from tests.conftest import cli
+from tests.conftest import PROCESS_COMMANDS, cli
 
 MARK = "Zq9Xw"
 ALPHABET = "".join(chr(c) for c in range(0x20, 0x7F)) + "éß€✓"
@@ -164,8 +164,14 @@ def _check(out, password: str) -> None:
 
 
 def _run_all(jobs):
+    def one(job):
+        return job[0], cli(*job[1], env=job[2], timeout=120)
+
+    if any(args[0] not in PROCESS_COMMANDS for _, args, _ in jobs):
+        # One after another: in-process commands share this process's stdout and stderr.
+        return [one(job) for job in jobs]
     with ThreadPoolExecutor(max_workers=3) as pool:
-        return list(pool.map(lambda job: (job[0], cli(*job[1], env=job[2], timeout=120)), jobs))
+        return list(pool.map(one, jobs))
 
 
 @pytest.mark.parametrize("command", list(DB_COMMANDS))

@@ -54,6 +54,9 @@ from tests.conftest import (
     skip_or_fail,
 )
 
+# Network namespaces and link cuts: alone, after the parallel part of the suite.
+pytestmark = pytest.mark.serial
+
 KILLMAILS = 100_000
 BATCHES = KILLMAILS // 500
 HEARTBEAT = 2  # s; RabbitMQ gives a silent connection's deliveries back after 2-3 of these

@@ -49,6 +49,7 @@ def _queued(out) -> int:
     return int(first[1].replace(",", ""))
 
 
+@pytest.mark.slow  # the suite's scale test: 200 batches of 500 through the broker
 def test_queue_then_work_values_a_100k_demo(fresh_db, queue_name):
     url = make_demo_db(fresh_db, 100_000)
     queued = queue(url, queue_name, "--mode", "null")
