@@ -336,9 +336,14 @@ def _invoke_isolated(args, changes: dict):
 
     from bulk.cli import invoke
 
-    # A broker connection raises the recursion limit for pika (bulk.queue.broker): a
-    # process-wide change that a command's own process would take with it.
+    from bulk import redact
+
+    # What a command changes for its whole process, which its own process would take
+    # with it: the recursion limit a broker connection raises for pika
+    # (bulk.queue.broker), and the passwords redact has seen and masks from then on.
     recursion_limit = sys.getrecursionlimit()
+    seen = set(redact._seen)
+    redact._seen.clear()
     with CliRunner().isolation(env=changes) as streams:
         try:
             code = invoke(list(args))
@@ -346,6 +351,8 @@ def _invoke_isolated(args, changes: dict):
             code = exc.code if isinstance(exc.code, int) else 1
         finally:
             sys.setrecursionlimit(recursion_limit)
+            redact._seen.clear()
+            redact._seen.update(seen)
         sys.stdout.flush()
         sys.stderr.flush()
         out, err = streams[0].getvalue(), streams[1].getvalue()
@@ -550,3 +557,16 @@ def killreport_db():
         with psycopg.connect(url) as conn:
             conn.execute(KILLREPORT_SCHEMA.read_text())
         yield url
+
+
+@pytest.fixture(autouse=True)
+def _process_state_restored():
+    """Tests that call the library directly share one process: give each test back the
+    recursion limit and the passwords redact masks as they were before it."""
+    from bulk import redact
+
+    limit, seen = sys.getrecursionlimit(), set(redact._seen)
+    yield
+    sys.setrecursionlimit(limit)
+    redact._seen.clear()
+    redact._seen.update(seen)
