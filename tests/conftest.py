@@ -334,9 +334,8 @@ def _working_directory(cwd: Path | None):
 def _invoke_isolated(args, changes: dict):
     from click.testing import CliRunner
 
-    from bulk.cli import invoke
-
     from bulk import redact
+    from bulk.cli import invoke
 
     # What a command changes for its whole process, which its own process would take
     # with it: the recursion limit a broker connection raises for pika

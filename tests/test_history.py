@@ -15,8 +15,6 @@ import pytest
 
 from tests.conftest import REALDATA, cli, skip_or_fail
 
-pytestmark = pytest.mark.both_schemas
-
 HISTORY = REALDATA / "history"
 ORCA_JSON = HISTORY / "esi_history_10000002_28606_2019-01-17.json"
 TRITANIUM_CSV = HISTORY / "esi_history_10000002_34_2025-01.csv"
@@ -82,6 +80,7 @@ def _expected(rows):
     }
 
 
+@pytest.mark.both_schemas
 def test_init_db_creates_the_history_tables_and_leaves_the_killboard_alone(schema_db):
     def columns():
         with psycopg.connect(schema_db) as conn:
@@ -105,6 +104,7 @@ def test_init_db_creates_the_history_tables_and_leaves_the_killboard_alone(schem
     assert again.returncode == 0 and "nothing changed" in again.stdout
 
 
+@pytest.mark.both_schemas
 def test_run_and_verify_never_create_the_history_tables(demo_db):
     with psycopg.connect(demo_db) as conn:
         conn.execute("DROP TABLE IF EXISTS market_price_history, price_overrides")
@@ -115,6 +115,7 @@ def test_run_and_verify_never_create_the_history_tables(demo_db):
     assert not _table_exists(demo_db, "price_overrides")
 
 
+@pytest.mark.both_schemas
 def test_everef_files_plain_and_bz2_are_imported(schema_db, tmp_path):
     first = _day_rows("2025-01-01", [34, 35, 36]) + _day_rows("2025-01-01", [34], region=10000043)
     second = _day_rows("2025-01-02", [34, 35], base=11.5)
@@ -203,6 +204,7 @@ def test_esi_history_needs_a_type_id(schema_db, tmp_path):
     assert _history(schema_db) == {(10000043, 28606, date(2025, 1, 1)): (1.0, 1.0, 1.0, 1, 1)}
 
 
+@pytest.mark.both_schemas
 def test_the_real_esi_json_and_tritanium_csv(schema_db, history_files):
     out = cli("prices", "history", "import", str(ORCA_JSON), "--type-id", "28606", url=schema_db)
     assert out.returncode == 0, out.stderr
@@ -229,6 +231,7 @@ def test_the_real_esi_json_and_tritanium_csv(schema_db, history_files):
     assert stored[(10000002, 34, date(2023, 12, 1))] == (4.21, 4.23, 4.19, 5376548540, 2167)
 
 
+@pytest.mark.both_schemas
 def test_overrides_set_list_and_import(schema_db, tmp_path):
     out = cli(
         "prices",
@@ -360,6 +363,7 @@ def test_a_bad_override_file_imports_nothing_and_names_the_line(schema_db, tmp_p
     assert cli("prices", "override", "list", "--json", url=schema_db).stdout.strip() == "[]"
 
 
+@pytest.mark.both_schemas
 def test_demo_data_writes_history_covering_every_kill_date_and_overrides(schema_db):
     # On the killreport schema the history tables come from init-db, as a user adds them.
     _init(schema_db)
@@ -425,6 +429,7 @@ def test_demo_data_no_history(fresh_db):
     assert _history(fresh_db) == {}
 
 
+@pytest.mark.both_schemas
 def test_the_library_functions_work_in_the_callers_transaction(schema_db, tmp_path):
     from bulk.errors import UserError
     from bulk.prices.history import import_history, import_history_files

@@ -20,9 +20,6 @@ from tests.conftest import (
     victimless,
 )
 
-# Each test on a demo or schema database runs on the tool's schema and on killreport's.
-pytestmark = pytest.mark.both_schemas
-
 _ENV = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
 
 
@@ -71,6 +68,7 @@ def test_queue_then_work_values_a_100k_demo(fresh_db, queue_name):
     assert rabbit.counts(f"{queue_name}.dead") == (0, 0)
 
 
+@pytest.mark.both_schemas
 def test_zero_mode_after_prices_arrive(demo_db, queue_name):
     with psycopg.connect(demo_db) as conn:
         conn.execute("CREATE TABLE saved_prices AS SELECT * FROM market_prices")
@@ -98,6 +96,7 @@ def test_zero_mode_after_prices_arrive(demo_db, queue_name):
     assert sum(after[k][0] > 0 for k in zero) > 0.9 * len(zero)
 
 
+@pytest.mark.both_schemas
 def test_all_and_null_modes_through_the_broker(demo_db, queue_name):
     assert queue(demo_db, queue_name, "--mode", "null").returncode == 0
     assert work(demo_db, queue_name).returncode == 0
@@ -168,6 +167,7 @@ def test_old_single_messages_are_gathered_into_few_updates(fresh_db, queue_name)
     assert rabbit.counts(queue_name) == (0, 0)
 
 
+@pytest.mark.both_schemas
 def test_queueing_twice_and_two_workers_end_the_same(demo_db, queue_name):
     for _ in range(2):
         assert queue(demo_db, queue_name, "--mode", "null", "--batch-size", "100").returncode == 0

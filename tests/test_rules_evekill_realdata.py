@@ -18,7 +18,7 @@ from tests import dated
 from tests.conftest import REALDATA
 from tests.realdata import needs_realdata, read_types
 
-pytestmark = [needs_realdata, pytest.mark.both_schemas]
+pytestmark = needs_realdata
 
 PRICES = REALDATA / "history" / "evekill_shrike_killdate_prices.json"
 
@@ -100,6 +100,7 @@ def _load(url: str, kind: str, tmp_path) -> list[dict]:
     return [json.loads(line) for line in lines]
 
 
+@pytest.mark.both_schemas
 def test_every_evekill_killmail_is_valued_from_exactly_evekills_prices(
     schema_db, schema_kind, tmp_path
 ):

@@ -17,7 +17,7 @@ from tests import dated
 from tests.conftest import REALDATA
 from tests.realdata import needs_realdata
 
-pytestmark = [needs_realdata, pytest.mark.both_schemas]
+pytestmark = needs_realdata
 
 HISTORY = REALDATA / "history"
 ORCA, TRITANIUM = 28606, 34
@@ -94,6 +94,7 @@ def _kills(series: dict[int, list[tuple]]) -> list[tuple[int, datetime]]:
     return kills
 
 
+@pytest.mark.both_schemas
 def test_the_zkillboard_window_on_long_real_series(schema_db, schema_kind):
     series = _series()
     kills = _kills(series)

@@ -18,9 +18,6 @@ from tests.conftest import (
     wait_until_valued,
 )
 
-# Each test on a demo or schema database runs on the tool's schema and on killreport's.
-pytestmark = pytest.mark.both_schemas
-
 
 def test_run_values_every_killmail_of_a_demo_in_many_batches(fresh_db):
     # 80 batches over 2 children: enough to hand every child many batches and meet
@@ -38,6 +35,7 @@ def test_run_values_every_killmail_of_a_demo_in_many_batches(fresh_db):
     assert summary_count(out.stdout, "skipped") == len(no_victim)
 
 
+@pytest.mark.both_schemas
 def test_modes_change_exactly_their_rows(demo_db):
     assert cli("run", "--mode", "all", url=demo_db).returncode == 0
     with psycopg.connect(demo_db) as conn:
@@ -99,6 +97,7 @@ def test_modes_change_exactly_their_rows(demo_db):
     assert mismatches(demo_db) == []
 
 
+@pytest.mark.both_schemas
 def test_two_runs_at_once_agree_with_one(demo_db):
     for mode in ("all", "null"):
         if mode == "null":
@@ -118,6 +117,7 @@ def test_two_runs_at_once_agree_with_one(demo_db):
             assert sum(summary_count(o[0], "updated") for o in outs) == victims
 
 
+@pytest.mark.both_schemas
 def test_filters_select_the_right_killmails(demo_db):
     with psycopg.connect(demo_db) as conn:
         some = [

@@ -8,9 +8,6 @@ import pytest
 from tests import rabbit
 from tests.conftest import cli
 
-# Each test on a demo or schema database runs on the tool's schema and on killreport's.
-pytestmark = pytest.mark.both_schemas
-
 _ENV = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
 
 
@@ -44,6 +41,7 @@ def _corrupt(url, n=3) -> list[int]:
     return sorted(ids)
 
 
+@pytest.mark.both_schemas
 def test_verify_all_passes_after_a_run_and_names_corrupted_killmails(demo_db):
     assert cli("run", url=demo_db).returncode == 0
     ok = _verify(demo_db, "--all")
@@ -97,6 +95,7 @@ _BANDS = {
 }
 
 
+@pytest.mark.both_schemas
 def test_verify_distribution_matches_sql(demo_db):
     assert cli("run", url=demo_db).returncode == 0
     # Values on and next to every band edge, so a bound on the wrong side of an edge
@@ -125,6 +124,7 @@ def test_verify_distribution_matches_sql(demo_db):
     assert report["checked"] == 5
 
 
+@pytest.mark.both_schemas
 def test_status_counts_equal_sql_counts(demo_db, queue_name):
     assert cli("run", url=demo_db).returncode == 0
     with psycopg.connect(demo_db) as conn:
@@ -187,6 +187,7 @@ def test_status_counts_equal_sql_counts(demo_db, queue_name):
     assert f"  killmails waiting   {matching:>12,}  (exact" in text.stdout
 
 
+@pytest.mark.both_schemas
 def test_status_warns_about_empty_or_stale_prices(demo_db):
     with psycopg.connect(demo_db) as conn:
         conn.execute("UPDATE market_prices SET updated_at = now() - interval '30 days'")

@@ -9,8 +9,6 @@ from tests import dated
 from tests.conftest import cli
 from tests.engine.test_dated_rules import _killmails, _world
 
-pytestmark = pytest.mark.both_schemas
-
 
 def _write(url: str, values: dated.Values) -> None:
     with psycopg.connect(url) as conn:
@@ -22,6 +20,7 @@ def _write(url: str, values: dated.Values) -> None:
             )
 
 
+@pytest.mark.both_schemas
 def test_verify_rules_audits_the_rule_set_the_values_were_written_under(schema_db, schema_kind):
     kills = _killmails()
     _world(schema_db, schema_kind, kills)

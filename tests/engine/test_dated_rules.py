@@ -17,8 +17,6 @@ from bulk.errors import UserError
 from tests import dated as helpers
 from tests.conftest import mismatches
 
-pytestmark = pytest.mark.both_schemas
-
 MODULE, PRICELESS, SKIN, SKIN_OVERRIDDEN = 1001, 1002, 2001, 2002
 CAPSULE, GENOLUTION_CAPSULE, ORE_A, ORE_B = 670, 33328, 3001, 3002
 BLUEPRINT, FRIGATE, RANGED, TIES, SPOTTY = 4001, 5001, 1003, 1004, 1005
@@ -220,6 +218,7 @@ def test_fixed_prices_and_overrides(schema_db, schema_kind, rules):
     assert other != expected
 
 
+@pytest.mark.both_schemas
 def test_seed_ignores_history_and_overrides(schema_db, schema_kind):
     """seed is today's rule: market_prices (here none), a capsule ship 10 ISK, blueprint copies
     of category 'Blueprint' 0.01 ISK; the history and overrides change nothing."""
@@ -372,6 +371,7 @@ def test_zkillboard_counts_history_once_per_connection_until_cleared(schema_db, 
     assert helpers.reference_values(schema_db, [1], "zkillboard")[1][0] == Decimal("75.00")
 
 
+@pytest.mark.both_schemas
 def test_only_killmails_matching_the_mode_are_loaded(schema_db, schema_kind):
     day = date(2021, 5, 5)
     with psycopg.connect(schema_db) as conn:
@@ -418,6 +418,7 @@ def test_the_cache_is_analyzed_as_it_grows(schema_db, schema_kind, monkeypatch):
         assert seen == [-1, 3, 6, 6, 15, 15, 15, 36]
 
 
+@pytest.mark.both_schemas
 def test_inside_the_callers_transactions(schema_db, schema_kind):
     """Without autocommit: a load that fails takes its transaction's new pairs (and, on a
     fresh connection, the cache table) with it; the next transaction still works and
