@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test test-fast bench bench-full bench-rules lint format clean
+.PHONY: demo test test-fast install-test bench bench-full bench-rules lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,32 +22,33 @@ demo: $(BIN)/python
 # tests that restart the broker, close all its connections or build network namespaces.
 TEST_WORKERS ?= 4
 PYTEST_ARGS  ?=
-test: $(BIN)/python
-	rm -rf build
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+test: install-test
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m serial $(PYTEST_ARGS)
 
 # The fast tier: everything not marked slow, in parallel (a few minutes).
-test-fast: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+test-fast: install-test
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow and not serial" $(PYTEST_ARGS)
 
 # Benchmarks against the local PostgreSQL and RabbitMQ (see benchmarks/README.md).
 bench: $(BIN)/python
-	$(BIN)/python -m pip install --quiet '.[bench]'
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks --quick
 
 bench-full: $(BIN)/python
-	$(BIN)/python -m pip install --quiet '.[bench]'
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks --killmails 300000
 
 # Each kill-date rule set against a pure-SQL ceiling of the same rules (~15 min).
 bench-rules: $(BIN)/python
-	$(BIN)/python -m pip install --quiet '.[bench]'
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks.rules --killmails 20000 --rounds 3
 
-lint: $(BIN)/python
+install-test: $(BIN)/python
+	rm -rf build
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+
+lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
