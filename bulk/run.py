@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from bulk import db
+from bulk import db, readiness
 from bulk.config import scrub
 from bulk.engine import modes, scan
 from bulk.engine.batch import Valuation
@@ -46,6 +46,8 @@ class RunSummary:
     resume_after: int | None = None
     restarts: int = 0
     scan_reconnects: int = 0
+    # With --allow-incomplete: killmails holding a type without type data or price.
+    with_gaps: int | None = None
 
     @property
     def rate(self) -> float:
@@ -225,6 +227,7 @@ def run_local(
     engine: str = "numpy",
     rules: str = "seed",
     allow_empty_prices: bool = False,
+    allow_incomplete: bool = False,
     progress: bool = True,
     db_patience: float = 60.0,
     announce: Callable[[int], None] | None = None,
@@ -244,8 +247,11 @@ def run_local(
     started = time.monotonic()
     with db.connect(url, autocommit=True) as conn:
         db.require_schema(conn)
+        gaps = readiness.require_gaps(
+            conn, rules, price_column, allow_incomplete, allow_unpriced=allow_empty_prices
+        )
         db.require_rule_prices(conn, rules, allow_empty_prices)
-        summary = RunSummary(selected=scan.count(conn, selection))
+        summary = RunSummary(selected=scan.count(conn, selection), with_gaps=gaps)
     if announce is not None:
         announce(summary.selected)
     bar = Progress(summary.selected, desc=f"run {selection.mode}", enabled=progress)

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 import pika
 import psycopg
 
-from bulk import redact
+from bulk import readiness, redact
 from bulk.engine import modes, sqlfiles
 from bulk.queue import broker, messages
 
@@ -77,13 +77,36 @@ class Status:
     database: DatabaseStatus
     prices: PriceStatus
     queue: QueueStatus | None
+    readiness: readiness.Readiness | None = None
     warnings: list[str] = field(default_factory=list)
     estimates: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["prices"]["priced_share"] = self.prices.priced_share
+        data["readiness"] = None if self.readiness is None else readiness_json(self.readiness)
         return data
+
+
+def readiness_json(r: readiness.Readiness) -> dict:
+    listed = 100  # IDs listed per gap; the counts are whole
+    return {
+        "rules": r.rules,
+        "price_column": r.price_column,
+        "used_types": r.used_types,
+        "missing_types": len(r.missing_types),
+        "missing_groups": len(r.missing_groups),
+        "missing_categories": len(r.missing_categories),
+        "missing_type_ids": r.missing_types[:listed],
+        "missing_group_ids": r.missing_groups[:listed],
+        "missing_category_ids": r.missing_categories[:listed],
+        "priced_types": r.priced,
+        "price_coverage": r.coverage,
+        "priced_by_column": r.by_column or None,
+        "better_price_column": r.better_column(),
+        "ready": not r.problems(),
+        "problems": r.problems(),
+    }
 
 
 def database_status(conn: psycopg.Connection) -> DatabaseStatus:
@@ -272,6 +295,7 @@ def status(
     queue: str,
     management_url: str | None = None,
     price_column: str = "sell",
+    rules: str = "seed",
     stale_days: float = 7,
     now: datetime | None = None,
 ) -> Status:
@@ -281,6 +305,7 @@ def status(
         database=database_status(conn),
         prices=prices,
         queue=None if amqp_url is None else queue_status(amqp_url, queue, management_url),
+        readiness=readiness.check(conn, rules, price_column),
     )
     if result.queue is not None and not result.queue.killmails_waiting_exact:
         result.estimates.append("queue.killmails_waiting")
@@ -304,6 +329,8 @@ def _warnings(result: Status, stale_days: float, now: datetime) -> list[str]:
             f"prices are older than {stale_days:g} days: last updated {prices.newest_update}"
             " (bulk-backfill prices fetch, then queue or run --mode all)"
         )
+    if result.readiness is not None:
+        found += result.readiness.problems()
     if result.queue is not None and result.queue.dead_letters:
         found.append(
             f"{result.queue.dead_letters:,} messages in the dead-letter queue "

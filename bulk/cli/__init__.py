@@ -49,6 +49,10 @@ COMMANDS = {
         "bulk.cli:prices_group",
         "Fill market_prices (fetch, import), the daily history and the price overrides.",
     ),
+    "types": (
+        "bulk.cli:types_group",
+        "Fill types, item_groups and categories (import files, fetch from ESI).",
+    ),
     "dead": ("bulk.cli.dead:dead_group", "Look at and requeue the dead-letter queue <queue>.dead."),
     "demo": ("bulk.cli.setup:demo_cmd", "Run the whole job end to end on a generated killboard."),
 }
@@ -69,6 +73,18 @@ PRICES_COMMANDS = {
     "override": (
         "bulk.cli.history:override_group",
         "Fixed prices (price_overrides) for types the market cannot price.",
+    ),
+}
+
+
+TYPES_COMMANDS = {
+    "import": (
+        "bulk.cli.types:types_import_cmd",
+        "Upsert types, groups and categories from SDE or CSV files, in one transaction.",
+    ),
+    "fetch": (
+        "bulk.cli.types:types_fetch_cmd",
+        "Fetch from ESI the types, groups and categories that killmails use and types lacks.",
     ),
 }
 
@@ -95,6 +111,19 @@ def prices_group():
     \b
     Example:
         bulk-backfill prices fetch --user-agent 'kb.example; me@example.com'
+    """
+
+
+@click.group("types", cls=LazyGroup, lazy=TYPES_COMMANDS)
+def types_group():
+    """Fill types, item_groups and categories (import files, fetch from ESI).
+
+    The capsule, SKIN, ore and blueprint-copy rules read a type's group and
+    category: without them those killmails are valued at market or the fallback.
+
+    \b
+    Example:
+        bulk-backfill types import types.csv
     """
 
 

@@ -20,6 +20,7 @@ from bulk.cli import options, render
     help="RabbitMQ management API, for the unacked count [default: http://<broker host>:15672].",
 )
 @options.price_column_option("The price column the values are computed from.")
+@options.rules_option("The rule set whose readiness (type data, price coverage) is shown.")
 @click.option(
     "--stale-days",
     type=click.FloatRange(min=0),
@@ -29,7 +30,15 @@ from bulk.cli import options, render
 )
 @options.json_option
 def status_cmd(
-    database_url, rabbitmq_url, queue, no_queue, management_url, price_column, stale_days, as_json
+    database_url,
+    rabbitmq_url,
+    queue,
+    no_queue,
+    management_url,
+    price_column,
+    rules,
+    stale_days,
+    as_json,
 ):
     """Queue depth, valuation progress and price freshness, in about a second.
 
@@ -46,6 +55,7 @@ def status_cmd(
             queue=queue,
             management_url=management_url,
             price_column=price_column,
+            rules=rules,
             stale_days=stale_days,
         )
     if as_json:

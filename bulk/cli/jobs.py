@@ -29,6 +29,7 @@ def run_cmd(
     procs,
     price_column,
     allow_empty_prices,
+    allow_incomplete,
     rules,
     engine,
     touch_updated_at,
@@ -66,6 +67,7 @@ def run_cmd(
         engine=engine,
         rules=rules,
         allow_empty_prices=allow_empty_prices,
+        allow_incomplete=allow_incomplete,
         db_patience=db_patience,
         announce=announce,
     )
@@ -91,6 +93,7 @@ def run_cmd(
 @options.selection_options
 @click.option("--dry-run", is_flag=True, help="Count the batches; publish nothing.")
 @options.allow_empty_prices_option
+@options.allow_incomplete_option
 @options.rules_option(
     "The rule set the workers value these batches under; it travels in every message."
 )
@@ -109,6 +112,7 @@ def queue_cmd(
     batch_size,
     dry_run,
     allow_empty_prices,
+    allow_incomplete,
     rules,
     broker_patience,
     db_patience,
@@ -143,6 +147,7 @@ def queue_cmd(
         dry_run=dry_run,
         rules=rules,
         allow_empty_prices=allow_empty_prices,
+        allow_incomplete=allow_incomplete,
         broker_patience=broker_patience,
         db_patience=db_patience,
         announce=announce,
@@ -152,6 +157,8 @@ def queue_cmd(
         f"{verb} {summary.queued:,} killmails in {render.plural(summary.batches, 'batch')} "
         f"to {queue} in {summary.elapsed:.1f} s"
     )
+    for line in render.gaps_lines(summary.with_gaps):
+        click.echo(line)
     if summary.reconnects:
         click.echo(f"lost the broker and reconnected {render.plural(summary.reconnects, 'time')}")
     if summary.last_confirmed_id is not None and not dry_run:
@@ -233,6 +240,7 @@ def work_cmd(
     procs,
     price_column,
     allow_empty_prices,
+    allow_incomplete,
     rules,
     engine,
     price_refresh,
@@ -278,6 +286,7 @@ def work_cmd(
         procs=procs,
         until_empty=until_empty,
         allow_empty_prices=allow_empty_prices,
+        allow_incomplete=allow_incomplete,
         stall_timeout=stall_timeout,
         announce=announce,
     )

@@ -137,8 +137,16 @@ allow_empty_prices_option = click.option(
 )
 
 
+allow_incomplete_option = click.option(
+    "--allow-incomplete",
+    is_flag=True,
+    help="Go on even if types lack type data or most lack a usable price (the summary"
+    " counts the killmails valued with gaps).",
+)
+
+
 def price_options(f):
-    return price_column_option()(allow_empty_prices_option(f))
+    return price_column_option()(allow_empty_prices_option(allow_incomplete_option(f)))
 
 
 json_option = click.option(

@@ -12,6 +12,7 @@ from bulk.prices.market import MAX_PRICE
 from bulk.queue import broker
 
 if TYPE_CHECKING:  # only named in annotations: status need not import run's engine
+    from bulk import readiness
     from bulk.audit import status, verify
     from bulk.prices import fetch
     from bulk.queue import supervise
@@ -83,8 +84,31 @@ def status_lines(result: status.Status) -> list[str]:
         f"  oldest update       {p.oldest_update or '-':>19}",
         f"  newest update       {p.newest_update or '-':>19}",
     ]
+    if result.readiness is not None:
+        lines += readiness_lines(result.readiness)
     lines += [f"warning: {w}" for w in result.warnings]
     return lines
+
+
+def readiness_lines(r: readiness.Readiness) -> list[str]:
+    """The readiness section of status: type data and price coverage of the used types."""
+    source = f"prices from {r.price_column}" if r.price_column else "kill-date history"
+    coverage = "-" if r.coverage is None else f"{r.coverage:.1%}"
+    if r.price_column:
+        others = "; ".join(f"{c} {n:,}" for c, n in r.by_column.items() if c != r.price_column)
+        priced = (
+            f"({coverage} have a usable {r.price_column} price{'; ' + others if others else ''})"
+        )
+    else:
+        priced = f"({coverage} have history on or before the last kill date, or an override)"
+    return [
+        f"readiness (rules {r.rules}, {source})",
+        f"  used types          {r.used_types:>12,}",
+        f"  missing types       {len(r.missing_types):>12,}",
+        f"  missing groups      {len(r.missing_groups):>12,}",
+        f"  missing categories  {len(r.missing_categories):>12,}",
+        f"  priced              {r.priced:>12,}  {priced}",
+    ]
 
 
 def verify_json(report: verify.VerifyReport) -> dict:
@@ -173,6 +197,7 @@ def work_summary(summary: supervise.WorkSummary) -> None:
         lines.append(f"worker processes restarted after a stall: {summary.stall_restarts}")
     if summary.interrupted:
         lines.append("stopped on request; unfinished messages are back in the queue")
+    lines += gaps_lines(summary.with_gaps)
     click.echo("\n".join(lines))
 
 
@@ -193,7 +218,18 @@ def run_summary(summary: RunSummary) -> None:
         lines.append(f"child processes restarted: {summary.restarts}")
     if summary.scan_reconnects:
         lines.append(f"scan reconnected to the database: {summary.scan_reconnects}")
+    lines += gaps_lines(summary.with_gaps)
     click.echo("\n".join(lines))
+
+
+def gaps_lines(with_gaps: int | None) -> list[str]:
+    """What --allow-incomplete let through (bulk/readiness.py)."""
+    if with_gaps is None:
+        return []
+    return [
+        f"with gaps  {with_gaps:>12,}  killmails hold a type without type data or a usable"
+        " price (--allow-incomplete): bulk-backfill status shows the gaps"
+    ]
 
 
 def failure_lines(failures: list) -> list[str]:

@@ -176,8 +176,19 @@ class Client:
         )
         return data, _page_count(headers.get("X-Pages"), page)
 
+    def universe(self, kind: str, id_: int) -> dict:
+        """ESI's /universe/{kind}/{id}/ (kind: types, groups or categories): the object."""
+        if kind not in ("types", "groups", "categories"):
+            raise ValueError(f"unknown universe kind {kind!r}")
+        url = f"{self.base_url}/universe/{kind}/{int(id_)}/?datasource=tranquility&language=en"
+        data, _ = self._get_json(url, f"{kind} {id_}", "a JSON object", dict)
+        return data
+
     def _get_list(self, url: str, where: str, expected: str) -> tuple[list, object]:
-        """One GET whose answer is a JSON list, retried politely; (the list, its headers).
+        return self._get_json(url, where, expected, list)
+
+    def _get_json(self, url: str, where: str, expected: str, shape: type) -> tuple:
+        """One GET whose answer is JSON of `shape`, retried politely; (the data, its headers).
 
         `where` starts every failure's reason (e.g. "page 2"), `expected` names
         what the answer should have been.
@@ -195,7 +206,7 @@ class Client:
                     body = response.read()
                     headers = response.headers
                 data = jsontext.loads(body)
-                if not isinstance(data, list):
+                if not isinstance(data, shape):
                     raise TypeFailed(f"{where}: expected {expected}")
                 return data, headers
             except urllib.error.HTTPError as exc:

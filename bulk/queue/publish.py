@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bulk import db
+from bulk import db, readiness
 from bulk.backoff import Backoff
 from bulk.config import scrub
 from bulk.engine import scan
@@ -35,6 +35,8 @@ class QueueSummary:
     reconnects: int = 0
     scan_reconnects: int = 0  # the database connection of the scan, reopened
     elapsed: float = 0.0
+    # With --allow-incomplete: killmails holding a type without type data or price.
+    with_gaps: int | None = None
 
     @property
     def complete(self) -> bool:
@@ -98,6 +100,7 @@ def queue_killmails(
     queue: str = broker.DEFAULT_QUEUE,
     batch_size: int = 500,
     dry_run: bool = False,
+    allow_incomplete: bool = False,
     rules: str = "seed",
     allow_empty_prices: bool = False,
     broker_patience: float = 60.0,
@@ -118,9 +121,17 @@ def queue_killmails(
     started = time.monotonic()
     with db.connect(db_url, autocommit=True) as conn:
         db.require_schema(conn)
+        # Seed's price column is the workers' (--price-column of work): they check it.
+        gaps = readiness.require_gaps(
+            conn,
+            rules,
+            "sell",
+            allow_incomplete,
+            allow_unpriced=allow_empty_prices or rules == "seed",
+        )
         db.require_rule_prices(conn, rules, allow_empty_prices)
         selected = scan.count(conn, selection)
-    summary = QueueSummary(selected, batches_planned=-(-selected // batch_size))
+    summary = QueueSummary(selected, batches_planned=-(-selected // batch_size), with_gaps=gaps)
     link = None if dry_run else _Link(amqp_url, queue, broker_patience)
     if announce is not None:
         announce(summary.selected, summary.batches_planned)

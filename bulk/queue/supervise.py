@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bulk import db
+from bulk import db, readiness
 from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
 from bulk.progress import Progress
 from bulk.queue import broker
@@ -49,6 +49,8 @@ class WorkSummary:
     fatal: str | None = None
     interrupted: bool = False
     elapsed: float = 0.0
+    # With --allow-incomplete: killmails holding a type without type data or price.
+    with_gaps: int | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -181,6 +183,7 @@ def work(
     procs: int = 2,
     until_empty: bool = False,
     allow_empty_prices: bool = False,
+    allow_incomplete: bool = False,
     progress: bool = True,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     announce: Callable[[int], None] | None = None,
@@ -196,13 +199,21 @@ def work(
     started = time.monotonic()
     with db.connect(settings.db_url, autocommit=True) as conn:
         db.require_schema(conn)
-        if not allow_empty_prices:
-            db.require_prices(conn)
+        # Under work's rule set (the one of old single messages; a batch names its own).
+        gaps = readiness.require_gaps(
+            conn,
+            settings.rules,
+            settings.price_column,
+            allow_incomplete,
+            allow_unpriced=allow_empty_prices,
+        )
+        db.require_rule_prices(conn, settings.rules, allow_empty_prices)
     connection = broker.connect(settings.amqp_url)
     try:
         channel = connection.channel()
         broker.declare(channel, settings.queue)
         summary = WorkSummary(settings.queue, broker.depth(channel, settings.queue).ready)
+        summary.with_gaps = gaps
     finally:
         connection.close()
     if announce is not None:
