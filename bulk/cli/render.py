@@ -227,7 +227,7 @@ def gaps_lines(with_gaps: int | None) -> list[str]:
     if with_gaps is None:
         return []
     return [
-        f"with gaps  {with_gaps:>12,}  killmails hold a type without type data or a usable"
+        f"incomplete {with_gaps:>12,}  killmails hold a type without type data or a usable"
         " price (--allow-incomplete): bulk-backfill status shows the gaps"
     ]
 

@@ -99,7 +99,7 @@ def _round(conn, client, kind, wanted, concurrency, progress, summary) -> bool:
             _file(done, kind, id_, answer)
             bar.add(1, fetched=1)
         except esi.TypeFailed as exc:
-            summary.failed.append((kind, id_, str(exc)))
+            summary.failed.append((kind, id_, str(exc).removeprefix(f"{kind} {id_}: ")))
             bar.add(1, failed=1)
         except files.TypeFileError as exc:
             summary.failed.append((kind, id_, str(exc).removeprefix("line 0: ")))

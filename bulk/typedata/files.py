@@ -158,7 +158,8 @@ def _yaml(text: str, kind: str) -> TypeData:
             doc = yaml.load(chunk, Loader=loader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            line = number + (mark.line if mark is not None else 0)
+            # A mark past the entry's end (an unclosed bracket) names its last line.
+            line = number + min(mark.line if mark is not None else 0, chunk.count("\n"))
             reason = " ".join(str(getattr(exc, "problem", None) or exc).split())
             raise TypeFileError(line, f"not YAML ({reason})") from None
         if not isinstance(doc, dict) or len(doc) != 1:
