@@ -46,12 +46,12 @@ def _queued(out) -> int:
     return int(first[1].replace(",", ""))
 
 
-@pytest.mark.slow  # the suite's scale test: 200 batches of 500 through the broker
-def test_queue_then_work_values_a_100k_demo(fresh_db, queue_name):
-    url = make_demo_db(fresh_db, 100_000)
+@pytest.mark.slow  # the suite's scale test: 100 batches of 500 through the broker
+def test_queue_then_work_values_a_50k_demo(fresh_db, queue_name):
+    url = make_demo_db(fresh_db, 50_000)
     queued = queue(url, queue_name, "--mode", "null")
     assert queued.returncode == 0, queued.stderr
-    assert _queued(queued) == 100_000
+    assert _queued(queued) == 50_000
     assert f"queue {queue_name}, batch size 500" in queued.stderr
     assert f"bulk-backfill work --procs 2 --queue {queue_name}" in queued.stdout
 
@@ -63,7 +63,7 @@ def test_queue_then_work_values_a_100k_demo(fresh_db, queue_name):
     assert mismatches(url) == []
     # Every row was NULL before: the rows changed are the rows valued now.
     assert summary_count(done.stdout, "updated") == _valued(url) == len(stored) - len(no_victim)
-    assert summary_count(done.stdout, "processed") == 100_000
+    assert summary_count(done.stdout, "processed") == 50_000
     assert rabbit.counts(queue_name) == (0, 0)
     assert rabbit.counts(f"{queue_name}.dead") == (0, 0)
 

@@ -151,7 +151,9 @@ def import_killmails_cmd(database_url, file, zkb_file, top_level_only):
     show_default=True,
     help="Where the embedded PostgreSQL keeps its data when DATABASE_URL is not set.",
 )
-@options.rules_option("The rule set to value the demo killboard under (it has 3 years of history).")
+@options.rules_option(
+    "The rule set to value the demo killboard under (a kill-date one adds 3 years of history)."
+)
 def demo_cmd(killmails, procs, seed, database, datadir, rules):
     """Run the whole job end to end on a generated killboard.
 

@@ -102,7 +102,9 @@ def run_demo(
         db.init_db(conn)
         conn.commit()
         say(f"Generating {killmails:,} killmails (seed {seed})")
-        items = load_demo_data(conn, killmails, seed, progress=progress)
+        # Market history (about 3 million rows) only where the rule set reads it.
+        history = rules != "seed"
+        items = load_demo_data(conn, killmails, seed, progress=progress, history=history)
     say(
         f"Loaded {killmails:,} killmails with {items:,} item rows;"
         f" valuing them (mode null, rules {rules})"

@@ -75,7 +75,9 @@ class HistoryImportSummary:
 class _Source:
     path: Path
     compressed: bool
-    json: bool
+    # esi-json (a list of days), average-json (zKillboard's or evetreemap's object),
+    # csv (EVE Ref's or one type's ESI history) or average-csv (type_id,date,average).
+    shape: str
 
 
 def import_history_files(
@@ -176,13 +178,19 @@ def _sniff(path: Path, type_id: int | None) -> _Source:
     except (OSError, EOFError, ValueError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
     stem = path.name.lower().removesuffix(".bz2")
-    is_json = stem.endswith(".json") or start.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
-    if is_json and type_id is None:
-        raise UserError(
-            f"{path}: ESI history JSON says neither region nor type: give its --type-id "
-            f"(and --region, {DEFAULT_REGION} The Forge by default)"
-        )
-    return _Source(path, compressed, is_json)
+    first = start.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if first == b"{" or (stem.endswith(".json") and first != b"["):
+        # zKillboard's object names its type (typeID), evetreemap's its region and types.
+        return _Source(path, compressed, "average-json")
+    if first == b"[" or stem.endswith(".json"):
+        if type_id is None:
+            raise UserError(
+                f"{path}: ESI history JSON (a list of days) says neither region nor type: give"
+                f" its --type-id (and --region, {DEFAULT_REGION} The Forge by default)"
+            )
+        return _Source(path, compressed, "esi-json")
+    header = start.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
+    return _Source(path, compressed, "average-csv" if hf.is_average_csv(header) else "csv")
 
 
 def _open(path: Path, compressed: bool) -> BinaryIO:
@@ -195,9 +203,14 @@ def _read(
     """The file's rows, chunk by chunk; UserError at the first bad line."""
     try:
         with _open(source.path, source.compressed) as handle:
-            if source.json:
+            if source.shape != "csv":
                 text = _text(handle.read(), source.path)
-                yield hf.parse_esi_json(text, region=region, type_id=type_id)
+                if source.shape == "esi-json":
+                    yield hf.parse_esi_json(text, region=region, type_id=type_id)
+                elif source.shape == "average-json":
+                    yield hf.parse_average_json(text, region=region, type_id=type_id)
+                else:
+                    yield hf.parse_average_csv(text, region=region)
                 return
             for first_line, chunk, layout in _chunks(handle):
                 yield hf.parse_csv_chunk(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from datetime import date
 
 import numpy as np
 
+from bulk.jsontext import shallow_recursion
 from bulk.prices.files import PriceFileError, json_entries
 from bulk.prices.market import MAX_PRICE
 
@@ -441,3 +443,141 @@ def rows_from_tuples(rows) -> HistoryRows:
         for column, value in zip(columns, values):
             column.append(value)
     return HistoryRows.from_lists(columns)
+
+
+# -- history with the daily average only ---------------------------------------------------
+#
+# Three shapes people have, each one average a (type, day); the other columns are
+# stored as NULL (staged as NaN and -1, which no checked row can hold):
+# - zKillboard's /api/prices/{type_id}/ answer: {"<YYYY-MM-DD>": average, ...,
+#   "currentPrice": ..., "typeID": ...}; its other keys are not days and are ignored;
+# - evetreemap's {"region": ..., "prices": {"<type_id>": {"<YYYY-MM-DD>": average}}};
+# - a CSV of type_id,date,average and optionally region_id.
+
+NO_PRICE = math.nan  # highest and lowest of an average-only row: NULL in the table
+NO_COUNT = -1  # volume and order_count of an average-only row: NULL in the table
+AVERAGE_CSV_FIELDS = ("type_id", "date", "average")
+_ZKB_KEYS = ("currentPrice", "typeID", "_id")
+
+SHAPES = (
+    "ESI's JSON list of days, zKillboard's /api/prices/{type_id}/ object, evetreemap's"
+    " {prices: {type: {date: average}}}, an EVE Ref or ESI history CSV, or a"
+    " type_id,date,average[,region_id] CSV"
+)
+
+
+def parse_average_json(text: str, *, region: int, type_id: int | None) -> Parsed:
+    """A JSON object of daily averages: zKillboard's or evetreemap's shape."""
+    try:
+        with shallow_recursion():
+            doc = json.loads(text)
+    except RecursionError:
+        raise PriceFileError(1, "not JSON (nested too deep)") from None
+    except json.JSONDecodeError as exc:
+        raise PriceFileError(exc.lineno, f"not JSON ({exc.msg})") from None
+    except ValueError:
+        raise PriceFileError(1, "not JSON (a number with more digits than can be read)") from None
+    if not isinstance(doc, dict):
+        raise PriceFileError(1, f"expected {SHAPES}; found {_kind(doc)}")
+    rows: list[tuple] = []
+    places: list[str] = []
+    if "prices" in doc:
+        days_by_type = doc["prices"]
+        if not isinstance(days_by_type, dict):
+            raise PriceFileError(
+                1, f"evetreemap's prices should map type IDs to days; found {_kind(days_by_type)}"
+            )
+        if doc.get("region") is not None:
+            region = _id(doc["region"], "region", 1)
+        for type_key, days in days_by_type.items():
+            type_ = _id(type_key, "type ID", 1)
+            if not isinstance(days, dict):
+                raise PriceFileError(
+                    1, f"prices[{type_key!r}] should map dates to averages; found {_kind(days)}"
+                )
+            for day, average in days.items():
+                rows.append(_average_row(region, type_, day, average, f"prices[{type_key!r}]"))
+                places.append(f"type {type_}, {day}")
+    else:
+        days = {k: v for k, v in doc.items() if k not in _ZKB_KEYS and _DATE.fullmatch(str(k))}
+        if not days:
+            keys = ", ".join(repr(k) for k in list(doc)[:3]) or "none"
+            raise PriceFileError(
+                1, f"expected {SHAPES}; found an object with no YYYY-MM-DD keys (keys: {keys})"
+            )
+        named = doc.get("typeID")
+        if named is not None:
+            type_id = _id(named, "typeID", 1)
+        if type_id is None:
+            raise PriceFileError(
+                1, "zKillboard price JSON without a typeID: give the file's --type-id"
+            )
+        for key, average in days.items():
+            rows.append(_average_row(region, type_id, key, average, "the object"))
+            places.append(f"{key}")
+    columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in _COLUMNS]
+    return Parsed(HistoryRows.from_lists(columns), places.__getitem__)
+
+
+def _average_row(region: int, type_id: int, day, average, where: str) -> tuple:
+    try:
+        return (
+            region,
+            type_id,
+            _day(day, 1),
+            _price(average, "average", 1),
+            NO_PRICE,
+            NO_PRICE,
+            NO_COUNT,
+            NO_COUNT,
+        )
+    except PriceFileError as exc:
+        raise PriceFileError(1, f"{where}, {day!r}: {str(exc).split(': ', 1)[1]}") from None
+
+
+def is_average_csv(header: str) -> bool:
+    names = {h.strip().lower() for h in next(csv.reader([header]), [])}
+    return set(AVERAGE_CSV_FIELDS) <= names and not names & {"highest", "lowest"}
+
+
+def parse_average_csv(text: str, *, region: int) -> Parsed:
+    """type_id,date,average[,region_id]: one average a (type, day), region from the row
+    or the caller's."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [h.strip().lower() for h in next(reader, [])]
+    unknown = [h for h in header if h not in (*AVERAGE_CSV_FIELDS, "region_id")]
+    if unknown or len(set(header)) != len(header):
+        raise PriceFileError(
+            1,
+            f"expected the header type_id,date,average[,region_id]; found {','.join(header)[:80]!r}",
+        )
+    at = {name: header.index(name) for name in header}
+    rows, places = [], []
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise PriceFileError(line, f"{len(row)} cells where the header has {len(header)}")
+        row_region = _id(row[at["region_id"]], "region_id", line) if "region_id" in at else region
+        rows.append(
+            (
+                row_region,
+                _id(row[at["type_id"]], "type_id", line),
+                _day(row[at["date"]], line),
+                _price(row[at["average"]], "average", line),
+                NO_PRICE,
+                NO_PRICE,
+                NO_COUNT,
+                NO_COUNT,
+            )
+        )
+        places.append(f"line {line}")
+    columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in _COLUMNS]
+    return Parsed(HistoryRows.from_lists(columns), places.__getitem__)
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "text", bool: "true/false"}.get(
+        type(value), "null" if value is None else "a number"
+    )
