@@ -549,7 +549,8 @@ def parse_average_csv(text: str, *, region: int) -> Parsed:
     if unknown or len(set(header)) != len(header):
         raise PriceFileError(
             1,
-            f"expected the header type_id,date,average[,region_id]; found {','.join(header)[:80]!r}",
+            "expected the header type_id,date,average[,region_id];"
+            f" found {','.join(header)[:80]!r}",
         )
     at = {name: header.index(name) for name in header}
     rows, places = [], []
