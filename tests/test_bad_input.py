@@ -120,6 +120,10 @@ def timed_db(schema_db):
                 "INSERT INTO victims (killmail_id, ship_type_id) VALUES (%s, 587)", [killmail_id]
             )
         conn.execute("INSERT INTO market_prices (type_id, sell) VALUES (587, 1000)")
+        # The ship's type data: run refuses killmails whose types it cannot see.
+        conn.execute("INSERT INTO categories (id, name) VALUES (6, 'Ship')")
+        conn.execute("INSERT INTO item_groups (id, name, category_id) VALUES (25, 'Frigate', 6)")
+        conn.execute("INSERT INTO types (id, name, group_id) VALUES (587, 'Rifter', 25)")
     return schema_db
 
 

@@ -18,9 +18,9 @@ How a doc is read (docs/development.md says the same for doc writers):
   e.g. a wrong password). BACKFILL_QUEUE is the file's own queue.
 - The expected exit code is 0; or what `echo $?` prints right after the command; or
   non-zero when the command's output shows a `bulk-backfill: error:` line.
-- Output check, robust to other numbers and timings: every `bulk-backfill: error:`
-  line shown must be printed, equal up to numbers; every other shown line's text up
-  to its first digit must begin some printed line (stdout or stderr). Before
+- Output check, robust to other numbers and timings: every shown line must be
+  printed (stdout or stderr) whole, equal up to numbers (counts, times, IDs, a
+  sample's digest; a list of IDs counts as one) and runs of spaces. Before
   comparing, the doc's database URL and queue name are read as the test's.
 - `cat FILE` with output shown writes FILE with that content (the doc's input file);
   `psql "$DATABASE_URL" -c SQL` runs psql on the test database; `# ...` is a comment.
@@ -165,13 +165,15 @@ def _block(rel: Path, start: int, body: list[str], block_skip: str | None) -> li
     return out
 
 
+_HEX = re.compile(r"\b[0-9a-f]{16}\b")  # a sample's digest
+_LIST = re.compile(r"#(, #)+")  # a list of IDs, however long
+
+
 def _normal(text: str) -> str:
-    return " ".join(_NUMBER.sub("#", text).split())
-
-
-def _prefix(line: str) -> str:
-    """A shown line's stable part: its text up to the first digit, spaces collapsed."""
-    return " ".join(re.split(r"\d", line, maxsplit=1)[0].split())
+    """A line as compared: numbers (counts, times, IDs) and digests are wildcards, a list
+    of IDs one wildcard, spaces collapsed; every other character must be as shown."""
+    text = _NUMBER.sub("#", _HEX.sub("#", text))
+    return " ".join(_LIST.sub("#", text).split())
 
 
 def _url(conninfo: str) -> str:
@@ -257,17 +259,11 @@ class Runner:
         if (code == 0) != (want == 0) or (cmd.exit_code is not None and code != want):
             problems.append(f"exit code {code}, the doc shows {want}")
         printed = (out + "\n" + err).splitlines()
-        stripped = [" ".join(line.split()) for line in printed]
         normal = {_normal(line) for line in printed}
-        for line in errors:
-            if _normal(line) not in normal:
-                problems.append(f"missing error line (equal up to numbers): {line}")
         for line in shown:
-            key = _prefix(line)
-            if line in errors or not key:
-                continue
-            if not any(p.startswith(key) for p in stripped):
-                problems.append(f"no printed line begins with {key!r}")
+            if line.strip() and _normal(line) not in normal:
+                what = "error line" if line in errors else "line"
+                problems.append(f"missing {what} (equal up to numbers): {line}")
         return problems
 
     def _as_test(self, line: str) -> str:
