@@ -168,7 +168,8 @@ class _Pool:
         s.updated += updated
         s.skipped += skipped
         s.no_victim += no_victim
-        s.no_victim_sample += sample[: _SAMPLE - len(s.no_victim_sample)]
+        # The lowest IDs, whatever order the batches end in: the same run, the same list.
+        s.no_victim_sample = sorted({*s.no_victim_sample, *sample})[:_SAMPLE]
         s.failures += [Failure(i, e) for i, e in failed]
         self.progress.add(n, updated=updated, skipped=skipped - len(failed), failed=len(failed))
 

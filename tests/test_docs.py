@@ -46,6 +46,7 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from bulk.redact import mask_url
 from tests import rabbit
 from tests.conftest import (
     COMMAND,
@@ -258,7 +259,8 @@ class Runner:
         want = cmd.exit_code if cmd.exit_code is not None else (1 if errors else 0)
         if (code == 0) != (want == 0) or (cmd.exit_code is not None and code != want):
             problems.append(f"exit code {code}, the doc shows {want}")
-        printed = (out + "\n" + err).splitlines()
+        # The doc's reader uses the default queue, which commands do not name.
+        printed = (out + "\n" + err).replace(f" --queue {self.queue}", "").splitlines()
         normal = {_normal(line) for line in printed}
         for line in shown:
             if line.strip() and _normal(line) not in normal:
@@ -267,6 +269,8 @@ class Runner:
         return problems
 
     def _as_test(self, line: str) -> str:
+        # Outputs show the doc's URL with its password masked, as the tool prints it.
+        line = line.replace(mask_url(self.doc_url), _url(self.url))
         line = line.replace(self.doc_url, _url(self.url))
         return line.replace(DOC_QUEUE, self.queue)
 
@@ -295,7 +299,7 @@ def run_doc(
         if echo:
             print(f"$ {cmd.line}\n{err}{out}# exit {code}", flush=True)
         if fresh is not None and cmd.output and not cmd.line.startswith("cat "):
-            text = (err + out).rstrip("\n").replace(_url(url), runner.doc_url)
+            text = (err + out).rstrip("\n").replace(_url(url), mask_url(runner.doc_url))
             # The doc's reader uses the default queue, which work's hint does not name.
             text = text.replace(f" --queue {queue}", "").replace(queue, DOC_QUEUE)
             fresh[cmd.index] = (len(cmd.output), text.splitlines())
