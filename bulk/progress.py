@@ -23,7 +23,7 @@ class Progress:
         *,
         desc: str = "backfill",
         noun: str = "killmails",
-        unit: str = "km",
+        unit: str = "killmail",
         counts: tuple[str, ...] = ("updated", "skipped", "failed"),
         stream: TextIO | None = None,
         interval: float = 5.0,
@@ -46,7 +46,9 @@ class Progress:
             self._bar = tqdm(
                 total=total,
                 desc=desc,
-                unit=unit,
+                # tqdm glues the unit to a scaled rate ("12.3k"): a space keeps
+                # "12.3k killmail/s" from reading "12.3kkm/s".
+                unit=f" {unit}",
                 unit_scale=True,
                 file=self.stream,
                 smoothing=0.1,
@@ -120,6 +122,15 @@ class Progress:
             file=self.stream,
             flush=True,
         )
+
+    def note(self, text: str) -> None:
+        """A line beside the bar: what a long step after the counting is doing."""
+        if not self._enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(f"{self._desc}: {text}", file=self.stream)
+        else:
+            print(f"{self._desc}: {text}", file=self.stream, flush=True)
 
     def close(self, *, failed: bool = False) -> None:
         """Show the final counts; after a failure the plain line is left out, so the

@@ -49,3 +49,24 @@ def test_close_shows_the_final_counts_even_right_after_a_display():
     bar.close()
     frame = _last_frame(stream)
     assert re.search(r"\b10(\.0)?/10(\.0)? ", frame) and "failed=1" in frame, frame
+
+
+def test_a_scaled_rate_keeps_its_unit_apart():
+    stream = _Terminal()
+    bar = Progress(50_000, desc="run null", stream=stream)
+    bar.add(30_000, updated=30_000)
+    time.sleep(0.3)
+    bar.add(15_000, updated=15_000)
+    bar.close()
+    frame = _last_frame(stream)
+    assert re.search(r"\d k?killmail/s|\dk killmail/s", frame), frame
+    assert "kkm" not in stream.getvalue() and "kkillmail" not in stream.getvalue(), frame
+
+
+def test_a_note_is_a_line_of_its_own_on_a_terminal_and_off_one():
+    for stream in (_Terminal(), io.StringIO()):
+        bar = Progress(10, desc="demo-data", stream=stream)
+        bar.add(10)
+        bar.note("writing market history")
+        bar.close()
+        assert "demo-data: writing market history\n" in stream.getvalue()

@@ -46,6 +46,20 @@ def _written_ids(conn: psycopg.Connection) -> list[int]:
     return [r[0] for r in rows]
 
 
+def _other_rules_matching(conn, shown, rules: str, price_column: str) -> str | None:
+    """The other rule set whose reference every shown mismatch agrees with, if any."""
+    if not shown:
+        return None
+    ids = [m.killmail_id for m in shown]
+    missing = [r[0] for r in conn.execute(sqlfiles.load("missing_history_tables"))]
+    for other in rule_sets.RULES:
+        if other == rules or (other != "seed" and missing):
+            continue
+        if not reference.mismatches(conn, ids, price_column, written_only=False, rules=other):
+            return other
+    return None
+
+
 def require_history_tables(conn: psycopg.Connection) -> None:
     """A UserError where the kill-date price tables are missing (they are never created here)."""
     missing = [r[0] for r in conn.execute(sqlfiles.load("missing_history_tables"))]
@@ -102,6 +116,12 @@ def verify(
         price_column=price_column,
         rules=rules,
     )
+    hint = _other_rules_matching(conn, found[:SHOWN], rules, price_column)
+    if hint is not None:
+        report.notes.append(
+            f"the mismatching values shown match the {hint} rules: a job under --rules {hint}"
+            f" wrote them? bulk-backfill verify --rules {hint} audits them"
+        )
     if chosen is not None:
         report.sample_size, report.seed, report.sample_digest = sample, seed, digest(chosen)
         if sample > len(written):

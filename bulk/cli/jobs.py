@@ -11,6 +11,15 @@ from bulk.queue import publish, supervise
 from bulk.run import run_local
 
 
+def _match(selected: int) -> str:
+    return f"{render.plural(selected, 'killmail')} match{'es' if selected == 1 else ''}"
+
+
+def _rules_part(rules: str) -> str:
+    # seed is the default and what the replaced system did: named only when it is not.
+    return "" if rules == "seed" else f", rules {rules}"
+
+
 def _prices_from(rules: str, price_column: str) -> str:
     return f"prices from {price_column}" if rules == "seed" else f"rules {rules}"
 
@@ -50,7 +59,7 @@ def run_cmd(
 
     def announce(selected: int) -> None:
         click.echo(
-            f"run: mode {sel.mode}, {selected:,} killmails match, "
+            f"run: mode {sel.mode}, {_match(selected)}, "
             f"{render.plural(procs, 'process')}, "
             f"batch size {batch_size}, {_prices_from(rules, price_column)}, engine {engine}, "
             f"database {mask_url(url)}",
@@ -133,7 +142,7 @@ def queue_cmd(
     def announce(selected: int, batches: int) -> None:
         target = "dry run, nothing published" if dry_run else mask_url(rabbitmq_url)
         click.echo(
-            f"queue: mode {selection.mode}, {selected:,} killmails match, queue {queue}, "
+            f"queue: mode {selection.mode}{_rules_part(rules)}, {_match(selected)}, queue {queue}, "
             f"batch size {batch_size} ({render.plural(batches, 'batch')}), {target}",
             err=True,
         )

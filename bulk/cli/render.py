@@ -116,7 +116,8 @@ def verify_json(report: verify.VerifyReport) -> dict:
         "checked": report.checked,
         "mismatches": report.mismatch_count,
         "ok": report.ok,
-        "price_column": report.price_column,
+        # A kill-date rule set reads the history, not a price column.
+        "price_column": report.price_column if report.rules == "seed" else None,
         "rules": report.rules,
         "sample": None
         if report.sample_size is None

@@ -257,6 +257,7 @@ def load_demo(
                 last = chunk.times[-1]
                 bar.add(chunk.killmail_ids.size)
             if result.history:
+                bar.note("writing market history and price overrides (about 2.9 million rows)")
                 # Its own Generator: the killmails stay those of the seed either way.
                 history_rng = np.random.default_rng([seed, 14])
                 result.history_rows = _load_history(cur, history_rng, cat, first, last)
