@@ -23,7 +23,7 @@ demo: $(BIN)/python
 TEST_WORKERS ?= 4
 PYTEST_ARGS  ?=
 test: install-test
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial" $(PYTEST_ARGS)
+	BBT_PREWARM_SERIAL_TEMPLATES=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m serial $(PYTEST_ARGS)
 
 # The fast tier: everything not marked slow, in parallel (a few minutes).

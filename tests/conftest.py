@@ -172,12 +172,19 @@ CODE_DIGEST = _code_digest()
 
 
 def demo_template(killmails: int, seed: int = 1, schema: str = "tool", history: bool = False):
-    """The name of a template database holding that demo, built on first use.
+    """The name of a template database holding that demo, built on first use."""
+    kind = f"{schema[0]}{killmails}s{seed}{'h' if history else ''}"
+    return cached_template(kind, lambda url: _fill_demo(url, killmails, seed, schema, history))
+
+
+def cached_template(kind: str, build) -> str:
+    """The name of the template database `kind` of this code version; build(url) fills
+    a new empty database for it the first time.
 
     Several pytest-xdist workers may ask at once: an advisory lock lets one build it
     (under a temporary name, renamed when complete) while the others wait.
     """
-    name = f"{TEMPLATE_PREFIX}{CODE_DIGEST}_{schema[0]}{killmails}s{seed}{'h' if history else ''}"
+    name = f"{TEMPLATE_PREFIX}{CODE_DIGEST}_{kind}"
     with _admin() as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (name,))
         try:
@@ -187,8 +194,7 @@ def demo_template(killmails: int, seed: int = 1, schema: str = "tool", history: 
                 drop_database(building)
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(building)))
                 try:
-                    building_url = make_conninfo(SERVER_URL, dbname=building)
-                    _fill_demo(building_url, killmails, seed, schema, history)
+                    build(make_conninfo(SERVER_URL, dbname=building))
                     rename = sql.SQL("ALTER DATABASE {} RENAME TO {}")
                     conn.execute(rename.format(sql.Identifier(building), sql.Identifier(name)))
                 except BaseException:
@@ -213,6 +219,9 @@ def drop_old_templates() -> None:
                 pass
 
 
+_prewarm: list = []
+
+
 def pytest_sessionstart(session):
     # Once per run: in the xdist controller, or in the only process without xdist.
     if not hasattr(session.config, "workerinput"):
@@ -220,6 +229,21 @@ def pytest_sessionstart(session):
         if stale:
             pytest.exit(stale, returncode=4)
         drop_old_templates()
+        if os.environ.get("BBT_PREWARM_SERIAL_TEMPLATES"):
+            # make test: the serial part that follows clones the partition test's
+            # 100,000 killmails; the otherwise idle controller builds them meanwhile.
+            import threading
+
+            from tests.test_partition import partition_template
+
+            thread = threading.Thread(target=partition_template, daemon=True)
+            thread.start()
+            _prewarm.append(thread)
+
+
+def pytest_sessionfinish(session):
+    for thread in _prewarm:
+        thread.join()
 
 
 def stale_install() -> str | None:

@@ -45,7 +45,9 @@ from bulk.engine import sqlfiles
 from tests import netlab, rabbit
 from tests.conftest import (
     COMMAND,
+    SERVER_URL,
     _admin,
+    cached_template,
     child_pids,
     cli,
     drop_database,
@@ -135,12 +137,15 @@ def _expect(url: str, ids: list[int]) -> None:
         )
 
 
+def partition_template() -> str:
+    """The name of the template every test copies, built once per code version."""
+    return cached_template(f"partition{KILLMAILS}", make_template)
+
+
 @pytest.fixture(scope="module")
 def template_db(lab_ok):
     """The demo database every test copies (CREATE DATABASE ... TEMPLATE is fast)."""
-    with new_database() as url:
-        make_template(url)
-        yield url
+    return psycopg.conninfo.make_conninfo(SERVER_URL, dbname=partition_template())
 
 
 @contextmanager
