@@ -45,7 +45,7 @@ def test_every_command_through_the_console_script(fresh_db, queue_name, tmp_path
     _error(script("init-db"), 2, "DATABASE_URL")
 
     _ok(script("init-db", url=url), "killmails")
-    _ok(script("demo-data", "--killmails", "200", url=url))
+    _ok(script("demo-data", "--killmails", "200", "--no-history", url=url))
     _error(script("import-killmails", str(tmp_path / "none.jsonl"), url=url), 2, "none.jsonl")
 
     prices = tmp_path / "prices.csv"

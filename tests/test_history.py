@@ -370,6 +370,8 @@ def test_demo_data_writes_history_covering_every_kill_date_and_overrides(schema_
     out = cli("demo-data", "--killmails", "2000", "--seed", "3", url=schema_db)
     assert out.returncode == 0, out.stderr
     assert "market history rows and 2 price overrides" in out.stdout
+    # The seconds spent on history after the killmails' bar reached 100% are announced.
+    assert "demo-data: writing market history and price overrides" in out.stderr
     with psycopg.connect(schema_db) as conn:
         (first_kill, last_kill) = conn.execute(
             "SELECT min(killmail_time)::date, max(killmail_time)::date FROM killmails"

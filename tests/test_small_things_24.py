@@ -6,7 +6,7 @@ import json
 
 import psycopg
 
-from tests.conftest import cli, new_database, victimless
+from tests.conftest import cli, victimless
 
 
 def _header(out) -> str:
@@ -49,11 +49,5 @@ def test_verify_after_a_kill_date_job_names_the_rule_set_and_json_has_no_price_c
     assert report["price_column"] is None and report["mismatches"] == 0
 
 
-def test_demo_data_says_when_it_writes_history():
-    with new_database() as url:
-        assert cli("init-db", url=url).returncode == 0
-        out = cli("demo-data", "--killmails", "20", url=url)
-        assert out.returncode == 0, out.stderr
-        assert "demo-data: writing market history and price overrides" in out.stderr
-        with psycopg.connect(url) as conn:
-            assert conn.execute("SELECT count(*) FROM market_price_history").fetchone()[0] > 0
+# demo-data's note before it writes history: tests/test_history.py
+# (test_demo_data_writes_history_covering_every_kill_date_and_overrides).

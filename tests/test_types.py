@@ -9,13 +9,15 @@ Both used to give exact-looking wrong values that verify passed.
 from __future__ import annotations
 
 import json
+import signal
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 import pytest
 
-from tests.conftest import cli, mismatches, summary_count, values
+from tests.conftest import cli, cli_popen, mismatches, summary_count, values
 from tests.realdata import REALDATA, needs_realdata, read_killmails
 from tests.test_realdata import _expected_from_json
 from tests.typedata.test_files import (
@@ -270,3 +272,55 @@ def test_types_fetch_fills_what_killmails_use_and_asks_only_for_what_is_missing(
     assert second.returncode == 0, second.stdout + second.stderr
     assert handler.calls == [("groups", 29), ("categories", 6)]  # nothing asked twice
     assert _rows(schema_db) == (EXPECTED_TYPES, EXPECTED_GROUPS, EXPECTED_CATEGORIES)
+
+
+class _SlowUniverse(_Universe):
+    """Every answer takes 0.4 s: a fetch of 12 types two at a time takes 2.4 s."""
+
+    def do_GET(self):  # noqa: N802
+        time.sleep(0.4)
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if parts[:2] == ["universe", "types"]:
+            type_id = int(parts[2])
+            self.calls.append(("types", type_id))
+            body = {"type_id": type_id, "name": f"Type {type_id}", "group_id": 18}
+            return self._send(200, json.dumps(body).encode())
+        super().do_GET()
+
+
+def test_an_interrupted_types_fetch_keeps_what_it_got_and_resumes(schema_db):
+    _SlowUniverse.calls, _SlowUniverse.missing = [], set()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowUniverse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    esi_url = f"http://127.0.0.1:{server.server_address[1]}"
+    wanted = set(range(1001, 1013))
+    try:
+        with psycopg.connect(schema_db) as conn:
+            conn.execute(
+                "INSERT INTO killmails (killmail_id, killmail_time) VALUES (1, '2024-01-01')"
+            )
+            conn.execute("INSERT INTO victims VALUES (1, 1001)")
+            for type_id in sorted(wanted - {1001}):
+                conn.execute(
+                    "INSERT INTO killmail_items (killmail_id, item_type_id) VALUES (1, %s)",
+                    (type_id,),
+                )
+        args = ("types", "fetch", "--esi-url", esi_url, "--concurrency", "2")
+        fetch = cli_popen(*args, url=schema_db)
+        deadline = time.monotonic() + 10
+        while len(_SlowUniverse.calls) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        fetch.send_signal(signal.SIGINT)
+        stdout, stderr = fetch.communicate(timeout=30)
+        assert fetch.returncode == 1, stderr
+        assert "interrupted: run the same command again" in stdout, stdout
+        kept = set(_rows(schema_db)[0])
+        assert kept and kept < wanted, kept  # what came back is written, not the rest
+        _SlowUniverse.calls = []
+        again = cli(*args, url=schema_db)
+        assert again.returncode == 0, again.stdout + again.stderr
+        asked = {key[1] for key in _SlowUniverse.calls if key and key[0] == "types"}
+        assert asked == wanted - kept  # only what is still missing
+        assert set(_rows(schema_db)[0]) == wanted
+    finally:
+        server.shutdown()
