@@ -167,6 +167,8 @@ def init_db(conn: psycopg.Connection) -> list[str]:
     with conn.transaction():
         conn.execute(sqlfiles.load("schema"))
         conn.execute(sqlfiles.load("history_schema"))
+        if "killmail_items" in before:
+            conn.execute(sqlfiles.load("item_types_index"))
     return [t for t in REQUIRED_TABLES + HISTORY_TABLES if t in before]
 
 
