@@ -234,9 +234,15 @@ def pytest_sessionstart(session):
             # 100,000 killmails; the otherwise idle controller builds them meanwhile.
             import threading
 
-            from tests.test_partition import partition_template
+            def prewarm() -> None:
+                from tests.test_partition import partition_template
 
-            thread = threading.Thread(target=partition_template, daemon=True)
+                try:
+                    partition_template()
+                except Exception as exc:  # only time is lost: the serial part builds it
+                    print(f"\nprewarming the partition template failed: {exc!r}", flush=True)
+
+            thread = threading.Thread(target=prewarm, daemon=True)
             thread.start()
             _prewarm.append(thread)
 

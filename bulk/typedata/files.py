@@ -239,8 +239,8 @@ def _csv(text: str) -> TypeData:
                 target = data.types if kind == "types" else data.groups
                 target[key] = (name, _id(row.get(parent), parent, number))
         return data
-    shown = ",".join(header)[:120] or "nothing"
-    raise TypeFileError(1, f"expected {_SHAPES}; the first line is {shown!r}")
+    found = f"the first line is {','.join(header)[:120]!r}" if header else "the file is empty"
+    raise TypeFileError(1, f"expected {_SHAPES}; {found}")
 
 
 # -- values ------------------------------------------------------------------------------
