@@ -92,6 +92,13 @@ def connect(url: str, *, autocommit: bool = False, application: str = "bulk-back
     except psycopg.Error as exc:
         reason = scrub(one_line(exc), url)
         raise UserError(f"cannot connect to PostgreSQL at {mask_url(url)}: {reason}") from None
+    except UnicodeError:
+        # The host name resolver's IDNA step: a label empty or over 63 characters
+        # (a raw '@' or '.' of a password read as part of the host).
+        raise UserError(
+            f"cannot connect to PostgreSQL at {mask_url(url)}: the host name is not valid"
+            " (percent-encode '@', '/', '#' and '?' in the password)"
+        ) from None
 
 
 def close_quietly(conn: psycopg.Connection | None) -> None:

@@ -236,11 +236,15 @@ class Runner:
         proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=self.cwd
         )
-        deadline = time.monotonic() + 120
+        started = time.monotonic()
+        deadline = started + 120
         time.sleep(1)
         while proc.poll() is None and time.monotonic() < deadline:
+            # An empty queue ends the service, but not before it had 5 s to start: a
+            # loaded machine can take seconds to reach the broker (and, in an error
+            # example, to be refused by it).
             if rabbit.ready(env.get("BACKFILL_QUEUE", self.queue)) == 0:
-                time.sleep(1.5)  # the batches in hand are finished after SIGINT anyway
+                time.sleep(max(1.5, started + 5 - time.monotonic()))
                 break
             time.sleep(0.3)
         if proc.poll() is None:
