@@ -147,9 +147,12 @@ def _fill_demo(url: str, killmails: int, seed: int, schema: str, history: bool) 
         load_demo_data(conn, killmails, seed, progress=False, history=history)
 
 
-# Templates are named by a digest of everything that shapes their rows (the package,
-# its SQL, the killreport schema, this file), so an edit makes new ones and an
-# unchanged tree reuses the last run's. Older ones are dropped at the start of a run.
+# Templates are named by a digest of everything that shapes their rows (the demo
+# generator and loader, the schema and connection code, the engine's SQL and rules
+# that the partition template's reference uses, the killreport schema, this file and
+# the partition test), so such an edit makes new ones, while an edit elsewhere (the
+# CLI, the queue, prices, the audit) reuses the last run's. Older ones are dropped at
+# the start of a run.
 TEMPLATE_PREFIX = "bbt_tpl_"
 
 
@@ -157,10 +160,14 @@ def _code_digest() -> str:
     root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     files = [
-        *sorted((root / "bulk").rglob("*.py")),
+        *sorted((root / "bulk" / "demo").glob("*.py")),
+        *sorted((root / "bulk" / "engine").glob("*.py")),
+        root / "bulk" / "db.py",
+        root / "bulk" / "target.py",
         *sorted((root / "sql").glob("*.sql")),
         KILLREPORT_SCHEMA,
         Path(__file__).resolve(),
+        Path(__file__).resolve().parent / "test_partition.py",
     ]
     for path in files:
         digest.update(str(path.relative_to(root)).encode())
