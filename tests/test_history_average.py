@@ -13,24 +13,15 @@ import json
 import math
 from datetime import date
 
-import psycopg
 import pytest
 
 from bulk.prices.files import PriceFileError
 from bulk.prices.history_files import parse_average_csv, parse_average_json
 from tests.conftest import cli
 from tests.realdata import REALDATA, needs_realdata
+from tests.test_history import _history
 
 FORGE = 10000002
-
-
-def _history(url: str) -> dict:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT region_id, type_id, date, average, highest, lowest, volume, order_count"
-            " FROM market_price_history"
-        ).fetchall()
-    return {r[:3]: r[3:] for r in rows}
 
 
 def _import(url: str, path, *args: str):

@@ -132,6 +132,13 @@ def rules_option(help_text: str = "The rule set: seed (today's prices) or a kill
     )
 
 
+def type_ids_option(help_text: str):
+    """--type-id, repeatable: the types a fetch from ESI asks for."""
+    return click.option(
+        "--type-id", "type_ids", type=click.IntRange(min=1), multiple=True, help=help_text
+    )
+
+
 allow_empty_prices_option = click.option(
     "--allow-empty-prices", is_flag=True, help="Go on even with no market prices."
 )

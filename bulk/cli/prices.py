@@ -101,13 +101,7 @@ def prices_import_cmd(database_url, file, average_as, adjusted_as):
     show_default=True,
     help="ESI region whose market orders are read (10000002 is The Forge, Jita's region).",
 )
-@click.option(
-    "--type-id",
-    "type_ids",
-    type=click.IntRange(min=1),
-    multiple=True,
-    help="Only this type (repeat). Default: every type the killmails use.",
-)
+@options.type_ids_option("Only this type (repeat). Default: every type the killmails use.")
 @esi_options
 def prices_fetch_cmd(database_url, region, type_ids, concurrency, esi_url, user_agent, timeout):
     """Fetch buy, sell, average and volume from ESI market orders for every type used.

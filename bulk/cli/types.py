@@ -50,12 +50,8 @@ def types_import_cmd(database_url, files):
     help="Every type a killmail uses that types lacks, then the groups and categories"
     " they lack (the default when no --type-id is given).",
 )
-@click.option(
-    "--type-id",
-    "type_ids",
-    type=click.IntRange(min=1),
-    multiple=True,
-    help="This type (repeat), whether types has it or not; then the missing groups and categories.",
+@options.type_ids_option(
+    "This type (repeat), whether types has it or not; then the missing groups and categories."
 )
 @esi_options
 def types_fetch_cmd(database_url, used_types, type_ids, concurrency, esi_url, user_agent, timeout):
