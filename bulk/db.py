@@ -115,7 +115,7 @@ def missing_tables(
 ) -> list[str]:
     """The tables that do not exist; ends the read (a command's check, not a library's)."""
     missing = absent_tables(conn, tables)
-    _end_read(conn)
+    end_read(conn)
     return missing
 
 
@@ -150,7 +150,7 @@ def require_rule_prices(conn: psycopg.Connection, rules: str, allow_empty: bool)
 
 def require_prices(conn: psycopg.Connection) -> None:
     (has_price,) = conn.execute("SELECT EXISTS (SELECT 1 FROM market_prices)").fetchone()
-    _end_read(conn)
+    end_read(conn)
     if not has_price:
         raise UserError(
             "market_prices is empty, so every value would be 0: load prices first "
@@ -158,7 +158,7 @@ def require_prices(conn: psycopg.Connection) -> None:
         )
 
 
-def _end_read(conn: psycopg.Connection) -> None:
+def end_read(conn: psycopg.Connection) -> None:
     # A read-only check must not leave a transaction open (and its snapshot held).
     if not conn.autocommit:
         conn.rollback()

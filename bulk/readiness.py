@@ -14,10 +14,10 @@ index scan, one probe per distinct type. Victims are read in one pass.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
 
 import psycopg
 
+from bulk import db
 from bulk.engine import sqlfiles
 from bulk.engine.modes import PRICE_COLUMNS
 from bulk.engine.rules import THE_FORGE
@@ -43,7 +43,6 @@ class Readiness:
     # seed: used types with a usable price in each price column.
     by_column: dict[str, int] = field(default_factory=dict)
     unpriced_types: list[int] = field(default_factory=list)
-    latest_kill: date | None = None
     indexed: bool = False  # the used types came from an index skip scan
 
     @property
@@ -139,17 +138,13 @@ def check(conn: psycopg.Connection, rules: str, price_column: str = "sell") -> R
         result.by_column = {column: len(ids) for column, ids in priced_in.items()}
         priced = priced_in[price_column]
     else:
-        (result.latest_kill,) = conn.execute(
-            "SELECT max(killmail_time)::date FROM killmails"
-        ).fetchone()
         found = conn.execute(
-            sqlfiles.load("readiness_history"),
-            {"type_ids": types, "region": THE_FORGE, "latest": result.latest_kill or date.max},
+            sqlfiles.load("readiness_history"), {"type_ids": types, "region": THE_FORGE}
         )
         priced = {r[0] for r in found}
     result.priced = len(priced)
     result.unpriced_types = [t for t in types if t not in priced]
-    _end_read(conn)
+    db.end_read(conn)
     return result
 
 
@@ -180,11 +175,5 @@ def killmails_with_gaps(conn: psycopg.Connection, result: Readiness) -> int:
     if not gaps:
         return 0
     (count,) = conn.execute(sqlfiles.load("killmails_with_types"), {"type_ids": gaps}).fetchone()
-    _end_read(conn)
+    db.end_read(conn)
     return count
-
-
-def _end_read(conn: psycopg.Connection) -> None:
-    # A read-only check must not leave a transaction open (and its snapshot held).
-    if not conn.autocommit:
-        conn.rollback()

@@ -90,6 +90,7 @@ class Status:
 
 def readiness_json(r: readiness.Readiness) -> dict:
     listed = 100  # IDs listed per gap; the counts are whole
+    problems = r.problems()
     return {
         "rules": r.rules,
         "price_column": r.price_column,
@@ -104,8 +105,8 @@ def readiness_json(r: readiness.Readiness) -> dict:
         "price_coverage": r.coverage,
         "priced_by_column": r.by_column or None,
         "better_price_column": r.better_column(),
-        "ready": not r.problems(),
-        "problems": r.problems(),
+        "ready": not problems,
+        "problems": problems,
     }
 
 

@@ -162,9 +162,11 @@ def invoke(args: list[str] | None = None) -> int:
 
 
 def _service_error(exc: Exception) -> str | None:
-    for module, kind in (("psycopg", "database"), ("pika.exceptions", "broker")):
-        loaded = sys.modules.get(module)
-        base = getattr(loaded, "Error" if module == "psycopg" else "AMQPError", None)
-        if base is not None and isinstance(exc, base):
+    for module, base, kind in (
+        ("psycopg", "Error", "database"),
+        ("pika.exceptions", "AMQPError", "broker"),
+    ):
+        error = getattr(sys.modules.get(module), base, None)
+        if error is not None and isinstance(exc, error):
             return kind
     return None
