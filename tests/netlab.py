@@ -187,6 +187,7 @@ class Forwarder:
         self._listener.settimeout(0.2)
         self.address, self.port = self._listener.getsockname()[:2]
         self._stopping = threading.Event()
+        self._frozen = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
@@ -229,12 +230,18 @@ class Forwarder:
                 data = src.recv(65536)
                 if not data:
                     break
+                if self._frozen.is_set():
+                    continue  # a link gone dead: nothing arrives, nothing is refused
                 if reader is not None:
                     reader.feed(data)
                 dst.sendall(data)
         except OSError:
             pass
         relay.end(by)
+
+    def freeze(self) -> None:
+        """From now on relay nothing, in either direction, and close nothing (for good)."""
+        self._frozen.set()
 
     def close(self) -> None:
         self._stopping.set()

@@ -233,7 +233,7 @@ def test_depth_polls_keep_one_channel(queue_name):
         # More polls than the default channel_max (2047) channels.
         for _ in range(3_000):
             assert depth.ready() == 3
-        assert len(depth.connection._impl._channels) == 1
+        assert len(depth.asker.connection._impl._channels) == 1
     finally:
         depth.close()
 

@@ -1,9 +1,10 @@
 """Running a batch so that one bad killmail never costs its neighbours (`run`'s contract).
 
 Errors are classified by SQLSTATE (bulk.engine.errors):
-- a lost connection retries the part on a new connection with capped, jittered
-  backoff until `patience` runs out, then DatabaseGone: nothing of the part is
-  written or counted, so the job can resume before it;
+- a lost connection, or a server short of resources (a full disk, an I/O
+  error: SQLSTATE classes 53 and 58), retries the part on a new connection
+  with capped, jittered backoff until `patience` runs out, then DatabaseGone:
+  nothing of the part is written or counted, so the job can resume before it;
 - a serialization failure, deadlock or lock timeout retries a few times, then
   counts as a batch error;
 - an environment error (missing table, privilege, read-only) raises
@@ -34,7 +35,8 @@ class EnvironmentFailure(Exception):
 
 
 class DatabaseGone(Exception):
-    """The connection stayed lost for longer than the patience allowed."""
+    """The database stayed lost, or short of resources, for longer than the patience allowed;
+    the message says which."""
 
 
 @dataclass
@@ -113,15 +115,23 @@ def _attempt(holder, part, mode, valuation, patience, sleep, outcome) -> str | N
             kind = classify(exc, conn)
             if kind is ErrorKind.CONTENTION:
                 contention += 1
-            elif kind is ErrorKind.CONNECTION:
+            elif kind in (ErrorKind.CONNECTION, ErrorKind.RESOURCES):
                 holder.discard()
                 backoff.start_clock()
             action = decide(
                 kind, size=len(part), contention=contention, expired=backoff.expired(), queue=False
             )
             if action is Action.STOP:
-                gone = kind is ErrorKind.CONNECTION
-                raise (DatabaseGone if gone else EnvironmentFailure)(describe(exc)) from None
+                if kind is ErrorKind.RESOURCES:
+                    raise DatabaseGone(
+                        f"the database stayed short of resources for {backoff.waited():.0f} s:"
+                        f" {describe(exc)}"
+                    ) from None
+                if kind is ErrorKind.CONNECTION:
+                    raise DatabaseGone(
+                        f"lost the database and could not reconnect: {describe(exc)}"
+                    ) from None
+                raise EnvironmentFailure(describe(exc)) from None
             if action is not Action.RETRY:
                 return describe(exc)
         except Exception as exc:  # noqa: BLE001 - a killmail no engine step can value

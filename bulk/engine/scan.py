@@ -150,7 +150,7 @@ class Scan:
             except psycopg.Error as exc:
                 kind = classify(exc, conn)
                 self.close()
-                if kind is not ErrorKind.CONNECTION:
+                if kind not in (ErrorKind.CONNECTION, ErrorKind.RESOURCES):
                     raise ScanStopped(f"the scan failed: {describe(exc)}", self.after) from None
                 if backoff.since is None:
                     backoff.start_clock()

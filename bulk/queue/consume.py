@@ -31,6 +31,7 @@ import reprlib
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import psycopg
@@ -41,14 +42,19 @@ from bulk.engine.batch import BatchResult, Valuation, value_batch
 from bulk.engine.errors import ErrorKind, classify
 from bulk.engine.retry import ConnectionHolder
 from bulk.engine.rules import DEFAULT_RULES
-from bulk.errors import describe
+from bulk.errors import UserError, describe
 from bulk.queue import broker, messages
 from bulk.queue.policy import Action, decide
 
 _IDLE_AFTER = 0.05  # seconds without a message before the worker counts as idle
 _GATHER = 0.5  # longest wait for more old single-killmail messages to fill a batch
 _ALIVE_EVERY = 5.0  # seconds between signs of life while waiting
-_SAY_EVERY = 30.0  # seconds between two notes about the same refused publish
+_SAY_EVERY = 30.0  # seconds between two notes of one worker about the same trouble
+_RULES_RECHECK = 60.0  # seconds before a message's rule set is checked here again
+_REDELIVERED = (
+    "redelivered: the batch came back unacked (a worker died, froze or lost its broker"
+    " connection while it held the batch)"
+)
 _HEADER_TEXT = 2000  # longest text kept in a header we write
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 4, 200, 200
@@ -139,7 +145,14 @@ class Worker:
         self.idle = False
         self.refusals = 0  # publishes refused in a row
         self.handled = False  # a message was handled since the broker connection opened
-        self.said_refused_at = -_SAY_EVERY
+        self.said_at: dict[str, float] = {}  # when each kind of note was last said
+        # Per rule set of a message: when this database was last checked for its
+        # tables, and what was missing (None: nothing).
+        self.rules_seen: dict[str, tuple[float, str | None]] = {}
+        # The batch's statements run here while the main thread answers the
+        # broker: pika's BlockingConnection does I/O only when called, and a batch
+        # that outlasted two heartbeats lost its connection and came back, forever.
+        self.valuer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk-value")
 
     # -- the loop ---------------------------------------------------------
 
@@ -148,6 +161,9 @@ class Worker:
         backoff = Backoff(base=0.5, cap=15.0)
         try:
             while not self.should_stop():
+                # Only a message handled on this try counts as recovery: a database
+                # refusing logins fails before a broker connection is even opened.
+                self.handled = False
                 try:
                     self._database_ready()
                     self._open()
@@ -159,11 +175,14 @@ class Worker:
                     # opens and then breaks on the same message must keep backing off.
                     if self.handled:
                         backoff.reset()
-                    if backoff.attempt % 5 == 0:
-                        self._note(
-                            f"database unreachable ({exc}); taking no batch until it answers"
-                            if isinstance(exc, _DatabaseLost)
-                            else f"broker connection lost ({describe(exc)}); reconnecting"
+                    if isinstance(exc, _DatabaseLost):
+                        self._say_now_and_then(
+                            "database",
+                            f"database unreachable ({exc}); taking no batch until it answers",
+                        )
+                    else:
+                        self._say_now_and_then(
+                            "broker", f"broker connection lost ({describe(exc)}); reconnecting"
                         )
                     self._pause(backoff.delay())
         except _Stop:
@@ -171,6 +190,7 @@ class Worker:
         finally:
             self._close_broker()
             self.db.discard()
+            self.valuer.shutdown(wait=True)
 
     def _database_ready(self) -> None:
         """Consume only while the database answers: a host cut off from it would hold batches."""
@@ -207,7 +227,7 @@ class Worker:
                 continue
             self._set_idle(False)
             headers = properties.headers if isinstance(properties.headers, dict) else {}
-            self._guarded(self._handle, method.delivery_tag, headers, body)
+            self._guarded(self._handle, method.delivery_tag, headers, body, method.redelivered)
             self.handled = True
             if self.singles and (
                 sum(map(len, self.singles.values())) >= self.s.batch_size
@@ -226,10 +246,9 @@ class Worker:
             step(*args)
         except _Refused as exc:
             self.refusals += 1
-            now = time.monotonic()
-            if now - self.said_refused_at >= _SAY_EVERY:
-                self.said_refused_at = now
-                self._note(f"{exc}; the message went back to the queue, retrying with backoff")
+            self._say_now_and_then(
+                "refused", f"{exc}; the message went back to the queue, retrying with backoff"
+            )
             try:
                 broker.declare(self.channel, self.s.queue)
             except broker.BrokerError as declare_error:
@@ -243,7 +262,7 @@ class Worker:
             self.idle = idle
             self.report(("idle", idle))
 
-    def _handle(self, tag: int, headers: dict, body: bytes) -> None:
+    def _handle(self, tag: int, headers: dict, body: bytes, redelivered: bool = False) -> None:
         try:
             message = messages.decode(body)
         except messages.InvalidMessage as exc:
@@ -264,7 +283,18 @@ class Worker:
             self._set_prefetch(max(self.s.prefetch, self.s.batch_size))
             return
         self._set_prefetch(self.s.prefetch)
-        self._do(list(message.ids), message.mode, message.attempts, headers, [tag], message.rules)
+        ids = list(message.ids)
+        if redelivered:
+            # The broker's flag is all a classic queue keeps, so the count travels in
+            # the message: republished with one attempt more, a batch that keeps
+            # coming back (it kills or freezes whoever takes it) is split, then
+            # dead-lettered, like any batch that keeps failing.
+            self.report(("redelivered", 1))
+            self._hand_on(
+                _REDELIVERED, ids, message.mode, message.attempts, headers, [tag], message.rules
+            )
+            return
+        self._do(ids, message.mode, message.attempts, headers, [tag], message.rules)
 
     def _set_prefetch(self, count: int) -> None:
         if count != self.prefetch:
@@ -302,6 +332,18 @@ class Worker:
         The rule set travels on with the batch: a retry, a half or a dead letter
         is valued under the rules it was queued with.
         """
+        unusable = self._rules_unusable(rules)
+        if unusable is not None:
+            # Stopping would stop every worker that takes this message, on every host,
+            # and the message would go back to the head of the queue for the next one.
+            body = messages.encode_batch(sorted(set(ids)), mode, self._source(), rules=rules)
+            reason = f"rule set {rules} cannot run on this database: {unusable}"
+            self._dead_letter(body, {}, reason=reason, attempts=attempts, tags=tags)
+            count = len(set(ids))
+            self.report(("written", count, 0, count, 0, count))
+            self._say_now_and_then(f"rules {rules}", f"dead-lettered a batch of {count}: {reason}")
+            self._ack(tags)
+            return
         outcome = self._value(ids, mode, tags, rules)
         if isinstance(outcome, BatchResult):
             # Reported at COMMIT, before the ack: if the ack is lost with the
@@ -319,7 +361,19 @@ class Worker:
             )
             self._ack(tags)
             return
-        error = outcome
+        self._hand_on(outcome, ids, mode, attempts, headers, tags, rules)
+
+    def _hand_on(
+        self,
+        error: str,
+        ids: list[int],
+        mode: str,
+        attempts: int,
+        headers: dict,
+        tags: list[int],
+        rules: str,
+    ) -> None:
+        """A batch that failed (or came back): republish it, its halves, or dead-letter it."""
         unique = sorted(set(ids))
         now = messages.now_iso()
         failure_headers = {
@@ -379,7 +433,8 @@ class Worker:
             conn = None
             try:
                 conn = self.db.get()
-                return value_batch(conn, ids, mode, replace(self.s.valuation, rules=rules))
+                valuation = replace(self.s.valuation, rules=rules)
+                return self._serving_broker(value_batch, conn, ids, mode, valuation)
             except psycopg.Error as exc:
                 kind = classify(exc, conn)
                 contention += kind is ErrorKind.CONTENTION
@@ -398,6 +453,17 @@ class Worker:
                         raise _DatabaseLost(describe(exc)) from None
                     lost = True
                     self._note(f"database unavailable ({describe(exc)}); retrying")
+                elif kind is ErrorKind.RESOURCES:
+                    # Every batch would fail alike: hold this one (and so take no other)
+                    # until the server has room again, instead of splitting a whole job
+                    # into dead letters. The broker connection is kept alive meanwhile.
+                    self.db.discard()
+                    self._say_now_and_then(
+                        "resources",
+                        f"the database is short of resources ({describe(exc)});"
+                        " holding the batch and retrying until it has room",
+                    )
+                    self.report(("resources",))
             except Exception as exc:  # noqa: BLE001 - a batch no engine step can value
                 return describe(exc)
             try:
@@ -405,6 +471,34 @@ class Worker:
             except _Stop:
                 self._nack(tags)
                 raise
+
+    def _serving_broker(self, step: Callable, *args):
+        """step(*args) in the valuing thread, while this one answers the broker.
+
+        The valuing thread wakes pika's loop when it is done
+        (add_callback_threadsafe), so a short batch costs no polling delay.
+        """
+        future: Future = self.valuer.submit(step, *args)
+        connection = self.connection
+        if connection is None or not connection.is_open:
+            return future.result()
+
+        def wake(_: Future) -> None:
+            try:
+                connection.add_callback_threadsafe(lambda: None)
+            except Exception:  # noqa: BLE001 - a closed connection: the loop below ends anyway
+                pass
+
+        future.add_done_callback(wake)
+        try:
+            while not future.done():
+                connection.process_data_events(time_limit=1.0)
+        except BaseException:
+            # The broker went away mid-batch: the batch's transaction ends first (its
+            # database connection is the next batch's), then the broker error is handled.
+            future.exception()
+            raise
+        return future.result()
 
     def _publish(self, queue: str, body: bytes, headers: dict, tags: list[int]) -> None:
         try:
@@ -443,6 +537,30 @@ class Worker:
 
     def _note(self, text: str) -> None:
         self.report(("note", f"worker {os.getpid()}: {text}"))
+
+    def _say_now_and_then(self, kind: str, text: str) -> None:
+        """A note, unless one of this kind was said less than _SAY_EVERY seconds ago."""
+        now = time.monotonic()
+        if now - self.said_at.get(kind, -_SAY_EVERY) >= _SAY_EVERY:
+            self.said_at[kind] = now
+            self._note(text)
+
+    def _rules_unusable(self, rules: str) -> str | None:
+        """Why this database cannot run `rules` (its tables are missing), or None."""
+        if rules == self.s.rules:
+            return None  # work checked its own rule set before it started
+        seen = self.rules_seen.get(rules)
+        if seen is not None and time.monotonic() - seen[0] < _RULES_RECHECK:
+            return seen[1]
+        try:
+            db.require_rule_prices(self.db.get(), rules, allow_empty=True)
+            reason = None
+        except UserError as exc:
+            reason = str(exc)
+        except psycopg.Error:
+            return None  # the database's own trouble: valuing the batch meets it and says so
+        self.rules_seen[rules] = (time.monotonic(), reason)
+        return reason
 
     def _source(self) -> str:
         return f"bulk-backfill work@{self.host}"

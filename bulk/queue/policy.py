@@ -42,7 +42,8 @@ def decide(
 
     `attempts`: tries of the whole batch so far, this one included (work's
     message header); `contention`: contention errors met so far, this one
-    included; `expired`: a lost connection has outlasted its patience (run);
+    included; `expired`: a lost connection, or a server short of resources, has
+    outlasted its patience (run; work waits for as long as it takes);
     `queue`: whether a broker holds the batch (work) or not (run).
     """
     if kind is None:
@@ -53,7 +54,7 @@ def decide(
         return Action.RETRY  # the original goes back to the queue; back off, go on
     if kind is ErrorKind.ENVIRONMENT:
         return Action.STOP  # splitting would fail every killmail alike
-    if kind is ErrorKind.CONNECTION:
+    if kind in (ErrorKind.CONNECTION, ErrorKind.RESOURCES):
         return Action.STOP if expired else Action.RETRY
     if kind is ErrorKind.CONTENTION and contention < CONTENTION_TRIES:
         return Action.RETRY

@@ -9,6 +9,8 @@ finish the batch in hand and stop.
 
 from __future__ import annotations
 
+import queue as queues
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +24,11 @@ from bulk.queue.consume import FatalError, Worker, WorkSettings
 _POLL = 0.25
 _DEPTH_EVERY = 0.5  # seconds between queue-depth checks
 _DRAIN_CHECK = 0.05  # the same while every child is idle
+# Seconds the parent waits for the broker to answer one depth check. Over a dead
+# link a passive declare waits as long as pika does: a heartbeat or two, and
+# forever with heartbeat=0; meanwhile nobody watched the children or Ctrl+C.
+DEPTH_TIMEOUT = 10.0
+_SAY_EVERY = 30.0  # seconds between two notes about the depth check
 _EXIT_FATAL = 3
 # A child that says nothing for this long while it has work in hand is killed
 # and restarted. A batch of 500 takes well under a second and one of 10,000 a
@@ -44,6 +51,7 @@ class WorkSummary:
     dead: int = 0  # killmails sent to the dead-letter queue
     invalid: int = 0  # messages dead-lettered as invalid
     retried: int = 0  # killmails republished for another try
+    redelivered: int = 0  # batches that came back unacked, republished as a failed try
     restarts: int = 0
     stall_restarts: int = 0  # children killed and restarted after reporting nothing
     fatal: str | None = None
@@ -104,7 +112,7 @@ class _Fleet:
             progress=bar,
             on_message=self._record,
             on_exit=lambda child, code: code not in (0, _EXIT_FATAL),
-            say=self._say,
+            say=self.say,
             noun="worker process",
             lost_work=" (its unacked batches go back to the queue)",
             stall_timeout=stall_timeout,
@@ -139,42 +147,94 @@ class _Fleet:
             self.events += 1
             s.invalid += rest[0]
             self.bar.add(0, invalid=rest[0])
+        elif kind == "redelivered":
+            s.redelivered += rest[0]
         elif kind == "note":
-            self._say(rest[0])
+            self.say(rest[0])
         elif kind == "fatal":
             s.fatal = rest[0]
 
-    def _say(self, text: str) -> None:
+    def say(self, text: str) -> None:
+        """A note for the operator, printed now and kept for the summary."""
         self.summary.notes.append(text)
         print(text, file=self.bar.stream, flush=True)
 
 
 class _Depth:
-    """The parent's own look at the queue; None while the broker is unreachable."""
+    """The parent's own look at the queue; None while the broker does not answer.
+
+    The broker is asked from a thread of its own and waited for at most
+    `timeout` seconds: a thread stuck on a dead link is left behind (it ends
+    with the process), so the parent never waits on the broker, nor on closing
+    a connection the broker will never answer.
+    """
+
+    def __init__(self, url: str, queue: str, timeout: float = DEPTH_TIMEOUT):
+        self.url = url
+        self.queue = queue
+        self.timeout = timeout
+        self.asker: _Asker | None = None
+        self.unanswered_since: float | None = None  # when the broker stopped answering
+
+    def ready(self) -> int | None:
+        if self.asker is None:
+            self.asker = _Asker(self.url, self.queue)
+        asked = time.monotonic()
+        answer = self.asker.ask(self.timeout)
+        if answer is None:
+            self.close()  # the next check starts over on a new connection
+            if self.unanswered_since is None:
+                self.unanswered_since = asked
+        else:
+            self.unanswered_since = None
+        return answer
+
+    def close(self) -> None:
+        if self.asker is not None:
+            self.asker.leave()
+            self.asker = None
+
+
+class _Asker:
+    """A thread that holds one broker connection and answers depth checks, one at a time."""
 
     def __init__(self, url: str, queue: str):
         self.url = url
         self.queue = queue
-        self.connection = None
-        self.channel = None
+        self.requests: queues.SimpleQueue = queues.SimpleQueue()
+        self.answers: queues.SimpleQueue = queues.SimpleQueue()
+        threading.Thread(target=self._serve, name="bulk-depth", daemon=True).start()
 
-    def ready(self) -> int | None:
+    def ask(self, timeout: float) -> int | None:
+        self.requests.put(True)
         try:
-            if self.connection is None or not self.connection.is_open:
-                self.connection = broker.connect(self.url)
-                self.channel = None
-            # One channel for every poll: a channel opened per poll and never
-            # closed reaches the connection's channel_max and takes it down.
-            if self.channel is None or not self.channel.is_open:
-                self.channel = self.connection.channel()
-            return broker.depth(self.channel, self.queue).ready
-        except broker.CONNECTION_ERRORS + (broker.BrokerError,):
-            self.close()
+            return self.answers.get(timeout=timeout)
+        except queues.Empty:
             return None
 
-    def close(self) -> None:
-        broker.close_quietly(self.connection)
+    def leave(self) -> None:
+        """Stop after the check in hand, if any; never waits."""
+        self.requests.put(False)
+
+    def _serve(self) -> None:
+        # The connection is this thread's alone; its attributes are for tests to inspect.
         self.connection = self.channel = None
+        try:
+            while self.requests.get():
+                try:
+                    if self.connection is None or not self.connection.is_open:
+                        self.connection, self.channel = broker.connect(self.url), None
+                    # One channel for every check: a channel opened per check and
+                    # never closed reaches the connection's channel_max.
+                    if self.channel is None or not self.channel.is_open:
+                        self.channel = self.connection.channel()
+                    self.answers.put(broker.depth(self.channel, self.queue).ready)
+                except broker.CONNECTION_ERRORS + (broker.BrokerError,):
+                    broker.close_quietly(self.connection)
+                    self.connection = self.channel = None
+                    self.answers.put(None)
+        finally:
+            broker.close_quietly(self.connection)
 
 
 def work(
@@ -263,6 +323,7 @@ def work(
 def _supervise(fleet: _Fleet, depth: _Depth, stopper, until_empty: bool, bar) -> None:
     """Until a stop, a fatal error, or (until_empty) a drained queue with every child idle."""
     last_check = -_DEPTH_EVERY
+    said_at = -_SAY_EVERY
     drained_seen: int | None = None  # fleet.events when the queue was last seen drained
     children = fleet.children
     while not stopper.requested and fleet.summary.fatal is None and children.children:
@@ -276,6 +337,15 @@ def _supervise(fleet: _Fleet, depth: _Depth, stopper, until_empty: bool, bar) ->
         ready = depth.ready()
         if ready is None:
             drained_seen = None
+            now = time.monotonic()
+            # A broker restarting is the workers' to report; one that stays silent
+            # for a whole check is worth a note of the parent's own.
+            if now - depth.unanswered_since >= depth.timeout and now - said_at >= _SAY_EVERY:
+                said_at = now
+                fleet.say(
+                    "the broker does not answer the queue-depth check"
+                    f" (for {now - depth.unanswered_since:.0f} s); the workers go on"
+                )
             continue
         bar.set_total(max(bar.done + ready, bar.total or 0))
         if not until_empty:

@@ -23,6 +23,20 @@ from bulk.engine.errors import ErrorKind, classify
             ErrorKind.CONTENTION,
         ),
         ("SELECT pg_terminate_backend(pg_backend_pid())", ErrorKind.CONNECTION),
+        # A full disk or an I/O error is the server's: waited out, never dead-lettered.
+        (
+            "DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '53100'; END $$",
+            ErrorKind.RESOURCES,
+        ),
+        (
+            "DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '58030'; END $$",
+            ErrorKind.RESOURCES,
+        ),
+        # A program limit (a row too big) is this batch's own.
+        (
+            "DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '54000'; END $$",
+            ErrorKind.BATCH,
+        ),
     ],
 )
 def test_errors_of_the_real_server_are_classified_by_sqlstate(schema_db, statement, kind):

@@ -23,6 +23,12 @@ def test_a_lost_connection_is_retried_until_its_patience_runs_out():
     assert decide(ErrorKind.CONNECTION, size=500, expired=True, queue=False) is Action.STOP
 
 
+def test_a_server_short_of_resources_is_waited_out_like_a_lost_connection():
+    for attempts in (0, 3, 10):
+        assert decide(ErrorKind.RESOURCES, size=1, attempts=attempts) is Action.RETRY
+    assert decide(ErrorKind.RESOURCES, size=500, expired=True, queue=False) is Action.STOP
+
+
 def test_contention_is_retried_a_few_times_then_counts_as_a_batch_error():
     for n in range(1, CONTENTION_TRIES):
         assert decide(ErrorKind.CONTENTION, size=10, contention=n) is Action.RETRY
