@@ -188,6 +188,12 @@ def _fetch_lines(summary: history_fetch.HistoryFetchSummary) -> list[str]:
         lines.append(f"no history: {render.sample(summary.no_history)}")
     if summary.bad_day_types:
         lines.append(f"bad days in types: {render.sample(sorted(summary.bad_day_types))}")
+    if summary.future_days:
+        lines.append(
+            f"future days: skipped {render.plural(summary.future_days, 'day')} dated after "
+            f"{summary.newest_allowed.isoformat()} (tomorrow in UTC: no market has them yet)"
+            f" in types: {render.sample(sorted(summary.future_day_types))}"
+        )
     for type_id, reason in summary.failed[:20]:
         lines.append(f"failed {type_id}: {reason}")
     if summary.interrupted:
@@ -262,7 +268,7 @@ def override_list_cmd(database_url, type_ids, as_json):
     for o in found:
         click.echo(
             f"{o.id:>6}  {o.type_id:>10}  {_day_text(o.valid_from):<10}  "
-            f"{_day_text(o.valid_to):<10}  {_isk(o.price):>22}  {o.note or ''}".rstrip()
+            f"{_day_text(o.valid_to):<10}  {_isk(o.price):>22}  {_note_text(o.note)}".rstrip()
         )
 
 
@@ -294,6 +300,13 @@ def _span(result: overrides.SetResult) -> str:
     if first is None and last is None:
         return "every day"
     return f"from {_day_text(first)} to {_day_text(last)}"
+
+
+def _note_text(note: str | None) -> str:
+    """A note as a terminal may show it: a control character (an escape sequence, a
+    carriage return, a newline) is written as Python would escape it, so a note can
+    neither redraw the listing nor pass for rows of its own."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in note or "")
 
 
 def _day_text(day: date | None) -> str:

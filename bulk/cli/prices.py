@@ -39,7 +39,7 @@ def esi_options(f):
                 type=click.FloatRange(min=0.1),
                 default=10,
                 show_default=True,
-                help="Seconds per request before it is retried.",
+                help="Seconds a whole request may take, body included, before it is retried.",
             ),
         ]
     ):

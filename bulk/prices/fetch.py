@@ -8,6 +8,8 @@ the types done so far up to date.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -85,6 +87,8 @@ def fetch_prices(
                 record,
                 concurrency=concurrency,
                 after_each=flush_if_due,
+                client=client,
+                say=bar.note,
             )
         finally:
             # Whatever was fetched is written, even on Ctrl+C: each flush is whole.
@@ -103,30 +107,93 @@ def for_each_type(
     *,
     concurrency: int,
     after_each: Callable[[], None] | None = None,
+    client: esi.Client | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> bool:
     """work(type_id) for every type on `concurrency` threads; record(type_id, future)
-    as each finishes, then after_each(). True if Ctrl+C stopped it (the rest cancelled).
+    as each finishes, then after_each(). True if Ctrl+C stopped it.
 
-    Shared by `prices fetch` and `prices history fetch`: the ESI client they
-    pass work through is what keeps the requests polite.
+    Shared by `prices fetch`, `prices history fetch` and `types fetch`: the
+    ESI client they pass work through is what keeps the requests polite. The
+    first Ctrl+C starts no more types and stops the client (no new requests,
+    no more waiting); what is in flight still ends within the client's
+    timeout and is recorded. A second Ctrl+C cuts that short; a third quits.
+    A type the stop cut short (esi.Stopped) is not recorded: it is not done.
     """
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+    with ThreadPoolExecutor(max_workers=concurrency) as pool, _CtrlC() as ctrl_c:
         pending: dict[Future, int] = {}
         queue = iter(types)
+        stopping = cutting = False
         try:
             _fill(pool, pending, queue, work, concurrency * 2)
             while pending:
-                finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                # A short wait: a Ctrl+C is acted on within it.
+                finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    record(pending.pop(future), future)
+                    type_id = pending.pop(future)
+                    if not future.cancelled() and not isinstance(future.exception(), esi.Stopped):
+                        record(type_id, future)
                 if after_each is not None:
                     after_each()
-                _fill(pool, pending, queue, work, concurrency * 2)
+                if ctrl_c.count and not stopping:
+                    stopping = True
+                    for future in [f for f in pending if f.cancel()]:
+                        del pending[future]
+                    if client is not None:
+                        client.stop()
+                    if say is not None and pending:
+                        within = f" within {client.timeout:g} s" if client is not None else ""
+                        say(
+                            f"stopping: no new requests; the {len(pending):,} types under way end"
+                            f"{within} (Ctrl+C again to drop them)"
+                        )
+                if ctrl_c.count >= 2 and not cutting:
+                    cutting = True
+                    if client is not None:
+                        client.abort()
+                    if say is not None and pending:
+                        say("stopping now: the requests in flight are dropped")
+                if not stopping:
+                    _fill(pool, pending, queue, work, concurrency * 2)
         except KeyboardInterrupt:
+            # The third Ctrl+C: the pool's threads must not hold the exit up.
             for future in pending:
                 future.cancel()
-            return True
-    return False
+            if client is not None:
+                client.abort()
+            raise
+    return stopping
+
+
+class _CtrlC:
+    """Counts SIGINTs instead of raising KeyboardInterrupt, from the main thread only.
+
+    A KeyboardInterrupt could land anywhere, a write to the database included;
+    the loop looks at the count between steps instead. A third Ctrl+C raises.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._previous = None
+
+    def __enter__(self) -> _CtrlC:
+        # Not from another thread (Python refuses), nor where SIGINT is ignored
+        # (a background job): there it must stay ignored.
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        self.count += 1
+        if self.count >= 3:
+            raise KeyboardInterrupt
 
 
 def _fill(pool, pending: dict, queue, work, limit: int) -> None:

@@ -13,7 +13,7 @@ import bz2
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
@@ -98,6 +98,7 @@ def import_history_files(
     the file and line of the first bad row; then nothing is written.
     """
     started = time.monotonic()
+    newest = newest_allowed()
     sources = [_sniff(Path(p), type_id) for p in paths]
     created = db.ensure_history_tables(conn)
     summary = HistoryImportSummary(files=len(sources), tables_created=created)
@@ -117,7 +118,7 @@ def import_history_files(
             ):
                 copy.write(SIGNATURE)
                 for number, source in enumerate(sources):
-                    for parsed in _read(source, region, type_id, all_regions):
+                    for parsed in _read(source, region, type_id, all_regions, newest):
                         copy.write(_encoded(number, parsed.rows))
                         summary.rows += len(parsed.rows)
                         summary.other_regions += parsed.other_regions
@@ -125,7 +126,7 @@ def import_history_files(
                 copy.write(TRAILER)
             staged = time.monotonic()
             summary.staging_seconds = staged - started
-            summary.written = _upsert_staged(conn, sources, region, type_id, all_regions)
+            summary.written = _upsert_staged(conn, sources, region, type_id, all_regions, newest)
             summary.upsert_seconds = time.monotonic() - staged
             # ON COMMIT DROP waits for the caller's commit: a second import in the
             # same transaction needs the name free.
@@ -146,13 +147,18 @@ def import_history(conn: psycopg.Connection, rows: Iterable[tuple]) -> Written:
     a (region, type, date) given twice is refused. Creates the tables if missing.
     """
     try:
-        checked = hf.rows_from_tuples(rows)
+        checked = hf.rows_from_tuples(rows, newest_allowed())
     except PriceFileError as exc:
         raise UserError(f"history row {str(exc).removeprefix('line ')}") from None
     db.ensure_history_tables(conn)
     with conn.transaction():
         written = upsert_rows(conn, checked)
     return written
+
+
+def newest_allowed(today: date | None = None) -> date:
+    """The newest day any history source may hold: tomorrow in UTC."""
+    return hf.tomorrow(today or datetime.now(timezone.utc).date())
 
 
 def upsert_rows(conn: psycopg.Connection, rows: hf.HistoryRows) -> Written:
@@ -198,7 +204,7 @@ def _open(path: Path, compressed: bool) -> BinaryIO:
 
 
 def _read(
-    source: _Source, region: int, type_id: int | None, all_regions: bool
+    source: _Source, region: int, type_id: int | None, all_regions: bool, newest: date
 ) -> Iterator[hf.Parsed]:
     """The file's rows, chunk by chunk; UserError at the first bad line."""
     try:
@@ -206,11 +212,11 @@ def _read(
             if source.shape != "csv":
                 text = _text(handle.read(), source.path)
                 if source.shape == "esi-json":
-                    yield hf.parse_esi_json(text, region=region, type_id=type_id)
+                    yield hf.parse_esi_json(text, region=region, type_id=type_id, newest=newest)
                 elif source.shape == "average-json":
-                    yield hf.parse_average_json(text, region=region, type_id=type_id)
+                    yield hf.parse_average_json(text, region=region, type_id=type_id, newest=newest)
                 else:
-                    yield hf.parse_average_csv(text, region=region)
+                    yield hf.parse_average_csv(text, region=region, newest=newest)
                 return
             for first_line, chunk, layout in _chunks(handle):
                 yield hf.parse_csv_chunk(
@@ -220,6 +226,7 @@ def _read(
                     region=region,
                     type_id=type_id,
                     all_regions=all_regions,
+                    newest=newest,
                 )
     except PriceFileError as exc:
         raise UserError(f"{source.path}:{exc}; nothing was imported") from None
@@ -315,6 +322,7 @@ def _upsert_staged(
     region: int,
     type_id: int | None,
     all_regions: bool,
+    newest: date,
 ) -> Written:
     # Enough memory to sort the staged rows into key order without spilling.
     conn.execute("SET LOCAL work_mem = '256MB'")
@@ -327,7 +335,7 @@ def _upsert_staged(
             statement = sqlfiles.load("upsert_history").format(source=STAGING_SOURCE)
             new, changed = conn.execute(statement).fetchone()
     except (psycopg.errors.CardinalityViolation, psycopg.errors.UniqueViolation):
-        raise _repeated(conn, sources, region, type_id, all_regions) from None
+        raise _repeated(conn, sources, region, type_id, all_regions, newest) from None
     return Written(new, changed)
 
 
@@ -337,13 +345,14 @@ def _repeated(
     region: int,
     type_id: int | None,
     all_regions: bool,
+    newest: date,
 ) -> UserError:
     """The error for a (region, type, date) given twice, naming both places."""
     region_id, type_, day, numbers = conn.execute(sqlfiles.load("history_repeated")).fetchone()
     places = []
     for number in dict.fromkeys(numbers):
         source = sources[number]
-        for parsed in _read(source, region, type_id, all_regions):
+        for parsed in _read(source, region, type_id, all_regions, newest):
             rows = parsed.rows
             hits = np.flatnonzero(
                 (rows.region_id == region_id)
@@ -358,9 +367,14 @@ def _repeated(
     )
 
 
-def known_through(conn: psycopg.Connection, region: int, type_ids: list[int]) -> dict[int, date]:
-    """The newest stored day per type in the region (types without history are absent)."""
+def known_through(
+    conn: psycopg.Connection, region: int, type_ids: list[int], newest: date
+) -> dict[int, date]:
+    """The newest stored day per type in the region, up to `newest` (types without
+    history are absent): a day stored beyond it, by other means or an older
+    version, must not make a type look up to date for good."""
     rows = conn.execute(
-        sqlfiles.load("history_latest"), {"type_ids": type_ids, "region_id": region}
+        sqlfiles.load("history_latest"),
+        {"type_ids": type_ids, "region_id": region, "newest": newest},
     ).fetchall()
     return dict(rows)

@@ -6,7 +6,8 @@ The others are asked through the same polite client as `prices fetch`, and
 their days are upserted in small groups as they arrive, each group its own
 transaction: an interrupted fetch keeps every group written, and running it
 again asks only for the types still behind. A day stored with the same values
-is not written again.
+is not written again. A day dated after tomorrow (UTC) is not stored: no
+market has it yet, and it would make the type look up to date for good.
 """
 
 from __future__ import annotations
@@ -43,8 +44,12 @@ class HistoryFetchSummary:
     # skipped, and the types they were in.
     bad_days: int = 0
     bad_day_types: list[int] = field(default_factory=list)
+    # Days dated after tomorrow (UTC): skipped, and the types they were in.
+    future_days: int = 0
+    future_day_types: list[int] = field(default_factory=list)
     written: history.Written = field(default_factory=history.Written)
     latest: date | None = None  # the newest day ESI can have
+    newest_allowed: date | None = None  # tomorrow: a day after it is not stored
     interrupted: bool = False
     elapsed: float = 0.0
     stats: esi.FetchStats = field(default_factory=esi.FetchStats)
@@ -78,8 +83,11 @@ def fetch_history(
             types = sorted(set(type_ids or []))
         created = db.ensure_history_tables(conn)
         latest = newest_day(today)
-        known = history.known_through(conn, client.region, types)
-        summary = HistoryFetchSummary(types=len(types), latest=latest, tables_created=created)
+        newest = history.newest_allowed(today)
+        known = history.known_through(conn, client.region, types, newest)
+        summary = HistoryFetchSummary(
+            types=len(types), latest=latest, newest_allowed=newest, tables_created=created
+        )
         summary.up_to_date = [t for t in types if t in known and known[t] >= latest]
         behind = [t for t in types if not (t in known and known[t] >= latest)]
         summary.asked = len(behind)
@@ -106,11 +114,13 @@ def fetch_history(
             summary.interrupted = for_each_type(
                 behind,
                 lambda type_id: hf.esi_days(
-                    client.history(type_id), region=client.region, type_id=type_id
+                    client.history(type_id), region=client.region, type_id=type_id, newest=newest
                 ),
                 record,
                 concurrency=concurrency,
                 after_each=flush_if_due,
+                client=client,
+                say=bar.note,
             )
         finally:
             # Whatever was fetched is written, even on Ctrl+C: each group is whole.
@@ -144,7 +154,7 @@ def _record(
     summary: HistoryFetchSummary, type_id: int, future: Future, pending: _Pending, bar
 ) -> None:
     try:
-        rows, bad = future.result()
+        rows, bad, future_days = future.result()
     except esi.TypeFailed as exc:
         summary.failed.append((type_id, str(exc)))
         bar.add(1, failed=1)
@@ -152,6 +162,9 @@ def _record(
     if bad:
         summary.bad_days += bad
         summary.bad_day_types.append(type_id)
+    if future_days:
+        summary.future_days += future_days
+        summary.future_day_types.append(type_id)
     if not len(rows):
         summary.no_history.append(type_id)
         bar.add(1, no_history=1)

@@ -12,6 +12,12 @@ reader and checked with vectorized tests; only a chunk that fails is read
 again line by line, to name the first bad line and why. So the line-by-line
 rules below are the definition, and the fast path only ever accepts rows
 they accept.
+
+A day must lie between FIRST_DAY and the caller's `newest` (tomorrow in UTC,
+which this module does not read from the clock): a day from before EVE's
+market or from the future is a broken source, and one stored would stand
+for a day that never was (a future one makes `prices history fetch` think a
+type is up to date for good).
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,6 +49,9 @@ _MAX_COUNT = 2**63 - 1
 _DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _WHOLE = re.compile(r"[+-]?[0-9]{1,19}")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# EVE Online opened on this day: no market has a day before it. It also keeps
+# out year 0000, which numpy reads and PostgreSQL stores as 1 BC.
+FIRST_DAY = date(2003, 5, 6)
 
 
 @dataclass
@@ -145,18 +155,19 @@ def parse_csv_chunk(
     region: int,
     type_id: int | None,
     all_regions: bool = False,
+    newest: date | None = None,
 ) -> Parsed:
     """The rows of a chunk of whole CSV lines (no header), the first being first_line.
 
     Rows of a file without region_id,type_id get `region` and `type_id`; rows
     of a file with them keep their own, and only those of `region` are kept
-    unless all_regions.
+    unless all_regions. A day after `newest` is refused (see the module's note).
     """
     if not layout.has_keys and type_id is None:
         raise PriceFileError(1, NEEDS_TYPE)
-    rows = _fast(chunk, layout, region, type_id)
+    rows = _fast(chunk, layout, region, type_id, newest)
     if rows is None:
-        rows, lines = _careful(chunk, first_line, layout, region, type_id)
+        rows, lines = _careful(chunk, first_line, layout, region, type_id, newest)
 
         def where(i: int) -> str:
             return f"line {lines[i]}"
@@ -192,7 +203,7 @@ def _nth_row_line(chunk: bytes, first_line: int, n: int) -> int:
     raise IndexError(n)
 
 
-def _fast(chunk: bytes, layout: CsvLayout, region: int, type_id: int | None):
+def _fast(chunk: bytes, layout: CsvLayout, region: int, type_id: int | None, newest: date | None):
     """numpy's reading of the chunk if every row passes the rules, else None."""
     if b'"' in chunk:
         return None  # quoted cells: the csv module reads them
@@ -227,6 +238,9 @@ def _fast(chunk: bytes, layout: CsvLayout, region: int, type_id: int | None):
         days = table["date"].astype("datetime64[D]")
     except ValueError:  # a day that does not exist, such as 2023-02-29
         return None
+    last = np.datetime64(newest or date.max, "D")
+    if not ((days >= np.datetime64(FIRST_DAY, "D")) & (days <= last)).all():
+        return None
     if layout.has_keys:
         regions, types = table["region_id"], table["type_id"]
     else:
@@ -250,7 +264,12 @@ NEEDS_TYPE = (
 
 
 def _careful(
-    chunk: bytes, first_line: int, layout: CsvLayout, region: int, type_id: int | None
+    chunk: bytes,
+    first_line: int,
+    layout: CsvLayout,
+    region: int,
+    type_id: int | None,
+    newest: date | None,
 ) -> tuple[HistoryRows, list[int]]:
     """The chunk line by line: the rules, and the first bad line's number and reason."""
     text = _decode(chunk, first_line)
@@ -274,7 +293,7 @@ def _careful(
         values = (
             row_region,
             row_type,
-            _day(cells[where["date"]], line),
+            _day(cells[where["date"]], line, newest),
             *(_price(cells[where[n]], n, line) for n in PRICE_NAMES),
             _count(cells[where["volume"]], "volume", line),
             _count(cells[where["order_count"]], "order_count", line),
@@ -350,39 +369,72 @@ def _id(cell, name: str, line: int) -> int:
     return _whole(cell, name, line, 1, _MAX_ID, "a positive whole number")
 
 
-def _day(cell, line: int) -> date:
+def _day(cell, line: int, newest: date | None = None) -> date:
+    """A YYYY-MM-DD day from FIRST_DAY to newest (no upper bound if None)."""
     text = cell.strip() if isinstance(cell, str) else None
+    day = None
     if text is not None and _DATE.fullmatch(text):
         try:
-            return date.fromisoformat(text)
-        except ValueError:
+            day = date.fromisoformat(text)
+        except ValueError:  # 2023-02-29, or year 0000
             pass
-    raise PriceFileError(line, f"date {_shown(cell)} is not a date (YYYY-MM-DD)")
+    if day is None:
+        raise PriceFileError(line, f"date {_shown(cell)} is not a date (YYYY-MM-DD)")
+    if day < FIRST_DAY:
+        raise PriceFileError(
+            line, f"date {_shown(cell)} is before {FIRST_DAY.isoformat()}, when EVE's market opened"
+        )
+    if newest is not None and day > newest:
+        raise PriceFileError(line, future_reason(cell, newest))
+    return day
 
 
-def parse_esi_json(text: str, *, region: int, type_id: int) -> Parsed:
+def future_reason(cell, newest: date) -> str:
+    """Why a day after `newest` (tomorrow, UTC) is refused."""
+    return (
+        f"date {_shown(cell)} is in the future (after {newest.isoformat()}, tomorrow in UTC):"
+        " no market has that day yet"
+    )
+
+
+def tomorrow(today: date) -> date:
+    """The newest day a source may hold, given today's UTC date: a day of slack for clocks."""
+    return today + timedelta(days=1)
+
+
+def parse_esi_json(text: str, *, region: int, type_id: int, newest: date | None = None) -> Parsed:
     """ESI history JSON: a list of {average, date, highest, lowest, order_count, volume}."""
     columns: list[list] = [[] for _ in _COLUMNS]
     places: list[str] = []
     for number, (line, entry) in enumerate(json_entries(text), start=1):
-        for column, value in zip(columns, _esi_day(entry, region, type_id, line, number)):
+        values = _esi_day(entry, region, type_id, line, number, newest)
+        for column, value in zip(columns, values):
             column.append(value)
         places.append(f"line {line}, entry {number}")
     return Parsed(HistoryRows.from_lists(columns), places.__getitem__)
 
 
-def esi_days(entries: list, *, region: int, type_id: int) -> tuple[HistoryRows, int]:
+class EsiDays(NamedTuple):
+    rows: HistoryRows  # the days that pass the rules
+    bad: int  # days that could not be real: no date, a negative price, ...
+    future: int  # days dated after `newest`: real perhaps, but not yet
+
+
+def esi_days(entries: list, *, region: int, type_id: int, newest: date | None = None) -> EsiDays:
     """The days of an ESI history answer that pass the rules, and how many did not.
 
     A date given twice keeps its last entry (a day is one row of the table).
     """
     columns: list[list] = [[] for _ in _COLUMNS]
-    bad = 0
+    bad = future = 0
     for number, entry in enumerate(entries, start=1):
         try:
             values = _esi_day(entry, region, type_id, 1, number)
         except PriceFileError:
             bad += 1
+            continue
+        if newest is not None and values[2] > newest:
+            future += 1
             continue
         for column, value in zip(columns, values):
             column.append(value)
@@ -391,10 +443,12 @@ def esi_days(entries: list, *, region: int, type_id: int) -> tuple[HistoryRows, 
     _, last = np.unique(rows.date[::-1], return_index=True)
     if last.size != len(rows):
         rows = rows.select(np.sort(len(rows) - 1 - last))
-    return rows, bad
+    return EsiDays(rows, bad, future)
 
 
-def _esi_day(entry, region: int, type_id: int, line: int, number: int) -> tuple:
+def _esi_day(
+    entry, region: int, type_id: int, line: int, number: int, newest: date | None = None
+) -> tuple:
     at = f"entry {number}"
     if not isinstance(entry, dict):
         raise PriceFileError(line, f"{at}: expected an object with {', '.join(DAY_FIELDS)}")
@@ -405,7 +459,7 @@ def _esi_day(entry, region: int, type_id: int, line: int, number: int) -> tuple:
         return (
             region,
             type_id,
-            _day(entry["date"], line),
+            _day(entry["date"], line, newest),
             *(_price(entry[n], n, line) for n in PRICE_NAMES),
             _count(entry["volume"], "volume", line),
             _count(entry["order_count"], "order_count", line),
@@ -420,7 +474,7 @@ def days_since(days: np.ndarray, epoch: np.datetime64) -> np.ndarray:
     return (days.astype("datetime64[D]") - epoch).astype(np.int64)
 
 
-def rows_from_tuples(rows) -> HistoryRows:
+def rows_from_tuples(rows, newest: date | None = None) -> HistoryRows:
     """HistoryRows from tuples (region_id, type_id, date, average, highest, lowest, volume,
     order_count), each checked by the file rules; PriceFileError names the row (1-based)."""
     columns: list[list] = [[] for _ in _COLUMNS]
@@ -433,7 +487,7 @@ def rows_from_tuples(rows) -> HistoryRows:
         values = (
             _id(region, "region_id", n),
             _id(type_id, "type_id", n),
-            _day(day, n),
+            _day(day, n, newest),
             _price(average, "average", n),
             _price(highest, "highest", n),
             _price(lowest, "lowest", n),
@@ -466,7 +520,9 @@ SHAPES = (
 )
 
 
-def parse_average_json(text: str, *, region: int, type_id: int | None) -> Parsed:
+def parse_average_json(
+    text: str, *, region: int, type_id: int | None, newest: date | None = None
+) -> Parsed:
     """A JSON object of daily averages: zKillboard's or evetreemap's shape."""
     try:
         with shallow_recursion():
@@ -496,7 +552,9 @@ def parse_average_json(text: str, *, region: int, type_id: int | None) -> Parsed
                     1, f"prices[{type_key!r}] should map dates to averages; found {_kind(days)}"
                 )
             for day, average in days.items():
-                rows.append(_average_row(region, type_, day, average, f"prices[{type_key!r}]"))
+                rows.append(
+                    _average_row(region, type_, day, average, f"prices[{type_key!r}]", newest)
+                )
                 places.append(f"type {type_}, {day}")
     else:
         days = {k: v for k, v in doc.items() if k not in _ZKB_KEYS and _DATE.fullmatch(str(k))}
@@ -513,18 +571,18 @@ def parse_average_json(text: str, *, region: int, type_id: int | None) -> Parsed
                 1, "zKillboard price JSON without a typeID: give the file's --type-id"
             )
         for key, average in days.items():
-            rows.append(_average_row(region, type_id, key, average, "the object"))
+            rows.append(_average_row(region, type_id, key, average, "the object", newest))
             places.append(f"{key}")
     columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in _COLUMNS]
     return Parsed(HistoryRows.from_lists(columns), places.__getitem__)
 
 
-def _average_row(region: int, type_id: int, day, average, where: str) -> tuple:
+def _average_row(region: int, type_id: int, day, average, where: str, newest: date | None) -> tuple:
     try:
         return (
             region,
             type_id,
-            _day(day, 1),
+            _day(day, 1, newest),
             _price(average, "average", 1),
             NO_PRICE,
             NO_PRICE,
@@ -540,7 +598,7 @@ def is_average_csv(header: str) -> bool:
     return set(AVERAGE_CSV_FIELDS) <= names and not names & {"highest", "lowest"}
 
 
-def parse_average_csv(text: str, *, region: int) -> Parsed:
+def parse_average_csv(text: str, *, region: int, newest: date | None = None) -> Parsed:
     """type_id,date,average[,region_id]: one average a (type, day), region from the row
     or the caller's."""
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -565,7 +623,7 @@ def parse_average_csv(text: str, *, region: int) -> Parsed:
             (
                 row_region,
                 _id(row[at["type_id"]], "type_id", line),
-                _day(row[at["date"]], line),
+                _day(row[at["date"]], line, newest),
                 _price(row[at["average"]], "average", line),
                 NO_PRICE,
                 NO_PRICE,

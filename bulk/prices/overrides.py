@@ -74,6 +74,9 @@ def check(override: Override) -> Override:
         raise ValueError(f"valid_from {start.isoformat()} is after valid_to {end.isoformat()}")
     if override.note is not None and len(override.note) > _MAX_NOTE:
         raise ValueError(f"the note is longer than {_MAX_NOTE:,} characters")
+    if override.note is not None and "\x00" in override.note:
+        # PostgreSQL's text cannot hold it: caught here, the error can name the line.
+        raise ValueError("the note has a NUL character (\\x00), which PostgreSQL cannot store")
     return Override(type_id, float(price), start, end, override.note or None)
 
 

@@ -164,8 +164,8 @@ def test_an_esi_answer_skips_bad_days_and_keeps_the_last_of_a_repeated_date():
         {**day, "date": "2025-01-01", "average": 2.0},
         "not a day",
     ]
-    rows, bad = esi_days(entries, region=10000002, type_id=34)
-    assert bad == 2
+    rows, bad, future = esi_days(entries, region=10000002, type_id=34)
+    assert (bad, future) == (2, 0)
     assert _as_tuples(rows) == [(10000002, 34, "2025-01-01", 2.0, 1.0, 1.0, 1, 1)]
 
 
