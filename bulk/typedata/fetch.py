@@ -116,6 +116,8 @@ def _round(conn, client, kind, wanted, concurrency, progress, summary) -> bool:
             record,
             concurrency=concurrency,
             after_each=flush_if_due,
+            client=client,
+            say=bar.note,
         )
     finally:
         _flush(conn, done, kind, summary)  # whatever came back is kept, even on Ctrl+C
