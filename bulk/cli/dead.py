@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from bulk.cli import options, render
-from bulk.queue import broker
+from bulk.queue import broker, messages
 from bulk.queue import dead as dead_letters
 
 
@@ -53,20 +53,31 @@ def dead_list_cmd(rabbitmq_url, queue, limit):
 
 @dead_group.command("requeue")
 @options.broker_options
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many messages.")
-def dead_requeue_cmd(rabbitmq_url, queue, limit):
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many dead letters.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, messages.MAX_IDS),
+    default=dead_letters.DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Dead letters of the same mode and rule set go back merged into batches of up to "
+    "this many killmails.",
+)
+def dead_requeue_cmd(rabbitmq_url, queue, limit, batch_size):
     """Put dead-lettered batches back on the work queue, once the cause is fixed.
 
-    Invalid messages stay in the dead-letter queue: they would fail again.
+    Dead letters of one mode and rule set are merged into batches (one killmail
+    a letter is what a split leaves), each confirmed by the broker before its
+    letters leave the dead-letter queue. Invalid messages stay: they would fail again.
 
     \b
     Example:
         bulk-backfill dead requeue
     """
-    summary = dead_letters.requeue_dead(rabbitmq_url, queue, limit)
+    summary = dead_letters.requeue_dead(rabbitmq_url, queue, limit, batch_size)
     click.echo(
         f"requeued {render.plural(summary.requeued_messages, 'message')} "
-        f"({render.plural(summary.requeued_ids, 'killmail')}) to {queue}; "
+        f"({render.plural(summary.requeued_ids, 'killmail')}) to {queue} "
+        f"as {render.plural(summary.batches, 'batch')}; "
         f"{render.plural(summary.remaining, 'message')} left in {broker.dead_letter_queue(queue)}"
         + (f" ({summary.left_invalid:,} invalid)" if summary.left_invalid else "")
     )

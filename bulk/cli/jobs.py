@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
 import click
 
 from bulk import config
@@ -24,6 +30,50 @@ def _prices_from(rules: str, price_column: str) -> str:
     return f"prices from {price_column}" if rules == "seed" else f"rules {rules}"
 
 
+def _failed_file(ctx, param, value: str | None) -> Path | None:
+    """Refused before the run, not after it: a run's list must have somewhere to go."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_dir():
+        raise click.BadParameter(f"{value!r} is a directory; give a file name", ctx, param)
+    folder = path.parent
+    if not folder.is_dir():
+        raise click.BadParameter(f"the directory {str(folder)!r} does not exist", ctx, param)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"cannot write in the directory {str(folder)!r}", ctx, param)
+    return path
+
+
+def _write_failed(failures: list, path: Path | None) -> str:
+    """Every failed killmail, one `ID<TAB>error` line each, sorted by ID; the file's name.
+
+    Written beside its final name and renamed into place, so a reader (or a full
+    disk) never sees half a list. With no path, a new file in the temporary directory.
+    """
+    if path is None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        fd, name = tempfile.mkstemp(prefix=f"bulk-backfill-run-failed-{stamp}-", suffix=".tsv")
+        target = Path(name)
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        target = path
+    try:
+        if path is not None:
+            # mkstemp's file is private; the one asked for gets the mode a new file gets.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            for failure in sorted(failures, key=lambda f: f.killmail_id):
+                out.write(f"{failure.killmail_id}\t{' '.join(failure.error.split())}\n")
+        os.replace(name, target)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return str(target)
+
+
 @click.command("run")
 @options.database_option
 @options.selection_options
@@ -33,6 +83,14 @@ def _prices_from(rules: str, price_column: str) -> str:
 @options.engine_option
 @options.touch_updated_at_option
 @options.db_patience_option
+@click.option(
+    "--failed-file",
+    metavar="PATH",
+    callback=_failed_file,
+    help="Write every failed killmail here (ID, a tab, the error; sorted), even none. "
+    "Without it, a failed list too long for the summary goes to a file the summary names.",
+)
+@options.json_option
 def run_cmd(
     database_url,
     procs,
@@ -44,6 +102,8 @@ def run_cmd(
     touch_updated_at,
     batch_size,
     db_patience,
+    failed_file,
+    as_json,
     **selection,
 ):
     """Value killmails on this machine with N processes, no broker needed.
@@ -80,19 +140,36 @@ def run_cmd(
         db_patience=db_patience,
         announce=announce,
     )
-    render.run_summary(summary)
+    # The summary names the first failures; the whole list goes to --failed-file, or,
+    # when the summary cuts it and --json does not hold it, to a file of its own.
+    written = unwritten = None
+    if failed_file is not None or (not as_json and render.failures_cut(summary.failures)):
+        try:
+            written = _write_failed(summary.failures, failed_file)
+        except OSError as exc:
+            unwritten = f"could not write the list of failed killmails: {exc}"
+    if as_json:
+        click.echo(json.dumps(render.run_json(summary, written), indent=2))
+    else:
+        render.run_summary(summary, written)
+    if unwritten:
+        click.echo(f"bulk-backfill: error: {unwritten}", err=True)
     if summary.stopped_early:
         raise click.ClickException(
             f"{summary.stopped_early}; " + render.resume_hint("run", summary.resume_after, "valued")
         )
+    # With --json, stdout is the JSON object alone: the hints go to stderr.
     if summary.interrupted and summary.resume_after is not None:
         click.echo(
-            f"interrupted: resume with the same command and --after-id {summary.resume_after}"
+            f"interrupted: resume with the same command and --after-id {summary.resume_after}",
+            err=as_json,
         )
     elif summary.interrupted:
-        click.echo("interrupted before the first batch finished: run the same command again")
+        click.echo(
+            "interrupted before the first batch finished: run the same command again", err=as_json
+        )
     # As for work: a stop by signal exits 0; the summary lists what failed before it.
-    if summary.failures and not summary.interrupted:
+    if (summary.failures and not summary.interrupted) or (unwritten and failed_file is not None):
         raise click.exceptions.Exit(1)
 
 

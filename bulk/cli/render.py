@@ -202,7 +202,8 @@ def work_summary(summary: supervise.WorkSummary) -> None:
     click.echo("\n".join(lines))
 
 
-def run_summary(summary: RunSummary) -> None:
+def run_summary(summary: RunSummary, failed_file: str | None = None) -> None:
+    """The text summary of a run; `failed_file` names where the full failed list was written."""
     other_skips = summary.skipped - summary.no_victim - len(summary.failures)
     lines = [
         f"selected   {summary.selected:>12,}",
@@ -215,12 +216,41 @@ def run_summary(summary: RunSummary) -> None:
     if summary.no_victim_sample:
         lines.append(f"no victim: {sample(summary.no_victim_sample, total=summary.no_victim)}")
     lines += failure_lines(summary.failures)
+    if failed_file is not None:
+        lines.append(
+            f"full list of the {plural(len(summary.failures), 'failed killmail')}: {failed_file}"
+        )
     if summary.restarts:
         lines.append(f"child processes restarted: {summary.restarts}")
     if summary.scan_reconnects:
         lines.append(f"scan reconnected to the database: {summary.scan_reconnects}")
     lines += gaps_lines(summary.with_gaps)
     click.echo("\n".join(lines))
+
+
+def run_json(summary: RunSummary, failed_file: str | None = None) -> dict:
+    """run --json: the summary's counts and every failed killmail, however many."""
+    return {
+        "selected": summary.selected,
+        "processed": summary.processed,
+        "updated": summary.updated,
+        "skipped": summary.skipped,
+        "no_victim": summary.no_victim,
+        "no_victim_sample": summary.no_victim_sample,
+        "failed": len(summary.failures),
+        "failures": [
+            {"killmail_id": f.killmail_id, "error": f.error}
+            for f in sorted(summary.failures, key=lambda f: f.killmail_id)
+        ],
+        "failed_file": failed_file,
+        "elapsed": round(summary.elapsed, 3),
+        "interrupted": summary.interrupted,
+        "stopped_early": summary.stopped_early,
+        "resume_after": summary.resume_after,
+        "restarts": summary.restarts,
+        "scan_reconnects": summary.scan_reconnects,
+        "incomplete": summary.with_gaps,
+    }
 
 
 def gaps_lines(with_gaps: int | None) -> list[str]:
@@ -233,18 +263,48 @@ def gaps_lines(with_gaps: int | None) -> list[str]:
     ]
 
 
-def failure_lines(failures: list) -> list[str]:
-    """Every killmail that failed alone, with its error; killmails sharing an error share a line."""
+# A whole job can fail alike (a full disk once failed 19,950 killmails, printed on
+# one line of 199,620 characters): the summary names the first few; the rest
+# are in run's --failed-file and --json.
+FAILED_IDS_SHOWN = 10  # IDs named on one error's line, as many as other samples name
+FAILED_ERRORS_SHOWN = 10  # error lines
+
+
+def failures_by_error(failures: list) -> list[tuple[str, list[int]]]:
+    """Each error with its killmails, sorted; the error most killmails share first, then
+    by lowest ID, so the same failures always print alike."""
     by_error: dict[str, list[int]] = {}
     for failure in failures:
         by_error.setdefault(failure.error, []).append(failure.killmail_id)
+    groups = [(error, sorted(ids)) for error, ids in by_error.items()]
+    return sorted(groups, key=lambda group: (-len(group[1]), group[1][0]))
+
+
+def failures_cut(failures: list) -> bool:
+    """Whether failure_lines leaves out some of these killmails."""
+    groups = failures_by_error(failures)
+    return len(groups) > FAILED_ERRORS_SHOWN or any(
+        len(ids) > FAILED_IDS_SHOWN for _, ids in groups
+    )
+
+
+def failure_lines(failures: list) -> list[str]:
+    """The killmails that failed alone, with their errors; killmails sharing an error share
+    a line. Up to FAILED_ERRORS_SHOWN errors and FAILED_IDS_SHOWN IDs each, then how many more."""
+    groups = failures_by_error(failures)
     lines = []
-    for error, ids in by_error.items():
+    for error, ids in groups[:FAILED_ERRORS_SHOWN]:
         if len(ids) == 1:
             lines.append(f"failed {ids[0]}: {error}")
-        else:
-            listed = ", ".join(map(str, sorted(ids)))
-            lines.append(f"failed {len(ids):,} killmails ({listed}): {error}")
+            continue
+        listed = ", ".join(map(str, ids[:FAILED_IDS_SHOWN]))
+        if len(ids) > FAILED_IDS_SHOWN:
+            listed += f", ... and {len(ids) - FAILED_IDS_SHOWN:,} more"
+        lines.append(f"failed {len(ids):,} killmails ({listed}): {error}")
+    rest = groups[FAILED_ERRORS_SHOWN:]
+    if rest:
+        killmails = sum(len(ids) for _, ids in rest)
+        lines.append(f"... and {plural(len(rest), 'more error')} ({plural(killmails, 'killmail')})")
     return lines
 
 
