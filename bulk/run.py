@@ -93,7 +93,7 @@ def _value(
     except EnvironmentFailure as exc:
         return ("stop", f"the database cannot take this job: {exc}")
     except DatabaseGone as exc:
-        return ("stop", f"lost the database and could not reconnect: {exc}")
+        return ("stop", str(exc))
     r = outcome.result
     failures = [(f.killmail_id, f.error) for f in outcome.failures]
     return (

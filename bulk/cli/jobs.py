@@ -319,6 +319,18 @@ def queue_cmd(
     help="Kill and restart a process that reports nothing for this many seconds "
     "while it has work in hand.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Prometheus metrics of every process on this port (/metrics).",
+)
+@click.option(
+    "--metrics-address",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address the metrics port listens on.",
+)
 def work_cmd(
     database_url,
     rabbitmq_url,
@@ -335,6 +347,8 @@ def work_cmd(
     batch_size,
     until_empty,
     stall_timeout,
+    metrics_port,
+    metrics_address,
 ):
     """Consume batches from RabbitMQ with N processes and write the values.
 
@@ -375,6 +389,7 @@ def work_cmd(
         allow_incomplete=allow_incomplete,
         stall_timeout=stall_timeout,
         announce=announce,
+        metrics_at=None if metrics_port is None else (metrics_address, metrics_port),
     )
     render.work_summary(summary)
     if summary.fatal:

@@ -176,6 +176,7 @@ class Worker:
                     if self.handled:
                         backoff.reset()
                     if isinstance(exc, _DatabaseLost):
+                        self.report(("database", False))
                         self._say_now_and_then(
                             "database",
                             f"database unreachable ({exc}); taking no batch until it answers",
@@ -246,6 +247,7 @@ class Worker:
             step(*args)
         except _Refused as exc:
             self.refusals += 1
+            self.report(("retry", "refused"))
             self._say_now_and_then(
                 "refused", f"{exc}; the message went back to the queue, retrying with backoff"
             )
@@ -274,6 +276,7 @@ class Worker:
                 tags=[tag],
             )
             self.report(("invalid", 1))
+            self.report(("dead-lettered", 1))
             self._ack([tag])
             return
         if isinstance(message, messages.Single):
@@ -341,11 +344,14 @@ class Worker:
             self._dead_letter(body, {}, reason=reason, attempts=attempts, tags=tags)
             count = len(set(ids))
             self.report(("written", count, 0, count, 0, count))
+            self.report(("dead-lettered", 1))
             self._say_now_and_then(f"rules {rules}", f"dead-lettered a batch of {count}: {reason}")
             self._ack(tags)
             return
+        started = time.monotonic()
         outcome = self._value(ids, mode, tags, rules)
         if isinstance(outcome, BatchResult):
+            self.report(("timed", time.monotonic() - started))
             # Reported at COMMIT, before the ack: if the ack is lost with the
             # connection, the redelivered batch finds its rows written and counts
             # them as skipped, so "updated" stays the number of rows changed.
@@ -390,7 +396,9 @@ class Worker:
         )
         if action is Action.REQUEUE:
             self._republish([unique], mode, attempts, failure_headers, tags, rules)
+            self.report(("retry", ErrorKind.BATCH.value))
         elif action is Action.SPLIT:
+            self.report(("split",))
             middle = len(unique) // 2
             halves = [unique[:middle], unique[middle:]]
             self._republish(halves, mode, self.s.max_attempts - 1, failure_headers, tags, rules)
@@ -410,6 +418,7 @@ class Worker:
                 tags=tags,
             )
             self.report(("written", 1, 0, 1, 0, 1))
+            self.report(("dead-lettered", 1))
             self._ack(tags)
             return
         self.report(("retried", len(unique)))
@@ -444,9 +453,11 @@ class Worker:
                     raise FatalError(describe(exc)) from None
                 if action is not Action.RETRY:
                     return describe(exc)  # a batch error: _do decides what comes next
+                self.report(("retry", kind.value))
                 if kind is ErrorKind.CONNECTION:
                     self.db.discard()
                     if lost:
+                        self.report(("database", False))
                         # A new connection failed as well. Holding the batches while the
                         # database is out of reach would only keep them from other hosts.
                         self._nack(tags)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bulk import db, readiness
+from bulk.metrics import WorkMetrics, count_event
 from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
 from bulk.progress import Progress
 from bulk.queue import broker
@@ -29,6 +30,7 @@ _DRAIN_CHECK = 0.05  # the same while every child is idle
 # forever with heartbeat=0; meanwhile nobody watched the children or Ctrl+C.
 DEPTH_TIMEOUT = 10.0
 _SAY_EVERY = 30.0  # seconds between two notes about the depth check
+_UNACKED_EVERY = 5.0  # seconds between two reads of the unacked count (metrics only)
 _EXIT_FATAL = 3
 # A child that says nothing for this long while it has work in hand is killed
 # and restarted. A batch of 500 takes well under a second and one of 10,000 a
@@ -101,9 +103,11 @@ class _Fleet:
         summary: WorkSummary,
         bar: Progress,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        metrics: WorkMetrics | None = None,
     ):
         self.summary = summary
         self.bar = bar
+        self.metrics = metrics
         self.events = 0  # batches finished or handed on, to tell "still idle" apart
         self.children = Children(
             _child,
@@ -118,6 +122,9 @@ class _Fleet:
             stall_timeout=stall_timeout,
         )
 
+    def busy(self) -> int:
+        return sum(not c.idle for c in self.children.children)
+
     def all_idle(self) -> bool:
         return all(c.idle for c in self.children.children)
 
@@ -126,7 +133,8 @@ class _Fleet:
         s = self.summary
         if kind == "idle":
             child.idle = rest[0]
-        elif kind == "written":
+        count_event(self.metrics, event, self.busy)
+        if kind == "written":
             killmails, updated, skipped, no_victim, dead = rest
             self.events += 1
             s.batches += 1
@@ -169,16 +177,19 @@ class _Depth:
     a connection the broker will never answer.
     """
 
-    def __init__(self, url: str, queue: str, timeout: float = DEPTH_TIMEOUT):
+    def __init__(
+        self, url: str, queue: str, timeout: float = DEPTH_TIMEOUT, with_unacked: bool = False
+    ):
         self.url = url
         self.queue = queue
         self.timeout = timeout
+        self.with_unacked = with_unacked
         self.asker: _Asker | None = None
         self.unanswered_since: float | None = None  # when the broker stopped answering
 
     def ready(self) -> int | None:
         if self.asker is None:
-            self.asker = _Asker(self.url, self.queue)
+            self.asker = _Asker(self.url, self.queue, self.with_unacked)
         asked = time.monotonic()
         answer = self.asker.ask(self.timeout)
         if answer is None:
@@ -189,6 +200,10 @@ class _Depth:
             self.unanswered_since = None
         return answer
 
+    def unacked(self) -> float:
+        """The queue's unacked messages as last read (NaN: not read, or cannot be)."""
+        return float("nan") if self.asker is None else self.asker.unacked
+
     def close(self) -> None:
         if self.asker is not None:
             self.asker.leave()
@@ -198,9 +213,12 @@ class _Depth:
 class _Asker:
     """A thread that holds one broker connection and answers depth checks, one at a time."""
 
-    def __init__(self, url: str, queue: str):
+    def __init__(self, url: str, queue: str, with_unacked: bool = False):
         self.url = url
         self.queue = queue
+        self.with_unacked = with_unacked
+        self.unacked = float("nan")
+        self.unacked_at = -_UNACKED_EVERY
         self.requests: queues.SimpleQueue = queues.SimpleQueue()
         self.answers: queues.SimpleQueue = queues.SimpleQueue()
         threading.Thread(target=self._serve, name="bulk-depth", daemon=True).start()
@@ -229,12 +247,25 @@ class _Asker:
                     if self.channel is None or not self.channel.is_open:
                         self.channel = self.connection.channel()
                     self.answers.put(broker.depth(self.channel, self.queue).ready)
+                    self._read_unacked()
                 except broker.CONNECTION_ERRORS + (broker.BrokerError,):
                     broker.close_quietly(self.connection)
                     self.connection = self.channel = None
                     self.answers.put(None)
         finally:
             broker.close_quietly(self.connection)
+
+    def _read_unacked(self) -> None:
+        # Only the management API knows the unacked count; asked here, after the
+        # answer, so that a slow API never delays a depth check.
+        now = time.monotonic()
+        if not self.with_unacked or now - self.unacked_at < _UNACKED_EVERY:
+            return
+        self.unacked_at = now
+        from bulk.audit.status import unacked_count
+
+        count = unacked_count(self.url, self.queue)
+        self.unacked = float("nan") if count is None else float(count)
 
 
 def work(
@@ -247,6 +278,7 @@ def work(
     progress: bool = True,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     announce: Callable[[int], None] | None = None,
+    metrics_at: tuple[str, int] | None = None,
 ) -> WorkSummary:
     """Consume the queue with `procs` children until stopped (or drained, with until_empty).
 
@@ -276,6 +308,13 @@ def work(
         summary.with_gaps = gaps
     finally:
         connection.close()
+    metrics = None
+    if metrics_at is not None:
+        metrics = WorkMetrics()
+        # What the checks just above found, until the first depth check says more.
+        metrics.broker_up.set(1)
+        metrics.ready.set(summary.waiting_at_start)
+        metrics.serve(metrics_at[1], metrics_at[0])
     if announce is not None:
         announce(summary.waiting_at_start)
     bar = Progress(
@@ -294,11 +333,11 @@ def work(
             flush=True,
         )
 
-    depth = _Depth(settings.amqp_url, settings.queue)
+    depth = _Depth(settings.amqp_url, settings.queue, with_unacked=metrics is not None)
     fleet = None
     try:
         with Stopper(on_first_signal) as stopper:
-            fleet = _Fleet(settings, procs, summary, bar, stall_timeout)
+            fleet = _Fleet(settings, procs, summary, bar, stall_timeout, metrics)
             _supervise(fleet, depth, stopper, until_empty, bar)
             summary.interrupted = stopper.requested
             children = fleet.children
@@ -330,11 +369,19 @@ def _supervise(fleet: _Fleet, depth: _Depth, stopper, until_empty: bool, bar) ->
         idle = fleet.all_idle()
         children.collect(_DRAIN_CHECK if idle else _POLL)
         children.kill_stalled()
+        if fleet.metrics is not None:
+            fleet.metrics.children.set(len(children.children))
+            fleet.metrics.in_hand.set(fleet.busy())
         # Once every child is idle the end may be near: look more often.
         if time.monotonic() - last_check < (_DRAIN_CHECK if idle else _DEPTH_EVERY):
             continue
         last_check = time.monotonic()
         ready = depth.ready()
+        if fleet.metrics is not None:
+            fleet.metrics.broker_up.set(0 if ready is None else 1)
+            if ready is not None:
+                fleet.metrics.ready.set(ready)
+                fleet.metrics.unacked.set(depth.unacked())
         if ready is None:
             drained_seen = None
             now = time.monotonic()

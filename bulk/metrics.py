@@ -1,0 +1,120 @@
+"""Prometheus metrics of a `work` fleet, served by the parent on one port.
+
+The children send their events to the parent over their pipes (bulk.procs);
+the parent turns them into these counters and gauges, so one scrape sees the
+whole fleet of one host. Everything lives in a registry of its own: two jobs
+in one process (tests) never share a counter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from bulk.errors import UserError
+
+PREFIX = "bulk_backfill"
+# Batch seconds: a batch of 500 takes well under a second; a slow trigger or a
+# full disk takes minutes.
+BATCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, float("inf"))
+
+
+class WorkMetrics:
+    """The metrics of one `work` parent; None-safe helpers keep call sites short."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.killmails = Counter(
+            f"{PREFIX}_killmails_valued", "Killmails valued and committed.", registry=r
+        )
+        self.acked = Counter(f"{PREFIX}_batches_acked", "Messages acked after COMMIT.", registry=r)
+        self.split = Counter(f"{PREFIX}_batches_split", "Batches split in halves.", registry=r)
+        self.dead = Counter(
+            f"{PREFIX}_batches_dead_lettered", "Batches sent to <queue>.dead.", registry=r
+        )
+        self.redelivered = Counter(
+            f"{PREFIX}_batches_redelivered",
+            "Batches that came back unacked (a worker died, froze or lost the broker).",
+            registry=r,
+        )
+        self.retries = Counter(
+            f"{PREFIX}_retries",
+            "Tries again after an error, by its class.",
+            ["error"],
+            registry=r,
+        )
+        self.children = Gauge(f"{PREFIX}_children_alive", "Worker processes alive.", registry=r)
+        self.in_hand = Gauge(
+            f"{PREFIX}_batches_in_hand", "Worker processes busy with a batch.", registry=r
+        )
+        self.since_commit = Gauge(
+            f"{PREFIX}_seconds_since_last_commit",
+            "Seconds since a batch was last committed (or since start).",
+            registry=r,
+        )
+        self.database_up = Gauge(
+            f"{PREFIX}_database_reachable", "1 while the database answers the workers.", registry=r
+        )
+        self.broker_up = Gauge(
+            f"{PREFIX}_broker_reachable", "1 while the broker answers the parent.", registry=r
+        )
+        self.ready = Gauge(f"{PREFIX}_queue_ready_messages", "Ready messages.", registry=r)
+        self.unacked = Gauge(
+            f"{PREFIX}_queue_unacked_messages",
+            "Unacked messages, from the management API (NaN where it cannot be read).",
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            f"{PREFIX}_batch_seconds",
+            "Seconds to value and commit one batch.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.last_commit = time.monotonic()
+        self.since_commit.set_function(lambda: time.monotonic() - self.last_commit)
+        self.database_up.set(1)
+        self.unacked.set(float("nan"))
+
+    def committed(self) -> None:
+        self.last_commit = time.monotonic()
+
+    def serve(self, port: int, address: str = "0.0.0.0") -> None:
+        """Serve /metrics from a thread of this process; a port in use is one clear line."""
+        try:
+            start_http_server(port, addr=address, registry=self.registry)
+        except OSError as exc:
+            raise UserError(
+                f"cannot serve metrics on {address}:{port}: {exc.strerror or exc}"
+            ) from None
+
+
+def count_event(metrics: WorkMetrics | None, event: tuple, busy: Callable[[], int]) -> None:
+    """Turn one child event (bulk.queue.consume's report tuples) into metrics."""
+    if metrics is None:
+        return
+    kind, *rest = event
+    if kind == "written":
+        killmails, updated, skipped, no_victim, dead = rest
+        if not dead:
+            metrics.killmails.inc(killmails)
+            metrics.committed()
+            metrics.database_up.set(1)
+    elif kind == "acked":
+        metrics.acked.inc(rest[0])
+    elif kind == "timed":
+        metrics.batch_seconds.observe(rest[0])
+    elif kind == "split":
+        metrics.split.inc()
+    elif kind == "dead-lettered":
+        metrics.dead.inc(rest[0])
+    elif kind == "redelivered":
+        metrics.redelivered.inc(rest[0])
+    elif kind == "retry":
+        metrics.retries.labels(error=rest[0]).inc()
+    elif kind == "database":
+        metrics.database_up.set(1 if rest[0] else 0)
+    elif kind == "idle":
+        metrics.in_hand.set(busy())
