@@ -1,4 +1,4 @@
-"""Prometheus metrics of a `work` fleet, served by the parent on one port.
+"""Prometheus metrics of a `work` fleet or a `run`, served by the parent on one port.
 
 The children send their events to the parent over their pipes (bulk.procs);
 the parent turns them into these counters and gauges, so one scrape sees the
@@ -21,8 +21,49 @@ PREFIX = "bulk_backfill"
 BATCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, float("inf"))
 
 
+class RunMetrics:
+    """The metrics of one `run` parent: what run has of work's (no broker, no dead letters)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.killmails = Counter(
+            f"{PREFIX}_killmails_valued", "Killmails valued and committed.", registry=r
+        )
+        self.failed = Counter(
+            f"{PREFIX}_killmails_failed", "Killmails that failed alone (not written).", registry=r
+        )
+        self.batches = Counter(f"{PREFIX}_batches_done", "Batches committed.", registry=r)
+        self.children = Gauge(f"{PREFIX}_children_alive", "Child processes alive.", registry=r)
+        self.in_hand = Gauge(
+            f"{PREFIX}_batches_in_hand", "Batches handed to children and not answered.", registry=r
+        )
+        self.since_commit = Gauge(
+            f"{PREFIX}_seconds_since_last_commit",
+            "Seconds since a batch was last committed (or since start).",
+            registry=r,
+        )
+        self.database_up = Gauge(
+            f"{PREFIX}_database_reachable",
+            "1 until the run stops because the database cannot take it.",
+            registry=r,
+        )
+        self.last_commit = time.monotonic()
+        self.since_commit.set_function(lambda: time.monotonic() - self.last_commit)
+        self.database_up.set(1)
+
+    def batch_done(self, killmails: int, failed: int) -> None:
+        self.batches.inc()
+        self.killmails.inc(killmails - failed)
+        self.failed.inc(failed)
+        self.last_commit = time.monotonic()
+
+    def serve(self, port: int, address: str = "0.0.0.0") -> None:
+        serve(self.registry, port, address)
+
+
 class WorkMetrics:
-    """The metrics of one `work` parent; None-safe helpers keep call sites short."""
+    """The metrics of one `work` parent."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -82,13 +123,16 @@ class WorkMetrics:
         self.last_commit = time.monotonic()
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
-        """Serve /metrics from a thread of this process; a port in use is one clear line."""
-        try:
-            start_http_server(port, addr=address, registry=self.registry)
-        except OSError as exc:
-            raise UserError(
-                f"cannot serve metrics on {address}:{port}: {exc.strerror or exc}"
-            ) from None
+        serve(self.registry, port, address)
+
+
+def serve(registry: CollectorRegistry, port: int, address: str) -> None:
+    """Serve /metrics from a thread of this process; a port in use is one clear line."""
+    try:
+        start_http_server(port, addr=address, registry=registry)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise UserError(f"cannot serve metrics on {address}:{port}: {reason}") from None
 
 
 def count_event(metrics: WorkMetrics | None, event: tuple, busy: Callable[[], int]) -> None:

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bulk import db, readiness
 from bulk.config import scrub
@@ -21,6 +22,9 @@ from bulk.engine.batch import Valuation
 from bulk.engine.retry import ConnectionHolder, DatabaseGone, EnvironmentFailure, Failure, run_batch
 from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
 from bulk.progress import Progress
+
+if TYPE_CHECKING:
+    from bulk.metrics import RunMetrics
 
 _POLL = 0.2
 # Batches handed to a child ahead of its results: with one, its database
@@ -114,10 +118,20 @@ class _Pool:
     oldest first: a child answers its batches in the order it got them.
     """
 
-    def __init__(self, url, job, patience, procs: int, summary: RunSummary, bar: Progress):
+    def __init__(
+        self,
+        url,
+        job,
+        patience,
+        procs: int,
+        summary: RunSummary,
+        bar: Progress,
+        metrics: RunMetrics | None = None,
+    ):
         self.url = url
         self.summary = summary
         self.progress = bar
+        self.metrics = metrics
         self.requeue: deque = deque()  # batches of children that died with them
         self.last_id: dict[int, int] = {}  # seq -> last id of that batch
         self.finished: set[int] = set()
@@ -160,6 +174,8 @@ class _Pool:
         if result[0] == "stop":
             # The batch stays unfinished, so the resume point stays before it.
             self.summary.stopped_early = self.summary.stopped_early or result[1]
+            if self.metrics is not None:
+                self.metrics.database_up.set(0)
             return
         _, n, updated, skipped, no_victim, sample, failed = result
         self.finished.add(seq)
@@ -171,6 +187,8 @@ class _Pool:
         # The lowest IDs, whatever order the batches end in: the same run, the same list.
         s.no_victim_sample = sorted({*s.no_victim_sample, *sample})[:_SAMPLE]
         s.failures += [Failure(i, e) for i, e in failed]
+        if self.metrics is not None:
+            self.metrics.batch_done(n, len(failed))
         self.progress.add(n, updated=updated, skipped=skipped - len(failed), failed=len(failed))
 
     def _exited(self, child: Child, code: int | None) -> bool:
@@ -215,6 +233,9 @@ def _feed(pool: _Pool, batches: Iterator[list[int]], stopper: Stopper) -> None:
         if not pool.busy() and (stopping or not (requeue or scanning)):
             return
         pool.children.collect(_POLL)
+        if pool.metrics is not None:
+            pool.metrics.children.set(len(pool.children.children))
+            pool.metrics.in_hand.set(sum(len(pool.in_hand(c)) for c in pool.children.children))
 
 
 def run_local(
@@ -232,6 +253,7 @@ def run_local(
     progress: bool = True,
     db_patience: float = 60.0,
     announce: Callable[[int], None] | None = None,
+    metrics_at: tuple[str, int] | None = None,
 ) -> RunSummary:
     """Value every killmail the selection covers, with `procs` child processes.
 
@@ -253,6 +275,12 @@ def run_local(
         )
         db.require_rule_prices(conn, rules, allow_empty_prices)
         summary = RunSummary(selected=scan.count(conn, selection), with_gaps=gaps)
+    metrics = None
+    if metrics_at is not None:
+        from bulk.metrics import RunMetrics
+
+        metrics = RunMetrics()
+        metrics.serve(metrics_at[1], metrics_at[0])
     if announce is not None:
         announce(summary.selected)
     bar = Progress(summary.selected, desc=f"run {selection.mode}", enabled=progress)
@@ -288,7 +316,7 @@ def run_local(
                 selection.mode,
                 Valuation(price_column, touch_updated_at, engine, None, rules),
             )
-            pool = _Pool(url, job, db_patience, procs, summary, bar)
+            pool = _Pool(url, job, db_patience, procs, summary, bar, metrics)
             _feed(pool, iter(batches), stopper)
             summary.interrupted = stopper.requested
     except KeyboardInterrupt:

@@ -114,3 +114,52 @@ def test_a_metrics_port_in_use_is_one_clear_line(demo_db, queue_name):
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
     assert f"cannot serve metrics on 127.0.0.1:{port}" in out.stderr
+
+
+def test_metrics_of_a_run_match_its_summary(fresh_db):
+    url = make_demo_db(fresh_db, 2_000)
+    with psycopg.connect(url, autocommit=True) as conn:
+        # Slow enough to be scraped mid-run; the last batch waits for the test to let go.
+        conn.execute("CREATE TABLE gate (open boolean NOT NULL)")
+        conn.execute("INSERT INTO gate VALUES (false)")
+        conn.execute(
+            "CREATE FUNCTION slow_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " PERFORM pg_sleep(0.2);"
+            " WHILE NOT (SELECT open FROM gate) AND EXISTS"
+            " (SELECT 1 FROM new_rows WHERE killmail_id = (SELECT max(killmail_id) FROM killmails))"
+            " LOOP PERFORM pg_sleep(0.1); END LOOP; RETURN NULL; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER slow_write AFTER UPDATE ON killmails REFERENCING NEW TABLE AS new_rows"
+            " FOR EACH STATEMENT EXECUTE FUNCTION slow_write()"
+        )
+    port = _free_port()
+    job = cli_popen(
+        "run", "--procs", "2", "--batch-size", "100", "--metrics-port", str(port),
+        "--metrics-address", "127.0.0.1", url=url,
+    )  # fmt: skip
+    try:
+        expected = 2_000 - len(victimless(url))
+        deadline = time.monotonic() + 120
+        # Every batch but the gated last one.
+        while _valued(url) < expected - 100:
+            assert time.monotonic() < deadline and job.poll() is None, job.communicate()
+            time.sleep(0.2)
+        time.sleep(0.5)
+        during = _scrape(port)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE gate SET open = true")
+        stdout, stderr = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.communicate()
+    assert job.returncode == 0, stdout + stderr
+    assert during["bulk_backfill_children_alive"] == 2
+    assert during["bulk_backfill_batches_in_hand"] >= 1  # the gated batch
+    assert during["bulk_backfill_batches_done_total"] == 19
+    assert during["bulk_backfill_killmails_failed_total"] == 0
+    assert during["bulk_backfill_database_reachable"] == 1
+    # All but the gated batch's killmails, as the summary counts them at the end.
+    valued_then = summary_count(stdout, "processed") - 100
+    assert during["bulk_backfill_killmails_valued_total"] == valued_then

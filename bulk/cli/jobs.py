@@ -74,6 +74,22 @@ def _write_failed(failures: list, path: Path | None) -> str:
     return str(target)
 
 
+def _metrics_options(command):
+    """--metrics-port and --metrics-address (run and work)."""
+    command = click.option(
+        "--metrics-address",
+        default="0.0.0.0",
+        show_default=True,
+        help="Address the metrics port listens on.",
+    )(command)
+    return click.option(
+        "--metrics-port",
+        type=click.IntRange(1, 65535),
+        default=None,
+        help="Serve Prometheus metrics of every process on this port (/metrics) while it runs.",
+    )(command)
+
+
 @click.command("run")
 @options.database_option
 @options.selection_options
@@ -91,6 +107,7 @@ def _write_failed(failures: list, path: Path | None) -> str:
     "Without it, a failed list too long for the summary goes to a file the summary names.",
 )
 @options.json_option
+@_metrics_options
 def run_cmd(
     database_url,
     procs,
@@ -104,6 +121,8 @@ def run_cmd(
     db_patience,
     failed_file,
     as_json,
+    metrics_port,
+    metrics_address,
     **selection,
 ):
     """Value killmails on this machine with N processes, no broker needed.
@@ -139,6 +158,7 @@ def run_cmd(
         allow_incomplete=allow_incomplete,
         db_patience=db_patience,
         announce=announce,
+        metrics_at=None if metrics_port is None else (metrics_address, metrics_port),
     )
     # The summary names the first failures; the whole list goes to --failed-file, or,
     # when the summary cuts it and --json does not hold it, to a file of its own.
@@ -319,18 +339,7 @@ def queue_cmd(
     help="Kill and restart a process that reports nothing for this many seconds "
     "while it has work in hand.",
 )
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(1, 65535),
-    default=None,
-    help="Serve Prometheus metrics of every process on this port (/metrics).",
-)
-@click.option(
-    "--metrics-address",
-    default="0.0.0.0",
-    show_default=True,
-    help="Address the metrics port listens on.",
-)
+@_metrics_options
 def work_cmd(
     database_url,
     rabbitmq_url,
