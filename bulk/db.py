@@ -69,17 +69,35 @@ def libpq_defaults(url: str) -> dict[str, str]:
     }
 
 
+# killmail_time holds UTC. Where a killboard made it a timestamptz, its ::date (the
+# kill date the dated rule sets price by), its comparisons with --since/--until and
+# the times read back all follow the session's TimeZone, which the server, the
+# database, the role, PGTZ or the URL's options would otherwise set. A SET after
+# connecting rather than a startup `options` parameter: PgBouncer before 1.20
+# refuses that one, while it tracks a SET TimeZone across pooled server
+# connections; and the URL's own options stay as given, only TimeZone is overridden.
+_SESSION_SETUP = "SET TimeZone TO 'UTC'"
+
+
 def open_connection(
     url: str, *, autocommit: bool = False, application_name: str = "bulk-backfill"
 ) -> psycopg.Connection:
-    """psycopg.connect with LIBPQ_DEFAULTS for what the URL leaves unset.
+    """psycopg.connect with LIBPQ_DEFAULTS for what the URL leaves unset, in UTC.
 
     Every connection the tool makes goes through here. psycopg's errors pass
     through unchanged, for callers that sort them by kind and retry.
     """
-    return psycopg.connect(
+    conn = psycopg.connect(
         url, autocommit=autocommit, application_name=application_name, **libpq_defaults(url)
     )
+    try:
+        conn.execute(_SESSION_SETUP)
+        if not autocommit:
+            conn.commit()  # a SET in a rolled-back transaction would be undone
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def connect(url: str, *, autocommit: bool = False, application: str = "bulk-backfill"):

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pika
 import psycopg
@@ -47,6 +47,9 @@ class QueueStatus:
     unacked: int | None = None
     unacked_note: str | None = None
     killmails_waiting_exact: bool = False
+    # False: no queue of this name on the broker (a typo, or no `queue` run yet);
+    # status only looks, so it is not created and every figure is 0.
+    exists: bool = True
 
 
 @dataclass
@@ -137,11 +140,25 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def queue_status(amqp_url: str, queue: str, management_url: str | None) -> QueueStatus:
+    """The queue's figures; a BrokerError for a name the broker cannot take as it is."""
+    broker.check_queue_name(queue)
     connection = broker.connect(amqp_url)
     try:
-        channel = connection.channel()
-        depth = _depth_or_zero(channel, queue)
-        dead = _depth_or_zero(connection.channel(), broker.dead_letter_queue(queue))
+        depth = _existing_depth(connection.channel(), queue)
+        dead = _existing_depth(connection.channel(), broker.dead_letter_queue(queue))
+        dead_letters = 0 if dead is None else dead.ready
+        if depth is None:
+            return QueueStatus(
+                name=queue,
+                ready=0,
+                consumers=0,
+                dead_letters=dead_letters,
+                killmails_waiting=0,
+                unacked=0,
+                unacked_note="no such queue",
+                killmails_waiting_exact=True,
+                exists=False,
+            )
         # Counting reads the messages unacked for a moment; with workers consuming,
         # a `work --until-empty` could see the queue empty in that moment and stop.
         if depth.ready <= _EXACT_QUEUE_UP_TO and depth.consumers == 0:
@@ -154,7 +171,7 @@ def queue_status(amqp_url: str, queue: str, management_url: str | None) -> Queue
         name=queue,
         ready=depth.ready,
         consumers=depth.consumers,
-        dead_letters=dead.ready,
+        dead_letters=dead_letters,
         killmails_waiting=waiting,
         killmails_waiting_exact=exact,
     )
@@ -162,11 +179,14 @@ def queue_status(amqp_url: str, queue: str, management_url: str | None) -> Queue
     return status
 
 
-def _depth_or_zero(channel, queue: str) -> broker.Depth:
+def _existing_depth(channel, queue: str) -> broker.Depth | None:
+    """The queue's depth, or None where there is no such queue (a passive declare creates none)."""
     try:
         return broker.depth(channel, queue)
-    except pika.exceptions.ChannelClosedByBroker:  # no such queue yet: nothing waiting
-        return broker.Depth(0, 0)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            return None
+        raise broker.BrokerError(f"cannot read queue {queue!r}: {exc.reply_text}") from None
 
 
 def _ids_in_messages(channel, queue: str, ready: int) -> int:
@@ -289,6 +309,13 @@ def _unacked(amqp_url: str, queue: str, management_url: str | None) -> tuple[int
         return None, f"unknown: the management API at {base} is not reachable ({reason})"
 
 
+def _missing_queue_line(queue: str) -> str:
+    return (
+        f"no queue named {queue!r} on this broker: check --queue / BACKFILL_QUEUE "
+        "(`bulk-backfill queue` creates it; --no-queue leaves the queue out)"
+    )
+
+
 def status(
     conn: psycopg.Connection,
     *,
@@ -312,12 +339,16 @@ def status(
         result.estimates.append("queue.killmails_waiting")
     if sampled:
         result.estimates += ["prices.types_used", "prices.types_priced", "prices.priced_share"]
-    result.warnings = _warnings(result, stale_days, now or datetime.now())
+    # updated_at holds UTC, as the tool writes it (localtimestamp in a session in UTC).
+    utc_now = datetime.now(timezone.utc).replace(tzinfo=None)
+    result.warnings = _warnings(result, stale_days, now or utc_now)
     return result
 
 
 def _warnings(result: Status, stale_days: float, now: datetime) -> list[str]:
     found = []
+    if result.queue is not None and not result.queue.exists:
+        found.append(_missing_queue_line(result.queue.name))
     prices = result.prices
     if prices.rows == 0:
         found.append(
@@ -338,3 +369,8 @@ def _warnings(result: Status, stale_days: float, now: datetime) -> list[str]:
             "(bulk-backfill dead list)"
         )
     return found
+
+
+def unacked_count(amqp_url: str, queue: str, management_url: str | None = None) -> int | None:
+    """The queue's unacked messages from the management API, or None where it cannot say."""
+    return _unacked(amqp_url, queue, management_url)[0]

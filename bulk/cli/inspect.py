@@ -42,6 +42,8 @@ def status_cmd(
 ):
     """Queue depth, valuation progress and price freshness, in about a second.
 
+    Exits 1 when the queue does not exist (a typo in --queue is not an empty queue).
+
     \b
     Example:
         bulk-backfill status --stale-days 3
@@ -60,8 +62,10 @@ def status_cmd(
         )
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
-        return
-    click.echo("\n".join(render.status_lines(result)))
+    else:
+        click.echo("\n".join(render.status_lines(result)))
+    if result.queue is not None and not result.queue.exists:
+        raise click.exceptions.Exit(1)
 
 
 @click.command("verify")

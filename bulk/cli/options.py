@@ -61,6 +61,10 @@ _MAX_QUEUE_BYTES = 255 - len(".dead")
 def _queue_name(ctx, param, value: str) -> str:
     if not value:
         raise click.BadParameter("must not be empty", ctx, param)
+    try:
+        broker.check_queue_name(value)
+    except broker.BrokerError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
     size = len(value.encode("utf-8"))
     if size > _MAX_QUEUE_BYTES:
         raise click.BadParameter(

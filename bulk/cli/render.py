@@ -53,7 +53,13 @@ def status_lines(result: status.Status) -> list[str]:
     est = set(result.estimates)
     d, p, q = result.database, result.prices, result.queue
     lines = []
-    if q is not None:
+    if q is not None and not q.exists:
+        lines += [
+            f"queue {q.name}",
+            "  does not exist on this broker (status creates no queue)",
+            f"  dead letters        {q.dead_letters:>12,}",
+        ]
+    elif q is not None:
         unacked = f"{q.unacked:,}" if q.unacked is not None else "?"
         lines += [
             f"queue {q.name}",
