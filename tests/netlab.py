@@ -240,8 +240,14 @@ class Forwarder:
         relay.end(by)
 
     def freeze(self) -> None:
-        """From now on relay nothing, in either direction, and close nothing (for good)."""
+        """From now on relay nothing, in either direction, and close nothing.
+
+        What a frozen relay drops is lost: a connection that lived through a freeze
+        is broken for good; thaw() serves the connections made after it."""
         self._frozen.set()
+
+    def thaw(self) -> None:
+        self._frozen.clear()
 
     def close(self) -> None:
         self._stopping.set()

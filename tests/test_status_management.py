@@ -122,6 +122,7 @@ def test_management_url_credentials_are_used_and_never_shown(schema_db, queue_na
     target = status.management_target(rabbit.RABBITMQ_URL, url)
     assert (target.username, target.password) == ("admin", "x#S3cret")
     assert target.base == "http://127.0.0.1:15672"
+    rabbit.publish_raw(queue_name, [])  # the API is asked only about a queue that exists
     out = cli(
         "status", "--queue", queue_name, "--management-url", url, url=schema_db,
         env={"RABBITMQ_URL": rabbit.RABBITMQ_URL},

@@ -69,15 +69,20 @@ def _wait_for_consumers(queue_name: str, n: int, timeout: float = 60) -> None:
     raise AssertionError(f"fewer than {n} consumers on {queue_name} after {timeout} s")
 
 
-def _wait_for_hits(url: str, n: int, timeout: float = 60) -> None:
-    """Until the failing trigger has refused n writes (its sequence survives the rollback)."""
-    deadline = time.monotonic() + timeout
+def _hits(url: str) -> int:
+    """Writes the failing trigger has refused so far (its sequence survives the rollback)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            query = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM disk_full_hits"
-            if conn.execute(query).fetchone()[0] >= n:
-                return
-            time.sleep(0.1)
+        query = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM disk_full_hits"
+        return conn.execute(query).fetchone()[0]
+
+
+def _wait_for_hits(url: str, n: int, timeout: float = 60) -> None:
+    """Until the failing trigger has refused n writes in all."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _hits(url) >= n:
+            return
+        time.sleep(0.1)
     raise AssertionError(f"the disk-full trigger was not hit {n} times in {timeout} s")
 
 
@@ -371,3 +376,79 @@ def test_a_message_whose_rules_cannot_run_here_is_dead_lettered_not_fatal(demo_d
     assert "market_price_history" in headers["x-reason"]
     assert rabbit.counts(queue_name) == (0, 0)
     assert mismatches(demo_db) == []
+
+
+def test_a_broker_that_never_finishes_the_handshake_is_one_line(demo_db, queue_name):
+    """Found by a hostile review: pika's connector errors (AMQPConnectorStackTimeout) escaped
+    as tracebacks from queue, work and status."""
+    relay = netlab.Forwarder("127.0.0.1", 5672)
+    relay.freeze()
+    try:
+        url = f"amqp://guest:guest@127.0.0.1:{relay.port}/%2F?stack_timeout=1"
+        for command in (["queue"], ["status"]):
+            out = cli(*command, "--queue", queue_name, url=demo_db, env={"RABBITMQ_URL": url})
+            assert out.returncode != 0
+            assert "Traceback" not in out.stderr and "cannot reach RabbitMQ" in out.stderr
+    finally:
+        relay.close()
+
+
+@pytest.mark.slow  # a 20 s freeze
+def test_workers_wait_out_a_broker_that_stops_answering(demo_db, queue_name):
+    """Found by a hostile review: while the broker accepted TCP and answered nothing, every
+    reconnect crashed its worker, and work gave up after 3 restarts."""
+    relay = netlab.Forwarder("127.0.0.1", 5672)
+    try:
+        url = f"amqp://guest:guest@127.0.0.1:{relay.port}/%2F?heartbeat=2&stack_timeout=2"
+        worker = cli_popen(
+            "work", "--queue", queue_name, "--procs", "1", url=demo_db, env={"RABBITMQ_URL": url}
+        )
+        try:
+            _wait_for_consumers(queue_name, 1)
+            relay.freeze()
+            time.sleep(20)
+            assert worker.poll() is None, worker.communicate()
+            relay.thaw()
+            _queue(demo_db, queue_name, "--limit", "500")
+            deadline = time.monotonic() + 90
+            while rabbit.counts(queue_name) != (0, 0) or _valued(demo_db) == 0:
+                assert time.monotonic() < deadline and worker.poll() is None
+                time.sleep(0.5)
+            worker.send_signal(signal.SIGINT)
+            stdout, stderr = worker.communicate(timeout=60)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
+    finally:
+        relay.close()
+    assert worker.returncode == 0, stdout + stderr
+    assert "Traceback" not in stderr and "gave up" not in stderr, stderr
+    assert "restarted" not in stdout, stdout
+
+
+def test_a_batch_given_back_on_a_stop_counts_no_try(fresh_db, queue_name):
+    """Found by a hostile review: a Ctrl+C during a disk-full hold nacked the batch, the
+    broker flagged it redelivered, and the next worker counted a failed try; 14 restarts
+    split one healthy batch into 25. A batch given back is now republished as it came."""
+    url = make_demo_db(fresh_db, 1_000)
+    _disk_full_switch(url)
+    _queue(url, queue_name)
+    for _ in range(2):
+        before = _hits(url)
+        worker = cli_popen("work", "--queue", queue_name, "--procs", "1", url=url, env=_ENV)
+        try:
+            _wait_for_hits(url, before + 1)  # this worker holds its batch
+            worker.send_signal(signal.SIGINT)
+            stdout, stderr = worker.communicate(timeout=60)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
+        assert worker.returncode == 0, stdout + stderr
+    _clear_disk(url)
+    out = cli("work", "--queue", queue_name, "--procs", "1", "--until-empty", url=url, env=_ENV)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "redelivered" not in out.stdout and "retried" not in out.stdout, out.stdout
+    assert summary_count(out.stdout, "batches") == 2
+    assert mismatches(url) == []

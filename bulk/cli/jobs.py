@@ -319,7 +319,7 @@ def queue_cmd(
 @click.option(
     "--prefetch",
     type=click.IntRange(1, 1000),
-    default=2,
+    default=1,
     show_default=True,
     help="Batch messages each process holds ahead of the one it works on.",
 )

@@ -191,6 +191,11 @@ def work_summary(summary: supervise.WorkSummary) -> None:
     ]
     if summary.retried:
         lines.append(f"retried    {summary.retried:>12,}  killmails republished after an error")
+    if summary.redelivered:
+        lines.append(
+            f"redelivered{summary.redelivered:>12,}  batches came back unacked"
+            " (republished as a failed try)"
+        )
     if summary.invalid:
         lines.append(f"invalid    {summary.invalid:>12,}  messages dead-lettered as invalid")
     dead_queue = broker.dead_letter_queue(summary.queue)

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from bulk import redact
 from bulk.config import mask_url, scrub
@@ -48,8 +49,15 @@ CONNECTION_DEFAULTS = {
     "blocked_connection_timeout": 60.0,
 }
 
-# What a lost or refused broker connection raises: worth a reconnect.
-CONNECTION_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError, OSError)
+# What a lost or refused broker connection raises: worth a reconnect. pika's
+# connector errors (a broker that accepts TCP and never finishes the handshake:
+# AMQPConnectorStackTimeout) derive from Exception alone.
+CONNECTION_ERRORS = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.AMQPChannelError,
+    AMQPConnectorException,
+    OSError,
+)
 
 
 class BrokerError(UserError):
@@ -138,13 +146,14 @@ def connect(url: str) -> pika.BlockingConnection:
         raise BrokerError(
             f"RabbitMQ at {mask_url(url)} denied access to the virtual host: check the URL's vhost"
         ) from None
-    except (pika.exceptions.AMQPError, OSError) as exc:
+    except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
         reason = scrub(one_line(exc), url)
         raise BrokerError(f"cannot reach RabbitMQ at {mask_url(url)}: {reason}") from None
 
 
 def declare(channel: BlockingChannel, queue: str) -> None:
     """The work queue and its dead-letter queue, both durable."""
+    check_queue_name(queue)  # a name the broker would change is waited for forever
     try:
         channel.queue_declare(queue, durable=True, arguments=QUEUE_ARGUMENTS)
         channel.queue_declare(dead_letter_queue(queue), durable=True)
@@ -160,6 +169,7 @@ class Depth:
 
 def depth(channel: BlockingChannel, queue: str) -> Depth:
     """Ready messages and consumers of an existing queue (a passive declare)."""
+    check_queue_name(queue)
     result = channel.queue_declare(queue, passive=True)
     return Depth(result.method.message_count, result.method.consumer_count)
 

@@ -65,7 +65,9 @@ class WorkSettings:
     db_url: str
     amqp_url: str
     queue: str = broker.DEFAULT_QUEUE
-    prefetch: int = 2
+    # Batch messages held beyond the one in hand. One: a worker that dies gives back
+    # only its own batch, so a redelivery counts against the batch that was in hand.
+    prefetch: int = 1
     batch_size: int = 500
     price_column: str = "sell"
     touch_updated_at: bool = True
@@ -141,6 +143,8 @@ class Worker:
         self.publisher: broker.Publisher | None = None
         self.prefetch = settings.prefetch
         self.singles: dict[str, list[tuple[int, int]]] = {}  # mode -> [(tag, id)]
+        self.held: dict[int, tuple[bytes, dict]] = {}  # tag -> the batch message as it came
+        self.consuming = False
         self.singles_since = 0.0
         self.idle = False
         self.refusals = 0  # publishes refused in a row
@@ -204,6 +208,7 @@ class Worker:
 
     def _open(self) -> None:
         self.handled = False
+        self.held = {}  # deliveries of a closed connection go back by themselves
         self.singles = {}  # unacked singles come back from the broker on reconnect
         self.connection = broker.connect(self.s.amqp_url)
         self.channel = self.connection.channel()
@@ -218,6 +223,7 @@ class Worker:
 
     def _consume(self) -> None:
         stream = self.channel.consume(self.s.queue, inactivity_timeout=_IDLE_AFTER)
+        self.consuming = True
         for method, properties, body in stream:
             if self.should_stop():
                 break
@@ -239,7 +245,7 @@ class Worker:
         # yet handled goes back to the queue when the consumer is cancelled.
         if self.singles:
             self._guarded(self._flush_singles)
-        self.channel.cancel()
+        self._stop_consuming()
 
     def _guarded(self, step: Callable[..., None], *args) -> None:
         """Run one step; a refused publish backs off instead of ending the worker."""
@@ -287,6 +293,7 @@ class Worker:
             return
         self._set_prefetch(self.s.prefetch)
         ids = list(message.ids)
+        self.held[tag] = (body, headers)
         if redelivered:
             # The broker's flag is all a classic queue keeps, so the count travels in
             # the message: republished with one attempt more, a batch that keeps
@@ -424,14 +431,47 @@ class Worker:
         self.report(("retried", len(unique)))
         self._ack(tags)
 
+    def _stop_consuming(self) -> None:
+        if self.consuming:
+            self.consuming = False
+            try:
+                self.channel.cancel()
+            except broker.CONNECTION_ERRORS:
+                pass  # the connection is gone: nothing more is delivered
+
     def _ack(self, tags: list[int]) -> None:
         for tag in tags:
+            self.held.pop(tag, None)
             self.channel.basic_ack(tag)
         self.report(("acked", len(tags)))
 
     def _nack(self, tags: list[int]) -> None:
         for tag in tags:
             self.channel.basic_nack(tag, requeue=True)
+
+    def _give_back(self, tags: list[int]) -> None:
+        """Hand a batch back unharmed (a stop, an outage): republished as it came, then acked.
+
+        A nack would come back flagged as redelivered, which counts as a failed
+        try (_handle): a few restarts of a healthy fleet would split its batches.
+        Where the copy cannot be published, a nack is all there is. Every give-back
+        ends the consumer (a stop, an outage, a fatal error): it is cancelled first,
+        or the ack would make room for the next delivery, which would then come
+        back flagged as well.
+        """
+        self._stop_consuming()
+        for tag in tags:
+            held = self.held.pop(tag, None)
+            try:
+                if held is None:
+                    raise broker.PublishFailed("no copy of this message")
+                self.publisher.publish(self.s.queue, *held)
+                self.channel.basic_ack(tag)
+            except (broker.PublishFailed, *broker.CONNECTION_ERRORS):
+                try:
+                    self.channel.basic_nack(tag, requeue=True)
+                except broker.CONNECTION_ERRORS:
+                    pass  # the connection is gone: the broker requeues it anyway
 
     def _value(self, ids: list[int], mode: str, tags: list[int], rules: str) -> BatchResult | str:
         """The batch written, or the text of a batch error."""
@@ -449,7 +489,7 @@ class Worker:
                 contention += kind is ErrorKind.CONTENTION
                 action = decide(kind, size=len(ids), contention=contention)
                 if action is Action.STOP:
-                    self._nack(tags)
+                    self._give_back(tags)
                     raise FatalError(describe(exc)) from None
                 if action is not Action.RETRY:
                     return describe(exc)  # a batch error: _do decides what comes next
@@ -460,7 +500,7 @@ class Worker:
                         self.report(("database", False))
                         # A new connection failed as well. Holding the batches while the
                         # database is out of reach would only keep them from other hosts.
-                        self._nack(tags)
+                        self._give_back(tags)
                         raise _DatabaseLost(describe(exc)) from None
                     lost = True
                     self._note(f"database unavailable ({describe(exc)}); retrying")
@@ -480,7 +520,7 @@ class Worker:
             try:
                 self._pause(backoff.delay())
             except _Stop:
-                self._nack(tags)
+                self._give_back(tags)
                 raise
 
     def _serving_broker(self, step: Callable, *args):
