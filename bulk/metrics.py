@@ -21,56 +21,66 @@ PREFIX = "bulk_backfill"
 BATCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, float("inf"))
 
 
-class RunMetrics:
-    """The metrics of one `run` parent: what run has of work's (no broker, no dead letters)."""
+class _JobMetrics:
+    """What every job's parent exports: valued killmails, children, the last commit."""
 
-    def __init__(self) -> None:
+    def __init__(self, children: str, in_hand: str, database_up: str) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.killmails = Counter(
             f"{PREFIX}_killmails_valued", "Killmails valued and committed.", registry=r
         )
-        self.failed = Counter(
-            f"{PREFIX}_killmails_failed", "Killmails that failed alone (not written).", registry=r
-        )
-        self.batches = Counter(f"{PREFIX}_batches_done", "Batches committed.", registry=r)
-        self.children = Gauge(f"{PREFIX}_children_alive", "Child processes alive.", registry=r)
-        self.in_hand = Gauge(
-            f"{PREFIX}_batches_in_hand", "Batches handed to children and not answered.", registry=r
-        )
+        self.children = Gauge(f"{PREFIX}_children_alive", children, registry=r)
+        self.in_hand = Gauge(f"{PREFIX}_batches_in_hand", in_hand, registry=r)
         self.since_commit = Gauge(
             f"{PREFIX}_seconds_since_last_commit",
             "Seconds since a batch was last committed (or since start).",
             registry=r,
         )
-        self.database_up = Gauge(
-            f"{PREFIX}_database_reachable",
-            "1 until the run stops because the database cannot take it.",
-            registry=r,
-        )
+        self.database_up = Gauge(f"{PREFIX}_database_reachable", database_up, registry=r)
         self.last_commit = time.monotonic()
         self.since_commit.set_function(lambda: time.monotonic() - self.last_commit)
         self.database_up.set(1)
 
-    def batch_done(self, killmails: int, failed: int) -> None:
-        self.batches.inc()
-        self.killmails.inc(killmails - failed)
-        self.failed.inc(failed)
+    def committed(self) -> None:
         self.last_commit = time.monotonic()
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         serve(self.registry, port, address)
 
 
-class WorkMetrics:
+class RunMetrics(_JobMetrics):
+    """The metrics of one `run` parent: what run has of work's (no broker, no dead letters)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            children="Child processes alive.",
+            in_hand="Batches handed to children and not answered.",
+            database_up="1 until the run stops because the database cannot take it.",
+        )
+        r = self.registry
+        self.failed = Counter(
+            f"{PREFIX}_killmails_failed", "Killmails that failed alone (not written).", registry=r
+        )
+        self.batches = Counter(f"{PREFIX}_batches_done", "Batches committed.", registry=r)
+
+    def batch_done(self, killmails: int, failed: int) -> None:
+        self.batches.inc()
+        self.killmails.inc(killmails - failed)
+        self.failed.inc(failed)
+        self.committed()
+
+
+class WorkMetrics(_JobMetrics):
     """The metrics of one `work` parent."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.killmails = Counter(
-            f"{PREFIX}_killmails_valued", "Killmails valued and committed.", registry=r
+        super().__init__(
+            children="Worker processes alive.",
+            in_hand="Worker processes busy with a batch.",
+            database_up="1 while the database answers the workers.",
         )
+        r = self.registry
         self.acked = Counter(f"{PREFIX}_batches_acked", "Messages acked after COMMIT.", registry=r)
         self.split = Counter(f"{PREFIX}_batches_split", "Batches split in halves.", registry=r)
         self.dead = Counter(
@@ -87,18 +97,6 @@ class WorkMetrics:
             ["error"],
             registry=r,
         )
-        self.children = Gauge(f"{PREFIX}_children_alive", "Worker processes alive.", registry=r)
-        self.in_hand = Gauge(
-            f"{PREFIX}_batches_in_hand", "Worker processes busy with a batch.", registry=r
-        )
-        self.since_commit = Gauge(
-            f"{PREFIX}_seconds_since_last_commit",
-            "Seconds since a batch was last committed (or since start).",
-            registry=r,
-        )
-        self.database_up = Gauge(
-            f"{PREFIX}_database_reachable", "1 while the database answers the workers.", registry=r
-        )
         self.broker_up = Gauge(
             f"{PREFIX}_broker_reachable", "1 while the broker answers the parent.", registry=r
         )
@@ -114,16 +112,7 @@ class WorkMetrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
-        self.last_commit = time.monotonic()
-        self.since_commit.set_function(lambda: time.monotonic() - self.last_commit)
-        self.database_up.set(1)
         self.unacked.set(float("nan"))
-
-    def committed(self) -> None:
-        self.last_commit = time.monotonic()
-
-    def serve(self, port: int, address: str = "0.0.0.0") -> None:
-        serve(self.registry, port, address)
 
 
 def serve(registry: CollectorRegistry, port: int, address: str) -> None:

@@ -397,6 +397,17 @@ def _invoke_isolated(args, changes: dict):
     )
 
 
+@contextmanager
+def reaped(process: subprocess.Popen):
+    """The process, killed and reaped on the way out if it is still running (a test failed)."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 def cli_popen(*args: str, url: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     full_env["DATABASE_URL"] = url

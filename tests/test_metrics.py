@@ -11,7 +11,7 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import rabbit
-from tests.conftest import cli, cli_popen, make_demo_db, summary_count, victimless
+from tests.conftest import cli, cli_popen, make_demo_db, reaped, summary_count, victimless
 
 _ENV = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
 
@@ -67,7 +67,7 @@ def test_metrics_of_a_work_run_match_its_summary(fresh_db, queue_name):
         "work", "--queue", queue_name, "--procs", "2", "--metrics-port", str(port),
         "--metrics-address", "127.0.0.1", url=url, env=_ENV,
     )  # fmt: skip
-    try:
+    with reaped(worker):
         during = _scrape(port)
         deadline = time.monotonic() + 60
         while during["bulk_backfill_children_alive"] < 2:
@@ -85,10 +85,6 @@ def test_metrics_of_a_work_run_match_its_summary(fresh_db, queue_name):
         after = _scrape(port)
         worker.send_signal(signal.SIGINT)
         stdout, stderr = worker.communicate(timeout=60)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.communicate()
     assert worker.returncode == 0, stdout + stderr
     assert after["bulk_backfill_killmails_valued_total"] == summary_count(stdout, "processed")
     assert after["bulk_backfill_batches_acked_total"] == summary_count(stdout, "messages") == 30
@@ -138,7 +134,7 @@ def test_metrics_of_a_run_match_its_summary(fresh_db):
         "run", "--procs", "2", "--batch-size", "100", "--metrics-port", str(port),
         "--metrics-address", "127.0.0.1", url=url,
     )  # fmt: skip
-    try:
+    with reaped(job):
         expected = 2_000 - len(victimless(url))
         deadline = time.monotonic() + 120
         # Every batch but the gated last one.
@@ -150,10 +146,6 @@ def test_metrics_of_a_run_match_its_summary(fresh_db):
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("UPDATE gate SET open = true")
         stdout, stderr = job.communicate(timeout=120)
-    finally:
-        if job.poll() is None:
-            job.kill()
-            job.communicate()
     assert job.returncode == 0, stdout + stderr
     assert during["bulk_backfill_children_alive"] == 2
     assert during["bulk_backfill_batches_in_hand"] >= 1  # the gated batch

@@ -27,6 +27,7 @@ from tests.conftest import (
     failed_killmails,
     make_demo_db,
     mismatches,
+    reaped,
     summary_count,
     victimless,
 )
@@ -209,18 +210,14 @@ def _work_through_a_full_disk(url: str, queue_name: str, outage: float):
     _disk_full_switch(url)
     _queue(url, queue_name)
     worker = cli_popen(
-        "work", "--queue", queue_name, "--procs", "2", "--until-empty",
-        url=url, env=_ENV,
+        "work", "--queue", queue_name, "--procs", "2", "--until-empty", url=url, env=_ENV,
     )  # fmt: skip
-    try:
+    with reaped(worker):
         _wait_for_hits(url, 2)  # both workers hold a batch
         time.sleep(outage)
         assert worker.poll() is None, worker.communicate()
         _clear_disk(url)
         stdout, stderr = worker.communicate(timeout=180)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
     return worker.returncode, stdout, stderr
 
 
@@ -284,10 +281,9 @@ def test_a_refused_login_backs_off_and_says_so_rarely(demo_db, queue_name):
     try:
         url = make_conninfo(demo_db, user=role)
         worker = cli_popen(
-            "work", "--queue", queue_name, "--procs", "1",
-            url=url, env=_ENV,
+            "work", "--queue", queue_name, "--procs", "1", url=url, env=_ENV,
         )  # fmt: skip
-        try:
+        with reaped(worker):
             _wait_for_consumers(queue_name, 1)
             with psycopg.connect(SERVER_URL, autocommit=True) as admin:
                 admin.execute(f"ALTER ROLE {role} NOLOGIN")
@@ -299,10 +295,6 @@ def test_a_refused_login_backs_off_and_says_so_rarely(demo_db, queue_name):
             time.sleep(12)
             worker.send_signal(signal.SIGINT)
             stdout, stderr = worker.communicate(timeout=60)
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-                worker.communicate()
     finally:
         with psycopg.connect(SERVER_URL, autocommit=True) as admin:
             admin.execute(
@@ -327,10 +319,9 @@ def test_the_parent_never_waits_on_a_dead_broker_link(demo_db, queue_name):
     try:
         url = f"amqp://guest:guest@127.0.0.1:{relay.port}/%2F?heartbeat=0"
         worker = cli_popen(
-            "work", "--queue", queue_name, "--procs", "1",
-            url=demo_db, env={"RABBITMQ_URL": url},
+            "work", "--queue", queue_name, "--procs", "1", url=demo_db, env={"RABBITMQ_URL": url},
         )  # fmt: skip
-        try:
+        with reaped(worker):
             _wait_for_consumers(queue_name, 1)
             time.sleep(1)  # the parent checks the depth every 0.5 s
             relay.freeze()
@@ -341,10 +332,6 @@ def test_the_parent_never_waits_on_a_dead_broker_link(demo_db, queue_name):
             stopped_at = time.monotonic()
             stdout, stderr = worker.communicate(timeout=30)
             took = time.monotonic() - stopped_at
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-                worker.communicate()
     finally:
         relay.close()
     assert "does not answer the queue-depth check" in stdout + stderr, stdout + stderr
@@ -401,9 +388,9 @@ def test_workers_wait_out_a_broker_that_stops_answering(demo_db, queue_name):
     try:
         url = f"amqp://guest:guest@127.0.0.1:{relay.port}/%2F?heartbeat=2&stack_timeout=2"
         worker = cli_popen(
-            "work", "--queue", queue_name, "--procs", "1", url=demo_db, env={"RABBITMQ_URL": url}
-        )
-        try:
+            "work", "--queue", queue_name, "--procs", "1", url=demo_db, env={"RABBITMQ_URL": url},
+        )  # fmt: skip
+        with reaped(worker):
             _wait_for_consumers(queue_name, 1)
             relay.freeze()
             time.sleep(20)
@@ -416,10 +403,6 @@ def test_workers_wait_out_a_broker_that_stops_answering(demo_db, queue_name):
                 time.sleep(0.5)
             worker.send_signal(signal.SIGINT)
             stdout, stderr = worker.communicate(timeout=60)
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-                worker.communicate()
     finally:
         relay.close()
     assert worker.returncode == 0, stdout + stderr
@@ -436,15 +419,12 @@ def test_a_batch_given_back_on_a_stop_counts_no_try(fresh_db, queue_name):
     _queue(url, queue_name)
     for _ in range(2):
         before = _hits(url)
-        worker = cli_popen("work", "--queue", queue_name, "--procs", "1", url=url, env=_ENV)
-        try:
+        with reaped(
+            cli_popen("work", "--queue", queue_name, "--procs", "1", url=url, env=_ENV)
+        ) as worker:
             _wait_for_hits(url, before + 1)  # this worker holds its batch
             worker.send_signal(signal.SIGINT)
             stdout, stderr = worker.communicate(timeout=60)
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-                worker.communicate()
         assert worker.returncode == 0, stdout + stderr
     _clear_disk(url)
     out = cli("work", "--queue", queue_name, "--procs", "1", "--until-empty", url=url, env=_ENV)
