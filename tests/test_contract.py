@@ -226,6 +226,7 @@ def _serialization_failure_for(url: str, killmail_id: int) -> None:
     )
 
 
+@pytest.mark.slow  # retries under real lock contention: half a minute each
 @pytest.mark.parametrize("engine", ["numpy", "sql"])
 def test_run_a_serialization_failure_costs_only_its_killmail(demo_db, engine):
     batch = _first_batch(demo_db)
@@ -240,6 +241,7 @@ def test_run_a_serialization_failure_costs_only_its_killmail(demo_db, engine):
     assert others <= _valued_ids(demo_db)
 
 
+@pytest.mark.slow  # retries under real lock contention: half a minute each
 @pytest.mark.parametrize("engine", ["numpy", "sql"])
 def test_work_a_serialization_failure_costs_only_its_killmail(demo_db, queue_name, engine):
     batch = _first_batch(demo_db)

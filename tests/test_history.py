@@ -363,6 +363,7 @@ def test_a_bad_override_file_imports_nothing_and_names_the_line(schema_db, tmp_p
     assert cli("prices", "override", "list", "--json", url=schema_db).stdout.strip() == "[]"
 
 
+@pytest.mark.slow  # generates a demo with its whole market history
 @pytest.mark.both_schemas
 def test_demo_data_writes_history_covering_every_kill_date_and_overrides(schema_db):
     # On the killreport schema the history tables come from init-db, as a user adds them.

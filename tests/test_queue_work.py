@@ -128,6 +128,7 @@ def test_all_and_null_modes_through_the_broker(demo_db, queue_name):
     assert mismatches(demo_db) == []
 
 
+@pytest.mark.slow  # thousands of single messages through the broker
 def test_old_single_messages_are_gathered_into_few_updates(fresh_db, queue_name):
     url = make_demo_db(fresh_db, 6_000)
     with psycopg.connect(url) as conn:

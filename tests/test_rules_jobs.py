@@ -61,6 +61,7 @@ def test_the_rule_set_travels_in_the_message_and_work_values_by_it(unvalued, que
     assert mismatches(unvalued, rules="evekill") != []
 
 
+@pytest.mark.slow  # a job through the broker, dead letters and a requeue
 @pytest.mark.parametrize("engine", ["numpy", "sql"])
 def test_a_dead_letter_keeps_its_rule_set_and_requeues_under_it(unvalued, queue_name, engine):
     with psycopg.connect(unvalued) as conn:

@@ -94,6 +94,7 @@ def _notes(text: str, needle: str) -> int:
 # -- 1. a batch longer than two heartbeats ------------------------------------
 
 
+@pytest.mark.slow  # a fault held for seconds
 def test_a_batch_longer_than_two_heartbeats_is_written_once(fresh_db, queue_name):
     """Found: with heartbeat=5 and a 20 s statement, a batch was written 7 times in 153 s
     and --until-empty never ended. The worker now answers heartbeats while it values."""
@@ -221,6 +222,7 @@ def _work_through_a_full_disk(url: str, queue_name: str, outage: float):
     return worker.returncode, stdout, stderr
 
 
+@pytest.mark.slow  # a fault held for seconds
 def test_a_full_disk_holds_the_batches_and_dead_letters_nothing(fresh_db, queue_name):
     """Found: 20,000 killmails under disk_full were dead-lettered one by one, 219,520 retries,
     no note. Now each worker holds its batch, says so now and then, and goes on after."""
@@ -273,6 +275,7 @@ def test_run_stops_with_a_resume_point_when_the_disk_stays_full(fresh_db):
 # -- 3. a refused login ----------------------------------------------------------
 
 
+@pytest.mark.slow  # a fault held for seconds
 def test_a_refused_login_backs_off_and_says_so_rarely(demo_db, queue_name):
     """Found: NOLOGIN made `work` print 850 notes in 105 s, with no backoff."""
     role = f"bbt_{uuid.uuid4().hex[:10]}"
@@ -312,6 +315,7 @@ def test_a_refused_login_backs_off_and_says_so_rarely(demo_db, queue_name):
 # -- 5. a dead broker link ---------------------------------------------------------
 
 
+@pytest.mark.slow  # a fault held for seconds
 def test_the_parent_never_waits_on_a_dead_broker_link(demo_db, queue_name):
     """Found: the parent's depth check waited forever on a dead link with heartbeat=0, and a
     second Ctrl+C blocked in closing it. The link here is a relay that stops relaying."""
@@ -410,6 +414,7 @@ def test_workers_wait_out_a_broker_that_stops_answering(demo_db, queue_name):
     assert "restarted" not in stdout, stdout
 
 
+@pytest.mark.slow  # a fault held for seconds
 def test_a_batch_given_back_on_a_stop_counts_no_try(fresh_db, queue_name):
     """Found by a hostile review: a Ctrl+C during a disk-full hold nacked the batch, the
     broker flagged it redelivered, and the next worker counted a failed try; 14 restarts

@@ -544,10 +544,13 @@ class Worker:
         try:
             while not future.done():
                 connection.process_data_events(time_limit=1.0)
+        except broker.CONNECTION_ERRORS:
+            # The broker went away mid-batch. The batch's own outcome comes first: a
+            # commit is reported as written, then its ack fails on the dead channel and
+            # the batch, redelivered, finds its rows written and counts them skipped.
+            pass
         except BaseException:
-            # The broker went away mid-batch: the batch's transaction ends first (its
-            # database connection is the next batch's), then the broker error is handled.
-            future.exception()
+            future.exception()  # the statement in flight ends before anything else
             raise
         return future.result()
 
