@@ -20,7 +20,7 @@ demo: $(BIN)/python
 # tests spawn runs the code as edited (tests/conftest.py refuses a stale copy).
 # Two parts: everything that may share the machine, in parallel; then, alone, the few
 # tests that restart the broker, close all its connections or build network namespaces.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 6
 PYTEST_ARGS  ?=
 test: install-test
 	BBT_PREWARM_SERIAL_TEMPLATES=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial" $(PYTEST_ARGS)
