@@ -131,7 +131,9 @@ def count_event(metrics: WorkMetrics | None, event: tuple, busy: Callable[[], in
     kind, *rest = event
     if kind == "written":
         killmails, updated, skipped, no_victim, dead = rest
-        if not dead:
+        if dead:
+            metrics.dead.inc()  # one batch (or one killmail of a split) dead-lettered
+        else:
             metrics.killmails.inc(killmails)
             metrics.committed()
             metrics.database_up.set(1)
@@ -141,8 +143,8 @@ def count_event(metrics: WorkMetrics | None, event: tuple, busy: Callable[[], in
         metrics.batch_seconds.observe(rest[0])
     elif kind == "split":
         metrics.split.inc()
-    elif kind == "dead-lettered":
-        metrics.dead.inc(rest[0])
+    elif kind == "invalid":
+        metrics.dead.inc(rest[0])  # dead-lettered as invalid
     elif kind == "redelivered":
         metrics.redelivered.inc(rest[0])
     elif kind == "retry":

@@ -148,7 +148,7 @@ class Worker:
         self.singles_since = 0.0
         self.idle = False
         self.refusals = 0  # publishes refused in a row
-        self.handled = False  # a message was handled since the broker connection opened
+        self.handled = False  # a message was handled on this try of the loop
         self.said_at: dict[str, float] = {}  # when each kind of note was last said
         # Per rule set of a message: when this database was last checked for its
         # tables, and what was missing (None: nothing).
@@ -207,7 +207,6 @@ class Worker:
             raise _DatabaseLost(describe(exc)) from None
 
     def _open(self) -> None:
-        self.handled = False
         self.held = {}  # deliveries of a closed connection go back by themselves
         self.singles = {}  # unacked singles come back from the broker on reconnect
         self.connection = broker.connect(self.s.amqp_url)
@@ -282,7 +281,6 @@ class Worker:
                 tags=[tag],
             )
             self.report(("invalid", 1))
-            self.report(("dead-lettered", 1))
             self._ack([tag])
             return
         if isinstance(message, messages.Single):
@@ -351,7 +349,6 @@ class Worker:
             self._dead_letter(body, {}, reason=reason, attempts=attempts, tags=tags)
             count = len(set(ids))
             self.report(("written", count, 0, count, 0, count))
-            self.report(("dead-lettered", 1))
             self._say_now_and_then(f"rules {rules}", f"dead-lettered a batch of {count}: {reason}")
             self._ack(tags)
             return
@@ -425,7 +422,6 @@ class Worker:
                 tags=tags,
             )
             self.report(("written", 1, 0, 1, 0, 1))
-            self.report(("dead-lettered", 1))
             self._ack(tags)
             return
         self.report(("retried", len(unique)))
@@ -514,7 +510,6 @@ class Worker:
                         f"the database is short of resources ({describe(exc)});"
                         " holding the batch and retrying until it has room",
                     )
-                    self.report(("resources",))
             except Exception as exc:  # noqa: BLE001 - a batch no engine step can value
                 return describe(exc)
             try:
