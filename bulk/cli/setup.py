@@ -11,6 +11,7 @@ from bulk import config, db, importer
 from bulk.audit import reference
 from bulk.cli import options, render
 from bulk.config import mask_url
+from bulk.demo import generate
 from bulk.demo import run as demo
 from bulk.demo.load import load_demo
 
@@ -42,20 +43,35 @@ def init_db_cmd(database_url):
     is_flag=True,
     help="Leave market_price_history and price_overrides alone (faster).",
 )
-def demo_data_cmd(database_url, killmails, seed, no_history):
+@click.option(
+    "--days",
+    type=click.IntRange(min=1, max=generate.MAX_DAYS),
+    help="Pack the kills into the last N days of the 18 years they spread over by default"
+    f" (up to {generate.spread_first_day(1)}), as densely as a real killboard: 300000 over"
+    " 60 days is 5,000 a day. Market history is then daily from"
+    f" {generate.HISTORY_LEAD_DAYS} days before the first kill.",
+)
+def demo_data_cmd(database_url, killmails, seed, no_history, days):
     """Fill an empty killboard with generated killmails, items, types and prices.
 
     Also market history (daily for three years up to the newest kill, one day
-    in 30 before) and two price overrides, where init-db made those tables.
+    in 30 before; with --days, daily from 60 days before the first kill) and two
+    price overrides, where init-db made those tables.
 
     \b
     Example:
         bulk-backfill demo-data --killmails 100000 --seed 7
+        bulk-backfill demo-data --killmails 300000 --days 60
     """
     url = config.database_url(database_url)
     with db.connect(url) as conn:
-        result = load_demo(conn, killmails, seed, history=False if no_history else None)
-    line = f"loaded {killmails:,} killmails with {result.items:,} item rows (seed {seed})"
+        history = False if no_history else None
+        result = load_demo(conn, killmails, seed, history=history, days=days)
+    spread = f"seed {seed}"
+    if days is not None:
+        first = generate.spread_first_day(days)
+        spread += f", over {render.plural(days, 'day')} from {first} to {first + (days - 1)}"
+    line = f"loaded {killmails:,} killmails with {result.items:,} item rows ({spread})"
     if result.history:
         line += (
             f", {result.history_rows:,} market history rows and "

@@ -158,22 +158,72 @@ def _weights(rng: np.random.Generator, cat: Catalogue) -> tuple[np.ndarray, np.n
     return item_w / item_w.sum(), ship_w
 
 
+# By default any size spreads over the same 18 years of killboard history from
+# SPREAD_START (the last kill lands near SPREAD_END, a little before or after);
+# with `days`, the kills fill the last `days` days before SPREAD_END exactly, a
+# fixed date, so the same seed, size and days give the same data.
+SPREAD_START = np.datetime64("2008-01-01T00:00:00", "s")
+SPREAD_SECONDS = 18 * 365 * 86400
+SPREAD_END = SPREAD_START + np.timedelta64(SPREAD_SECONDS, "s")  # 2025-12-27T00:00:00
+MAX_DAYS = SPREAD_SECONDS // 86400  # `days` packs the kills into the last days of the 18 years
+
+
+def spread_first_day(days: int) -> np.datetime64:
+    """The first UTC date of a `days`-day spread: its kills fall on this date and
+    the days - 1 dates after it, up to the day before SPREAD_END."""
+    return (SPREAD_END - np.timedelta64(days, "D")).astype("datetime64[D]")
+
+
+def _packed_times(gaps: np.ndarray, lo: np.datetime64, hi: np.datetime64) -> np.ndarray:
+    """Kill times in [lo, hi) whose gaps are proportional to `gaps` (exponential:
+    the ordered times of a Poisson process with this many kills in the interval),
+    the first at lo."""
+    ends = np.cumsum(gaps)
+    before = np.concatenate(([0.0], ends[:-1]))
+    width = (hi - lo).astype(np.int64)
+    offsets = np.floor(before / ends[-1] * width).astype(np.int64)
+    return lo + offsets.astype("timedelta64[s]")
+
+
 def killmail_chunks(
-    rng: np.random.Generator, cat: Catalogue, n_killmails: int, first_id: int = 90_000_000
+    rng: np.random.Generator,
+    cat: Catalogue,
+    n_killmails: int,
+    first_id: int = 90_000_000,
+    days: int | None = None,
 ) -> Iterator[KillmailChunk]:
+    """The killmails, CHUNK at a time, in killmail_id and time order.
+
+    days: None spreads them over 18 years from SPREAD_START; N packs them into the
+    last N days before SPREAD_END (n_killmails / N a day). Both draw the same
+    numbers from rng, so the IDs, victims and items are the same either way: only
+    the times differ.
+    """
+    if days is not None and not 1 <= days <= MAX_DAYS:
+        raise ValueError(f"days must be from 1 to {MAX_DAYS}, not {days}")
     item_w, ship_w = _weights(rng, cat)
     structures = _category_index(cat, "Structure")
     blueprint_cat = _category_id("Blueprint")
     next_id = first_id
-    clock = np.datetime64("2008-01-01T00:00:00", "s")
-    # Any size spreads over the same 18 years of killboard history.
-    mean_gap = 18 * 365 * 86400 / n_killmails
+    clock = SPREAD_START
+    mean_gap = SPREAD_SECONDS / n_killmails
+    if days is not None:
+        packed_from = SPREAD_END - np.timedelta64(days * 86400, "s")
+        packed_seconds = days * 86400
     for start in range(0, n_killmails, CHUNK):
         n = min(CHUNK, n_killmails - start)
         ids = next_id + np.cumsum(rng.integers(1, 4, n))
         next_id = int(ids[-1])
-        times = clock + np.cumsum(rng.exponential(mean_gap, n)).astype("timedelta64[s]")
-        clock = times[-1]
+        if days is None:
+            times = clock + np.cumsum(rng.exponential(mean_gap, n)).astype("timedelta64[s]")
+            clock = times[-1]
+        else:
+            # Each chunk its share of the spread, by its share of the killmails:
+            # the kills stay in order and end before SPREAD_END whatever the draws.
+            lo = packed_from + np.timedelta64(packed_seconds * start // n_killmails, "s")
+            hi = packed_from + np.timedelta64(packed_seconds * (start + n) // n_killmails, "s")
+            # Scale 1.0 draws the same numbers as mean_gap: the rest stays the same.
+            times = _packed_times(rng.exponential(1.0, n), lo, hi)
 
         kind = rng.choice(3, size=n, p=[0.15, 0.8495, 0.0005])  # capsule, ship, structure
         ship = cat.type_ids[rng.choice(cat.type_ids.size, size=n, p=ship_w)]
@@ -218,10 +268,16 @@ def killmail_chunks(
 
 # The demo's market history: daily averages for the last three years up to the
 # newest kill, and one day in 30 before that back to the first kill, so every
-# kill date has history on or before it without 18 years of daily rows.
+# kill date has history on or before it without 18 years of daily rows. For kills
+# packed into a few days (killmail_chunks' `days`), daily averages from
+# HISTORY_LEAD_DAYS before the first kill to the last one instead: zkillboard's
+# window (up to 34 daily averages back from a date) is full from the first kill on
+# for every type but the dearest, which trade on about half the days (the gaps
+# below), and the history stays a killboard's size, not three years of it.
 HISTORY_REGION = 10000002  # The Forge, whose averages the kill-date rules read
 HISTORY_DAILY_DAYS = 3 * 365 + 1
 HISTORY_OLDER_STEP = 30
+HISTORY_LEAD_DAYS = 60
 
 
 @dataclass(frozen=True)
@@ -237,10 +293,15 @@ class History:
     order_count: np.ndarray
 
 
-def history_days(first: np.datetime64, last: np.datetime64) -> np.ndarray:
+def history_days(
+    first: np.datetime64, last: np.datetime64, daily_before: int | None = None
+) -> np.ndarray:
     """The days the demo has history for: one in 30 from `first`, then every day
-    of the last HISTORY_DAILY_DAYS up to `last` (both UTC dates)."""
+    of the last HISTORY_DAILY_DAYS up to `last` (both UTC dates); with
+    daily_before N, every day from N days before `first` up to `last`, nothing older."""
     first, last = first.astype("datetime64[D]"), last.astype("datetime64[D]")
+    if daily_before is not None:
+        return np.arange(first - daily_before, last + 1).astype("datetime64[D]")
     daily_from = max(first, last - (HISTORY_DAILY_DAYS - 1))
     older = np.arange(first, daily_from, HISTORY_OLDER_STEP).astype("datetime64[D]")
     return np.concatenate([older, np.arange(daily_from, last + 1).astype("datetime64[D]")])
@@ -250,16 +311,21 @@ HISTORY_BLOCK = 256  # types generated (and loaded) at a time: memory stays flat
 
 
 def history(
-    rng: np.random.Generator, cat: Catalogue, first: np.datetime64, last: np.datetime64
+    rng: np.random.Generator,
+    cat: Catalogue,
+    first: np.datetime64,
+    last: np.datetime64,
+    daily_before: int | None = None,
 ) -> Iterator[History]:
     """Daily averages of every priced type wandering around its sell price (pure numpy),
-    HISTORY_BLOCK types at a time, in (type_id, date) order.
+    HISTORY_BLOCK types at a time, in (type_id, date) order, on history_days(first,
+    last, daily_before).
 
     A mean-reverting walk in log space (about ±10%), with the highest and
     lowest of the day around it, volumes that fall as prices rise, and gaps:
     a few days without trades for every type, many for the dearest.
     """
-    days = history_days(first, last)
+    days = history_days(first, last, daily_before)
     # The price a type's history wanders around: its sell price where it has one.
     price = cat.base_price.copy()
     price[cat.price_rows] = np.where(cat.sell > 0, cat.sell, price[cat.price_rows])

@@ -198,12 +198,13 @@ def load_demo_data(
     *,
     progress: bool = True,
     history: bool | None = None,
+    days: int | None = None,
 ) -> int:
     """Fill an empty killboard with `killmails` generated killmails; returns the item rows.
 
-    history: see load_demo.
+    history, days: see load_demo.
     """
-    return load_demo(conn, killmails, seed, progress=progress, history=history).items
+    return load_demo(conn, killmails, seed, progress=progress, history=history, days=days).items
 
 
 def _drop_item_types_index(cur: psycopg.Cursor) -> bool:
@@ -223,13 +224,21 @@ def load_demo(
     *,
     progress: bool = True,
     history: bool | None = None,
+    days: int | None = None,
 ) -> DemoLoad:
     """Fill an empty killboard with `killmails` generated killmails, and market history
     and price overrides (bulk.demo.generate.history): with history None, where the
     history tables exist (init-db makes them; demo-data never does); True requires
-    them; False writes none."""
+    them; False writes none.
+
+    days: None spreads the kills over 18 years (history daily for the last three,
+    one day in 30 before); N packs them into the last N days before
+    generate.SPREAD_END, with daily history from generate.HISTORY_LEAD_DAYS days
+    before the first kill (bulk.demo.generate.killmail_chunks)."""
     if killmails < 1:
         raise UserError("--killmails must be at least 1")
+    if days is not None and not 1 <= days <= generate.MAX_DAYS:
+        raise UserError(f"--days must be from 1 to {generate.MAX_DAYS:,}")
     db.require_schema(conn)
     missing = db.missing_tables(conn, db.HISTORY_TABLES)
     if history and missing:
@@ -263,7 +272,7 @@ def load_demo(
             extras_rng = np.random.default_rng([seed, 13]) if wants_extras else None
             cat = generate.catalogue(rng)
             _load_catalogue(cur, cat, stamps)
-            for chunk in generate.killmail_chunks(rng, cat, killmails):
+            for chunk in generate.killmail_chunks(rng, cat, killmails, days=days):
                 _load_chunk(cur, chunk, stamps, extras_rng)
                 items += chunk.item_killmail_ids.size
                 first = chunk.times[0] if first is None else first
@@ -272,10 +281,16 @@ def load_demo(
             if rebuild:
                 cur.execute(sqlfiles.load("item_types_index"))
             if result.history:
-                bar.note("writing market history and price overrides (about 2.9 million rows)")
+                daily_before = None if days is None else generate.HISTORY_LEAD_DAYS
+                n_days = generate.history_days(first, last, daily_before).size
+                # About 3% of the (type, day) pairs are gaps.
+                about = _about(0.97 * n_days * cat.price_rows.size)
+                bar.note(f"writing market history and price overrides (about {about} rows)")
                 # Its own Generator: the killmails stay those of the seed either way.
                 history_rng = np.random.default_rng([seed, 14])
-                result.history_rows = _load_history(cur, history_rng, cat, first, last)
+                result.history_rows = _load_history(
+                    cur, history_rng, cat, first, last, daily_before
+                )
                 result.overrides = _load_overrides(cur, generate.overrides(cat, first, last))
     finally:
         bar.close()
@@ -288,6 +303,13 @@ def load_demo(
     return result
 
 
+def _about(n: float) -> str:
+    """A row count to two figures: '2.9 million', '170,000'."""
+    if n >= 1e6:
+        return f"{n / 1e6:.1f} million"
+    return f"{float(f'{n:.2g}'):,.0f}"
+
+
 _HISTORY_COLUMNS = ["region_id", "type_id", "date", "average", "highest", "lowest"]
 _HISTORY_COLUMNS += ["volume", "order_count"]
 
@@ -298,10 +320,11 @@ def _load_history(
     cat: generate.Catalogue,
     first: np.datetime64,
     last: np.datetime64,
+    daily_before: int | None,
 ) -> int:
     """Binary-COPY the generated history, a block of types at a time, in key order."""
     rows = 0
-    for block in generate.history(rng, cat, first, last):
+    for block in generate.history(rng, cat, first, last, daily_before):
         n = block.type_ids.size
         days = (block.days - np.datetime64("2000-01-01", "D")).astype(np.int64)
         copy_columns(
