@@ -9,6 +9,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bulk import redact
 from bulk.config import check_libpq_url, mask_url, scrub
+from bulk.engine import rules as rule_sets
 from bulk.engine import sqlfiles
 from bulk.errors import UserError, one_line
 
@@ -25,6 +26,8 @@ REQUIRED_TABLES = (
 # Only init-db and the `prices history` / `prices override` commands create them;
 # run and work never do, and nothing here is one of the killboard's own tables.
 HISTORY_TABLES = ("market_price_history", "price_overrides")
+# The price book (bulk.engine.book): the tool's own, made by init-db and the price commands.
+BOOK_TABLE = "bulk_price_book"
 
 
 # libpq settings added to every connection whose URL (or keyword string) does not
@@ -158,7 +161,7 @@ def require_schema(conn: psycopg.Connection) -> None:
 
 def require_rule_prices(conn: psycopg.Connection, rules: str, allow_empty: bool) -> None:
     """The prices a rule set reads are there: market_prices for seed, the history tables else."""
-    if rules != "seed":
+    if rule_sets.reads_history(rules):
         from bulk.audit.verify import require_history_tables
 
         require_history_tables(conn)
@@ -188,13 +191,15 @@ def init_db(conn: psycopg.Connection) -> list[str]:
     On the replaced system's schema the killboard tables are all there already,
     so only the tool's own history tables are added, beside them.
     """
-    before = set(missing_tables(conn, REQUIRED_TABLES + HISTORY_TABLES))
+    tables = REQUIRED_TABLES + HISTORY_TABLES + (BOOK_TABLE,)
+    before = set(missing_tables(conn, tables))
     with conn.transaction():
         conn.execute(sqlfiles.load("schema"))
         conn.execute(sqlfiles.load("history_schema"))
+        conn.execute(sqlfiles.load("book_schema"))
         if "killmail_items" in before:
             conn.execute(sqlfiles.load("item_types_index"))
-    return [t for t in REQUIRED_TABLES + HISTORY_TABLES if t in before]
+    return [t for t in tables if t in before]
 
 
 def ensure_history_tables(conn: psycopg.Connection) -> list[str]:
@@ -207,4 +212,14 @@ def ensure_history_tables(conn: psycopg.Connection) -> list[str]:
     if before:
         with conn.transaction():
             conn.execute(sqlfiles.load("history_schema"))
+    return before + ensure_book_table(conn)
+
+
+def ensure_book_table(conn: psycopg.Connection) -> list[str]:
+    """Create the price book's table if missing (init-db and the price commands only);
+    returns [its name] if it created it. Works inside the caller's transaction."""
+    before = absent_tables(conn, (BOOK_TABLE,))
+    if before:
+        with conn.transaction():
+            conn.execute(sqlfiles.load("book_schema"))
     return before

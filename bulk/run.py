@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from bulk import db, readiness
 from bulk.config import scrub
-from bulk.engine import modes, scan
+from bulk.engine import book, modes, scan
 from bulk.engine.batch import Valuation
 from bulk.engine.retry import ConnectionHolder, DatabaseGone, EnvironmentFailure, Failure, run_batch
 from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
@@ -52,6 +52,9 @@ class RunSummary:
     scan_reconnects: int = 0
     # With --allow-incomplete: killmails holding a type without type data or price.
     with_gaps: int | None = None
+    # The price book rows the job built (or rebuilt) before its first batch, and how long it took.
+    book_rows: int = 0
+    book_seconds: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -274,7 +277,14 @@ def run_local(
             conn, rules, price_column, allow_incomplete, allow_unpriced=allow_empty_prices
         )
         db.require_rule_prices(conn, rules, allow_empty_prices)
+        book.require_table(conn)
         summary = RunSummary(selected=scan.count(conn, selection), with_gaps=gaps)
+        # Before the first batch: the children then find every price ready.
+        book_started = time.monotonic()
+        summary.book_rows = book.build_for_job(
+            conn, rules, price_column, *selection.killmails_sql()
+        )
+        summary.book_seconds = time.monotonic() - book_started
     metrics = None
     if metrics_at is not None:
         from bulk.metrics import RunMetrics
@@ -310,8 +320,6 @@ def run_local(
                 should_stop=lambda: stopper.requested,
                 note=note,
             )
-            # Prices are read once per connection: a run values every killmail
-            # at the prices of its start (a reconnect reads them again).
             job = (
                 selection.mode,
                 Valuation(price_column, touch_updated_at, engine, None, rules),

@@ -99,6 +99,9 @@ def create_schema(url: str, kind: str = "tool") -> None:
     with psycopg.connect(url) as conn:
         if kind == "killreport":
             conn.execute(KILLREPORT_SCHEMA.read_text())
+            # The tool's price book, as init-db or any price command adds it
+            # beside a killboard's own tables (the history tables stay absent).
+            db.ensure_book_table(conn)
         else:
             db.init_db(conn)
 
@@ -603,6 +606,9 @@ def killreport_db():
     with new_database() as url:
         with psycopg.connect(url) as conn:
             conn.execute(KILLREPORT_SCHEMA.read_text())
+            from bulk import db
+
+            db.ensure_book_table(conn)
         yield url
 
 

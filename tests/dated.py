@@ -1,6 +1,6 @@
 """Helpers for the kill-date rule sets' tests: rows on either schema, and values three ways.
 
-Values come from the engine path (bulk.engine.dated + pricing.price_batch, in
+Values come from the engine path (the price book + pricing.price_batch, in
 cents) and from the rule set's SQL reference (numeric ISK); the tests compare
 both with a Decimal oracle of their own.
 """
@@ -12,8 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 import psycopg
 
-from bulk.engine import dated as engine_dated
-from bulk.engine import pricing, sqlfiles
+from bulk.engine import batch, pricing, sqlfiles
 
 CENT = Decimal("0.01")
 
@@ -166,9 +165,10 @@ Values = dict[int, tuple[Decimal, Decimal, Decimal]]  # total, destroyed, droppe
 
 
 def engine_values(url: str, ids, rules: str, mode: str = "all") -> Values:
-    """What the engine path computes: dated.load_lines, then pricing.price_batch (cents)."""
+    """What the engine path computes: batch.load_lines (from the price book), then
+    pricing.price_batch (cents)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        lines = engine_dated.load_lines(conn, ids, mode, rules)
+        lines = batch.load_lines(conn, ids, mode, rules)
     cents, _ = pricing.price_batch(lines)
     out = {}
     for kid, total, destroyed, dropped in zip(

@@ -6,17 +6,18 @@ A batch is written whole or not at all: by one UPDATE statement.
 from __future__ import annotations
 
 import contextlib
-import math
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
 
 import numpy as np
 import psycopg
 import psycopg.errors
 from psycopg import pq
 
-from bulk.engine import dated, modes, pricing, sqlfiles, unit_prices
+from bulk.engine import book, modes, pricing, sqlfiles
 from bulk.engine import rules as rule_sets
 
 
@@ -131,10 +132,11 @@ class Valuation:
     touch_updated_at: bool = True
     # "numpy" (load, numpy sums, one UPDATE) or "sql" (one set-based statement).
     engine: str = "numpy"
-    # Rebuild the connection's unit-cents table (or empty its cache of dated
-    # prices) when it is this many seconds old; None: once per connection.
+    # Recheck the book's prices of a rule set that rechecks (seed: market_prices
+    # may change behind the price commands) when this many seconds old; None:
+    # once per process (bulk.engine.book.recheck).
     price_refresh: float | None = None
-    # seed (today's prices) or a kill-date rule set (bulk.engine.rules).
+    # The rule set (bulk.engine.rules): seed (today's prices) or a kill-date one.
     rules: str = rule_sets.DEFAULT_RULES
 
 
@@ -155,10 +157,9 @@ def process_batch(
     statement's time in it (unless `touch_updated_at` is False); rows not
     written keep theirs.
 
-    Under seed, unit prices come from the connection's unit-cents table, built
-    on first use and rebuilt once it is `price_refresh` seconds old
-    (bulk.engine.unit_prices); under a dated rule set, from the connection's
-    cache of (type, price date) prices, emptied as often (bulk.engine.dated).
+    Unit prices come from the price book (bulk.engine.book), joined by
+    equality: a batch that finds a (type, price date) of its lines missing
+    from the book, or stale, builds it and is valued again.
 
     On an autocommit connection the write is its own transaction: it is one
     statement, so it commits whole or not at all, and the BEGIN/COMMIT pair
@@ -167,35 +168,31 @@ def process_batch(
     transaction of the caller's connection.
     """
     batch_ids = sorted({int(i) for i in ids})
-    modes.engine(engine)
-    if rules == "seed":
-        step = _ENGINES[engine]
-        unit_prices.ensure(conn, price_column, price_refresh)
-        args = (batch_ids, mode, price_column, touch_updated_at)
-    else:
-        step = _DATED_ENGINES[engine]
-        dated.ensure_fresh(conn, price_refresh)
-        args = (batch_ids, mode, rule_sets.dated(rules).name, touch_updated_at)
+    step = _ENGINES[modes.engine(engine)]
+    rule_sets.book_key(rules, price_column)  # a UserError for an unknown rule set or column
+    book.recheck(conn, rules, price_column, price_refresh)
+    args = (batch_ids, mode, rules, price_column, touch_updated_at)
     try:
-        if conn.autocommit:
-            updated, no_victim = step(conn, *args)
-        else:
-            with conn.transaction():
-                updated, no_victim = step(conn, *args)
+        for attempt in range(3):
+            if conn.autocommit:
+                updated, no_victim, missing = step(conn, *args)
+            else:
+                with conn.transaction():
+                    updated, no_victim, missing = step(conn, *args)
+            if not missing:
+                break
+            if attempt == 2:
+                raise RuntimeError(
+                    f"the price book still lacks {missing} prices after building them"
+                )
+            book.build_for_batch(conn, rules, price_column, batch_ids)
     except _CENTS_CAST_ERRORS as exc:
         if isinstance(exc, PriceOutOfRange):
             raise
-        if rules != "seed":
-            named = dated.unusable(conn, batch_ids, mode, rules)
-            if not named:
-                raise
-            raise PriceOutOfRange("; ".join(dated.describe(rules, *n) for n in named)) from exc
-        bad = _unusable_prices(conn, batch_ids, mode, price_column)
-        if not bad:
+        named = _unusable_prices(conn, batch_ids, mode, rules, price_column)
+        if not named:
             raise
-        raise PriceOutOfRange(
-            "; ".join(_describe_price(price_column, t, p) for t, p in bad)
-        ) from exc
+        raise PriceOutOfRange("; ".join(_describe(rules, price_column, *n) for n in named)) from exc
     return BatchResult(
         updated=updated,
         skipped=len(batch_ids) - updated,
@@ -220,42 +217,61 @@ def value_batch(
     )
 
 
-def _load_price_write(conn, batch_ids: list[int], mode: str, price_column: str, touch: bool):
+def _load(conn, batch_ids: list[int], mode: str, rules: str, column: str):
+    """The batch's lines (pricing.unpack_lines), or None where the book lacks prices of
+    them, with how many lines those are."""
     with conn.cursor(binary=True) as cur:
         # prepare=False: a prepared generic plan of this join can be many
         # times slower than the custom plan for the batch's actual IDs.
-        cur.execute(sqlfiles.load_batch_sql(mode, price_column), {"ids": batch_ids}, prepare=False)
-        lines = pricing.unpack_lines(cur.fetchone())
-    return _price_write(conn, lines, mode, touch)
+        statement = sqlfiles.load_book_sql(mode, rules, column)
+        cur.execute(statement, {"ids": batch_ids}, prepare=False)
+        row = cur.fetchone()
+    if row[5]:
+        return None, int(row[5])
+    return pricing.unpack_lines(row[:5]), 0
 
 
-def _price_write(conn, lines: np.ndarray, mode: str, touch: bool):
-    """Sum a batch's loaded lines and write them with the one guarded UPDATE (numpy engine)."""
+def load_lines(
+    conn: psycopg.Connection,
+    ids: Iterable[int],
+    mode: str,
+    rules: str = rule_sets.DEFAULT_RULES,
+    price_column: str = "sell",
+) -> np.ndarray:
+    """The numpy engine's load alone: the (n, 5) int64 lines of pricing.price_batch for
+    the killmails of `ids` that match `mode`, building the book's missing prices first."""
+    batch_ids = sorted({int(i) for i in ids})
+    for _ in range(2):
+        lines, missing = _load(conn, batch_ids, mode, rules, price_column)
+        if lines is not None:
+            return lines
+        book.build_for_batch(conn, rules, price_column, batch_ids)
+    raise RuntimeError(f"the price book lacks {missing} prices after building them")
+
+
+def _load_price_write(conn, batch_ids: list[int], mode: str, rules: str, column: str, touch: bool):
+    """The numpy engine: load the batch's lines, sum them, write them with one UPDATE."""
+    lines, missing = _load(conn, batch_ids, mode, rules, column)
+    if lines is None:
+        return 0, np.empty(0, dtype=np.int64), missing
     updated_at = updated_at_type(conn) if touch else None
     cents, no_victim = pricing.price_batch(lines)
     if not cents.killmail_ids.size:
-        return 0, no_victim
+        return 0, no_victim, 0
     with conn.cursor(binary=True) as cur:
-        return _write(conn, cur, cents, mode, updated_at), no_victim
+        return _write(conn, cur, cents, mode, updated_at), no_victim, 0
 
 
-def _value_in_sql(conn, batch_ids: list[int], mode: str, price_column: str, touch: bool):
+def _value_in_sql(conn, batch_ids: list[int], mode: str, rules: str, column: str, touch: bool):
     """The set-based engine: one statement values and writes the batch."""
     updated_at = updated_at_type(conn) if touch else None
-    return _set_based(
-        conn,
-        batch_ids,
-        lambda product: sqlfiles.value_batch_sql(mode, price_column, updated_at, product),
-    )
-
-
-def _set_based(conn, batch_ids: list[int], statement_for):
-    """Run the set-based statement with int8 line products, or numeric after an overflow."""
 
     def run(product: str):
-        text = statement_for(product)
-        updated, no_victim = conn.execute(text, {"ids": batch_ids}, prepare=False).fetchone()
-        return int(updated), np.asarray(no_victim, dtype=np.int64)
+        text = sqlfiles.value_book_sql(mode, rules, column, updated_at, product)
+        updated, no_victim, missing = conn.execute(
+            text, {"ids": batch_ids}, prepare=False
+        ).fetchone()
+        return int(updated), np.asarray(no_victim, dtype=np.int64), int(missing)
 
     try:
         # Inside the caller's transaction this is a savepoint, so a failure
@@ -272,38 +288,16 @@ def _set_based(conn, batch_ids: list[int], statement_for):
 _ENGINES = {"numpy": _load_price_write, "sql": _value_in_sql}
 
 
-def _dated_load_price_write(conn, batch_ids: list[int], mode: str, rules_name: str, touch: bool):
-    """The numpy engine under a dated rule set: resolve the batch's pairs, load, sum, write."""
-    return _price_write(conn, dated.load_lines(conn, batch_ids, mode, rules_name), mode, touch)
-
-
-def _dated_value_in_sql(conn, batch_ids: list[int], mode: str, rules_name: str, touch: bool):
-    """The set-based engine under a dated rule set: resolve, then one statement."""
-    updated_at = updated_at_type(conn) if touch else None
-    dated.resolve(conn, batch_ids, rules_name)
-    return _set_based(
-        conn,
-        batch_ids,
-        lambda product: sqlfiles.value_batch_dated_sql(mode, rules_name, updated_at, product),
-    )
-
-
-_DATED_ENGINES = {"numpy": _dated_load_price_write, "sql": _dated_value_in_sql}
-
-
-def _unusable_prices(conn, batch_ids: list[int], mode: str, price_column: str) -> list:
-    """(type_id, price) of the batch's prices that cannot be cents; run after the load failed."""
-    statement = sqlfiles.unusable_prices_sql(mode, price_column)
+def _unusable_prices(conn, batch_ids: list[int], mode: str, rules: str, column: str) -> list:
+    """(type_id, price_date, unit ISK) of the batch's prices that cannot be cents;
+    asked after the valuation failed."""
+    statement = sqlfiles.book_unusable_sql(mode, rules, column)
     if conn.autocommit:
         return conn.execute(statement, {"ids": batch_ids}, prepare=False).fetchall()
     with conn.transaction():
         return conn.execute(statement, {"ids": batch_ids}, prepare=False).fetchall()
 
 
-def _describe_price(column: str, type_id: int, price: float) -> str:
-    if math.isfinite(price):
-        return (
-            f"market_prices.{column} of type {type_id} is {price!r} ISK,"
-            " beyond what a value can hold"
-        )
-    return f"market_prices.{column} of type {type_id} is {price!r}, not a price"
+def _describe(rules: str, column: str, type_id: int, price_date: date, price: Decimal) -> str:
+    """One unusable price, for the error of the killmails that use it."""
+    return rule_sets.describe_unusable(rules, column, type_id, price_date, price)

@@ -1,18 +1,20 @@
 """The rule sets a killmail can be valued under, as fixed data, and the SQL text made from it.
 
-`seed` is the replaced system's rule (today's prices, sql/load_batch.sql);
-`evekill` and `zkillboard` value a killmail at its kill date, from
-market_price_history and price_overrides. Every fixed price, region, offset
-and window size of the dated rule sets is listed once, in DATED below; the
-engine's SQL (sql/resolve_dated_*.sql, sql/load_batch_dated.sql) and the
-references' (sql/reference_evekill.sql, sql/reference_zkillboard.sql) get
-their numbers from here, and the README's rules table is checked against
-table_rows(). Only identifiers and numbers from these fixed tables are ever
-pasted into SQL text, never user text.
+`seed` is the replaced system's rule (today's market_prices); `evekill` and
+`zkillboard` value a killmail at its kill date, from market_price_history and
+price_overrides. Every fixed price, region, offset and window size is listed
+once, in SEED and DATED below: the price book's builders
+(sql/book_build_<rules>.sql, bulk.engine.book) and the dated references
+(sql/reference_evekill.sql, sql/reference_zkillboard.sql) get their numbers
+from here, and the README's rules table is checked against table_rows(). This
+is the only module that knows a rule set by name: everything else asks it.
+Only identifiers and numbers from these fixed tables are ever pasted into SQL
+text, never user text.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -45,6 +47,28 @@ class LinePrice:
 
 
 @dataclass(frozen=True)
+class ShapePrice:
+    """A fixed unit price of a type in one shape of line (SHAPES), where a condition holds.
+
+    `column` is "type" (the type's id), "category_name" (its category's name)
+    or None (every type).
+    """
+
+    what: str
+    shape: str
+    column: str | None
+    values: tuple[int | str, ...]
+    price: Decimal
+
+
+# The shapes of line a book prices apart: the victim's ship, a plain item, and
+# item lines that a rule set can fix by a column of killmail_items. A line
+# takes the first item shape whose column has the value (then plain "item").
+SHIP, ITEM = "ship", "item"
+SHAPES: dict[str, tuple[str, int]] = {"copy": ("singleton", 2), "bay": ("flag", 179)}
+
+
+@dataclass(frozen=True)
 class Window:
     """zKillboard's market window: up to `size` daily averages walking back from the price date."""
 
@@ -71,6 +95,27 @@ class RuleSet:
     # No override, no fixed price, no market price.
     fallback: Decimal
 
+
+@dataclass(frozen=True)
+class Seed:
+    """The replaced system's rule: today's market_prices, in a column of the job's choice."""
+
+    name: str
+    price_columns: tuple[str, ...]
+    shape_prices: tuple[ShapePrice, ...]
+    # No market_prices row, or a NULL price.
+    fallback: Decimal
+
+
+SEED = Seed(
+    name="seed",
+    price_columns=("sell", "buy", "average"),
+    shape_prices=(
+        ShapePrice("capsule hull", SHIP, "type", (670,), Decimal("10")),
+        ShapePrice("blueprint copies", "copy", "category_name", ("Blueprint",), Decimal("0.01")),
+    ),
+    fallback=Decimal("0"),
+)
 
 _SKIN = TypePrice("SKINs", "category", (91,), Decimal("0.01"))
 _CAPSULE = TypePrice("capsules", "group", (29,), Decimal("10000"))
@@ -224,6 +269,142 @@ def placeholders(name: str) -> dict[str, str]:
     }
 
 
+# --- the price book: what a rule set tells the builders and the engines ---------
+
+# seed's price date: its prices are today's, whatever the kill's date.
+_TODAY = "'infinity'::date"
+
+
+def uses_price_column(name: str) -> bool:
+    """Whether the rule set reads market_prices (and so a price column): only seed."""
+    return rules_name(name) == SEED.name
+
+
+def reads_history(name: str) -> bool:
+    """Whether the rule set reads market_price_history and price_overrides."""
+    return rules_name(name) in DATED
+
+
+def book_key(name: str, price_column: str = "sell") -> str:
+    """The key of the rule set's rows in the price book: seed carries its price column."""
+    if uses_price_column(name):
+        if price_column not in SEED.price_columns:
+            raise UserError(
+                f"unknown price column {price_column!r}: choose one of"
+                f" {', '.join(SEED.price_columns)}"
+            )
+        return f"{SEED.name}:{price_column}"
+    return rules_name(name)
+
+
+def book_rules(key: str) -> tuple[str, str | None]:
+    """(rule set, price column or None) of a book key made by book_key()."""
+    name, _, column = key.partition(":")
+    if book_key(name, column or "sell") != key:
+        raise ValueError(f"not a book key: {key!r}")
+    return name, column or None
+
+
+def book_price_date_sql(name: str) -> str:
+    """The price date of killmail k under the rule set, as the book's rows are keyed."""
+    return _TODAY if uses_price_column(name) else price_date_sql(name)
+
+
+def _shape_prices(name: str) -> tuple[ShapePrice, ...]:
+    if uses_price_column(name):
+        return SEED.shape_prices
+    by_line = {line: shape for shape, line in SHAPES.items()}
+    return tuple(
+        ShapePrice(p.what, by_line[(p.column, p.value)], None, (), p.price)
+        for p in dated(name).line_prices
+    )
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z ]*")
+_SHAPE_COLUMNS = {"type": "t.id", "category_name": "c.name"}
+
+
+def _value_sql(value: int | str) -> str:
+    if isinstance(value, int):
+        return _number(value)
+    if not _WORD.fullmatch(value):  # fixed names only, never anything to escape
+        raise ValueError(f"not a plain name: {value!r}")
+    return f"'{value}'"
+
+
+def shape_fixed_sql(name: str, shape: str) -> str:
+    """The shape's fixed unit price (numeric ISK) of type t in group g, category c, or NULL."""
+    whens = []
+    for p in _shape_prices(name):
+        if p.shape != shape:
+            continue
+        if p.column is None:
+            whens.append(f"WHEN TRUE THEN {_number(p.price)}::numeric")
+        else:
+            values = ", ".join(map(_value_sql, p.values))
+            whens.append(
+                f"WHEN {_SHAPE_COLUMNS[p.column]} IN ({values}) THEN {_number(p.price)}::numeric"
+            )
+    return "CASE " + " ".join(whens) + " END" if whens else "NULL::numeric"
+
+
+def item_cents_sql() -> str:
+    """The book's column an item line i takes (on book row p), by the line's shape."""
+    whens = " ".join(
+        f"WHEN {_LINE_COLUMNS[column]} = {_number(value)} THEN p.{shape}"
+        for shape, (column, value) in SHAPES.items()
+    )
+    return f"CASE {whens} ELSE p.{ITEM} END"
+
+
+def builder(name: str) -> str:
+    """The name of the rule set's builder, sql/book_build_<name>.sql."""
+    return f"book_build_{rules_name(name)}"
+
+
+def recheck(name: str) -> bool:
+    """Whether a build recomputes every wanted price, not only missing and stale ones.
+
+    seed's few thousand prices are cheaper to recompute than to track, and a
+    killboard's own price fetcher may change market_prices behind the tool.
+    """
+    return uses_price_column(name)
+
+
+def job_wants_every_type(name: str) -> bool:
+    """Whether a job's book is every known type (seed: one price date) rather than
+    the (type, price date) pairs of the job's killmails."""
+    return uses_price_column(name)
+
+
+def history_reach(name: str) -> str | None:
+    """Which book rows of a type a history change on date D makes stale:
+    "after" (price dates from D on), "all" (every price date: zkillboard's walk
+    limit counts all of the type's rows), or None (the rule set reads no history)."""
+    if not reads_history(name):
+        return None
+    return "all" if dated(name).window is not None else "after"
+
+
+def book_placeholders(name: str, price_column: str = "sell") -> dict[str, str]:
+    """Every placeholder the book's SQL files use, for rule set `name`."""
+    fill = {
+        "book": "'" + book_key(name, price_column) + "'",
+        "price_date": book_price_date_sql(name),
+        "item_cents": item_cents_sql(),
+        "max_cents": _number(MAX_CENTS),
+        "recheck": "TRUE" if recheck(name) else "FALSE",
+    }
+    for shape in (SHIP, *SHAPES):
+        fill[f"{shape}_fixed"] = shape_fixed_sql(name, shape)
+    if uses_price_column(name):
+        fill["price_column"] = price_column
+        fill["fallback"] = _number(SEED.fallback)
+    else:
+        fill.update(placeholders(name))
+    return fill
+
+
 # --- the README's table --------------------------------------------------------
 
 
@@ -290,3 +471,22 @@ def table_markdown() -> str:
     lines = ["| part | seed (default) | evekill | zkillboard |", "| --- | --- | --- | --- |"]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows()]
     return "\n".join(lines)
+
+
+def describe_unusable(
+    name: str, column: str | None, type_id: int, price_date, price: Decimal
+) -> str:
+    """A price of the book that cannot be cents, for the error of the killmails that use it."""
+    if uses_price_column(name):
+        value = float(price)
+        if math.isfinite(value):
+            return (
+                f"market_prices.{column} of type {type_id} is {value!r} ISK,"
+                " beyond what a value can hold"
+            )
+        return f"market_prices.{column} of type {type_id} is {value!r}, not a price"
+    shown = "not a number" if price.is_nan() else f"{price:.6g} ISK"
+    return (
+        f"the {rules_name(name)} price of type {type_id} on {price_date}"
+        f" is {shown}, beyond what a value can hold"
+    )

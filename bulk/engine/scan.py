@@ -61,6 +61,19 @@ class Selection:
                 params[name] = list(value) if isinstance(value, tuple) else value
         return " AND ".join(clauses), params
 
+    def killmails_sql(self) -> tuple[str, dict]:
+        """(condition on alias k, its parameters): the killmails the job covers now,
+        its limit included, for a statement that reads them all at once."""
+        filters, params = self._where()
+        condition = f"k.killmail_id > %(after)s AND {filters}"
+        if self.limit is not None:
+            condition = (
+                "k.killmail_id IN (SELECT k.killmail_id FROM killmails AS k"
+                f" WHERE {condition} ORDER BY k.killmail_id LIMIT %(limit)s)"
+            )
+            params["limit"] = self.limit
+        return condition, params
+
 
 def count(conn: psycopg.Connection, selection: Selection) -> int:
     """How many killmails the selection covers now, capped by its limit."""

@@ -17,7 +17,6 @@ from bulk.engine.modes import (
     mode_predicate,
     price_column,
     touch_clause,
-    unit_cents_table,
 )
 
 
@@ -40,36 +39,60 @@ def load(name: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
 
 
-@cache
-def unit_cents_sql(column: str) -> str:
-    return load("unit_cents").format(
-        table=unit_cents_table(column), price_column=price_column(column)
-    )
+# --- the price book (bulk/engine/book.py): every placeholder from rules.py's data ----
+
+_WANTED = {"stale": "book_wanted_stale", "known": "book_wanted_known"}
+_BATCH_KILLMAILS = "k.killmail_id = ANY(%(ids)b::int[])"
+
+
+def book_build_sql(rules_name: str, column: str, wanted: str, killmails: str | None = None) -> str:
+    """The rule set's builder for the pairs `wanted`: "batch" (the killmails %(ids)b),
+    "job" (the killmails of the condition `killmails` on alias k), "stale" (the
+    book's stale rows) or "known" (every type of market_prices and types)."""
+    if wanted == "job":
+        assert killmails is not None
+        return _book_build(rules_name, column, "book_wanted", killmails)
+    if wanted == "batch":
+        return _book_build(rules_name, column, "book_wanted", _BATCH_KILLMAILS)
+    return _book_build(rules_name, column, _WANTED[wanted], None)
+
+
+@lru_cache(maxsize=32)
+def _book_build(rules_name: str, column: str, wanted_file: str, killmails: str | None) -> str:
+    fill = rules.book_placeholders(rules_name, column)
+    wanted = load(wanted_file).format(**fill, killmails=killmails)
+    needed = load("book_needed").format(**fill, wanted=wanted)
+    store = load("book_store").format(**fill)
+    return load(rules.builder(rules_name)).format(**fill, needed=needed, store=store)
+
+
+def _book_batch(mode: str, rules_name: str, column: str) -> dict[str, str]:
+    fill = rules.book_placeholders(rules_name, column)
+    fill["mode_predicate"] = mode_predicate(mode)
+    fill["batch"] = load("book_batch").format(**fill)
+    return fill
 
 
 @cache
-def load_batch_sql(mode: str, column: str) -> str:
-    return load("load_batch").format(
-        mode_predicate=mode_predicate(mode), unit_cents=unit_cents_table(column)
-    )
+def load_book_sql(mode: str, rules_name: str, column: str) -> str:
+    return load("load_book").format(**_book_batch(mode, rules_name, column))
 
 
 @cache
-def value_batch_sql(mode: str, column: str, updated_at: str | None, product: str) -> str:
+def value_book_sql(
+    mode: str, rules_name: str, column: str, updated_at: str | None, product: str
+) -> str:
     """The set-based engine's one statement; `product` is int8, or numeric after an overflow."""
-    return load("value_batch").format(
-        mode_predicate=mode_predicate(mode),
-        unit_cents=unit_cents_table(column),
+    return load("value_book").format(
+        **_book_batch(mode, rules_name, column),
         cents=fixed_name(LINE_PRODUCT_TYPES, product, "line product type"),
         touch=touch_clause(updated_at),
     )
 
 
 @cache
-def unusable_prices_sql(mode: str, column: str) -> str:
-    return load("unusable_prices").format(
-        mode_predicate=mode_predicate(mode), price_column=price_column(column)
-    )
+def book_unusable_sql(mode: str, rules_name: str, column: str) -> str:
+    return load("book_unusable").format(**_book_batch(mode, rules_name, column))
 
 
 # Keyed by row count: a job uses one batch size and a smaller last batch or
@@ -123,31 +146,3 @@ def dated_sql(name: str, rules_name: str, mode: str | None = None) -> str:
     if mode is not None:
         fill["mode_predicate"] = mode_predicate(mode)
     return load(name).format(**fill)
-
-
-@cache
-def resolve_dated_sql(rules_name: str) -> str:
-    return dated_sql(f"resolve_dated_{rules.dated(rules_name).name}", rules_name)
-
-
-@cache
-def load_batch_dated_sql(mode: str, rules_name: str) -> str:
-    return dated_sql("load_batch_dated", rules_name, mode)
-
-
-@cache
-def unusable_dated_sql(mode: str, rules_name: str) -> str:
-    return dated_sql("unusable_dated", rules_name, mode)
-
-
-@cache
-def value_batch_dated_sql(mode: str, rules_name: str, updated_at: str | None, product: str) -> str:
-    """The set-based engine for a dated rule set: the dated load's lines, summed and written."""
-    load_sql = load_batch_dated_sql(mode, rules_name)
-    head = load_sql[: load_sql.rindex("SELECT string_agg(")].rstrip()
-    tail = load("value_tail").format(
-        cents=fixed_name(LINE_PRODUCT_TYPES, product, "line product type"),
-        touch=touch_clause(updated_at),
-        mode_predicate=mode_predicate(mode),
-    )
-    return head + "\n" + tail

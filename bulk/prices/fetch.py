@@ -59,6 +59,7 @@ def fetch_prices(
     with db.connect(url, autocommit=True) as conn:
         db.require_schema(conn)
         where = store.target(conn)
+        db.ensure_book_table(conn)
         types = sorted(set(type_ids)) if type_ids else store.used_types(conn)
         summary = FetchSummary(types=len(types))
         if announce is not None:

@@ -24,7 +24,7 @@ from psycopg.copy import QueuedLibpqWriter
 
 from bulk import db
 from bulk.demo.copy_binary import FLOAT8, INT4, INT8, SIGNATURE, TRAILER, Column, encode_rows
-from bulk.engine import sqlfiles
+from bulk.engine import book, sqlfiles
 from bulk.errors import UserError
 from bulk.prices import history_files as hf
 from bulk.prices.esi import DEFAULT_REGION
@@ -127,6 +127,9 @@ def import_history_files(
             staged = time.monotonic()
             summary.staging_seconds = staged - started
             summary.written = _upsert_staged(conn, sources, region, type_id, all_regions, newest)
+            # In the same transaction: a job that starts after this commits builds them again.
+            changes = conn.execute(sqlfiles.load("history_staged_changes")).fetchall()
+            book.invalidate_history(conn, dict(changes))
             summary.upsert_seconds = time.monotonic() - staged
             # ON COMMIT DROP waits for the caller's commit: a second import in the
             # same transaction needs the name free.
@@ -172,6 +175,11 @@ def upsert_rows(conn: psycopg.Connection, rows: hf.HistoryRows) -> Written:
         new, changed = conn.execute(statement, params).fetchone()
     except psycopg.errors.CardinalityViolation:
         raise UserError("a (region, type, date) is given twice; nothing was written") from None
+    earliest: dict[int, date] = {}
+    for type_id, day in zip(params["type_id"], params["date"]):
+        if type_id not in earliest or day < earliest[type_id]:
+            earliest[type_id] = day
+    book.invalidate_history(conn, earliest)
     return Written(new, changed, len(rows) - new - changed)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psycopg
 
+from bulk import db
 from bulk.errors import UserError
 from bulk.prices import files, store
 
@@ -46,6 +47,7 @@ def import_prices(
             table = files.parse_csv(text)
     except files.PriceFileError as exc:
         raise UserError(f"{path}:{exc}; nothing was imported") from None
+    db.ensure_book_table(conn)
     with conn.transaction():
         done = store.upsert(conn, store.target(conn), table.columns, table.rows)
     return ImportSummary(

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 
 from bulk import db
-from bulk.engine import sqlfiles
+from bulk.engine import book, sqlfiles
 from bulk.errors import UserError
 from bulk.prices.files import PriceFileError
 from bulk.prices.market import MAX_PRICE
@@ -132,6 +132,7 @@ def _store(conn: psycopg.Connection, rows: list[Override]) -> SetResult:
             new_id, replaced = conn.execute(statement, params).fetchone()
             result.ids.append(new_id)
             result.replaced += replaced
+        book.invalidate_overrides(conn, [row.type_id for row in rows])
     return result
 
 

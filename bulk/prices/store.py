@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from bulk.engine import modes, sqlfiles
+from bulk.engine import book, modes, sqlfiles
 from bulk.errors import UserError
 from bulk.prices.market import PRICE_FIELDS
 
@@ -90,6 +90,8 @@ def upsert(
     for given, group in groups.items():
         values = [(r[0], *(r[i + 1] for i in given)) for r in group]
         result.written += _upsert_group(conn, where, [names[i] for i in given], values)
+    # In the same transaction: a job that starts after this commits builds them again.
+    book.invalidate_types(conn, [r[0] for group in groups.values() for r in group])
     return result
 
 

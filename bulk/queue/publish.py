@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from bulk import db, readiness
 from bulk.backoff import Backoff
 from bulk.config import scrub
-from bulk.engine import scan
+from bulk.engine import book, scan
+from bulk.engine import rules as rule_sets
 from bulk.errors import one_line
 from bulk.progress import Progress
 from bulk.queue import broker, messages
@@ -127,10 +128,15 @@ def queue_killmails(
             rules,
             "sell",
             allow_incomplete,
-            allow_unpriced=allow_empty_prices or rules == "seed",
+            allow_unpriced=allow_empty_prices or rule_sets.uses_price_column(rules),
         )
         db.require_rule_prices(conn, rules, allow_empty_prices)
+        book.require_table(conn)
         selected = scan.count(conn, selection)
+        if not dry_run and not rule_sets.uses_price_column(rules):
+            # The job's kill-date prices, built once before the workers ask for
+            # them; seed's depend on the workers' price column, and they build it.
+            book.build_for_job(conn, rules, "sell", *selection.killmails_sql())
     summary = QueueSummary(selected, batches_planned=-(-selected // batch_size), with_gaps=gaps)
     link = None if dry_run else _Link(amqp_url, queue, broker_patience)
     if announce is not None:

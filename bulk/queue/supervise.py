@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bulk import db, readiness
+from bulk.engine import book
 from bulk.metrics import WorkMetrics, count_event
 from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
 from bulk.progress import Progress
@@ -300,6 +301,7 @@ def work(
             allow_unpriced=allow_empty_prices,
         )
         db.require_rule_prices(conn, settings.rules, allow_empty_prices)
+        book.require_table(conn)
     connection = broker.connect(settings.amqp_url)
     try:
         channel = connection.channel()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import psycopg
 
 from bulk import target as target_tables
-from bulk.engine import sqlfiles
+from bulk.engine import book, sqlfiles
 from bulk.typedata.files import TypeData
 
 # table -> (kind, parent column): the only identifiers the statements are filled with.
@@ -45,6 +45,9 @@ def upsert(conn: psycopg.Connection, data: TypeData) -> Written:
         written.inserted[table], written.updated[table] = _write(
             conn, table, where[table], rows[table]
         )
+    # A type's group or category fixes some rule sets' prices: build them again.
+    book.invalidate_types(conn, data.types)
+    book.invalidate_groups(conn, data.groups)
     return written
 
 

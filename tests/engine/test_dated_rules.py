@@ -1,6 +1,6 @@
 """The rule sets' fixed prices, price overrides (precedence, inclusive and open ends, overlaps),
 seed left as it was, unusable prices, and the per-connection cache: on both schemas, the engine
-path (bulk.engine.dated + pricing) and each rule set's SQL reference against expectations
+path (the price book + pricing) and each rule set's SQL reference against expectations
 written here."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import psycopg
 import pytest
 
 from bulk.audit import reference, verify
-from bulk.engine import batch, dated, sqlfiles
+from bulk.engine import batch, book
+from bulk.engine import rules as rule_sets
 from bulk.errors import UserError
 from tests import dated as helpers
 from tests.conftest import mismatches
@@ -296,16 +297,16 @@ def test_an_unusable_price_fails_only_the_loads_that_use_it(schema_db, schema_ki
         helpers.insert_killmail(conn, schema_kind, 5, noon, GOOD, [(BAD_HUGE, 5, 1, 0, 2)])
     price_day = (noon - timedelta(seconds=3601)).date() if rules == "zkillboard" else day
     with psycopg.connect(schema_db, autocommit=True) as conn:
-        # resolving never fails: the bad pairs are cached as bad
-        assert dated.resolve(conn, [1, 2, 3, 4, 5], rules) > 0
+        # building never fails: the bad prices are kept as bad
+        assert book.build_for_batch(conn, rules, "sell", [1, 2, 3, 4, 5]) > 0
         for ids in ([1, 4], [2], [3, 5]):
             with pytest.raises(
                 (psycopg.errors.NumericValueOutOfRange, psycopg.errors.FeatureNotSupported)
             ):
-                dated.load_lines(conn, ids, "all", rules)
-        lines = dated.load_lines(conn, [4, 5], "all", rules)
+                batch.load_lines(conn, ids, "all", rules)
+        lines = batch.load_lines(conn, [4, 5], "all", rules)
         assert sorted(lines[:, 2].tolist()) == [1, 1235, 1235, 1235]  # 12.345 -> 12.35 ISK
-        bad = dated.unusable(conn, [1, 2, 3, 4, 5], "all", rules)
+        bad = batch._unusable_prices(conn, [1, 2, 3, 4, 5], "all", rules, "sell")
         assert [(t, d) for t, d, _ in bad] == [
             (BAD_NAN, price_day),
             (BAD_HUGE, price_day),
@@ -313,59 +314,54 @@ def test_an_unusable_price_fails_only_the_loads_that_use_it(schema_db, schema_ki
         ]
         assert bad[0][2].is_nan() and bad[1][2] == Decimal("1e300")
         assert bad[2][2] == Decimal("Infinity")
-        assert "is not a number" in dated.describe(rules, *bad[0])
-        assert dated.unusable(conn, [4, 5], "all", rules) == []
+        assert "is not a number" in rule_sets.describe_unusable(rules, None, *bad[0])
+        assert batch._unusable_prices(conn, [4, 5], "all", rules, "sell") == []
 
 
-def test_each_pair_is_resolved_once_per_connection_until_cleared(schema_db, schema_kind):
+def test_each_price_is_built_once_shared_and_built_again_when_stale(schema_db, schema_kind):
     day = date(2021, 5, 5)
     with psycopg.connect(schema_db) as conn:
         helpers.create_history_tables(conn)
         helpers.insert_history(conn, GOOD, [(day, 10.0)])
         helpers.insert_killmail(conn, schema_kind, 1, _noon(day), GOOD, [(GOOD, 5, 1, 0, 0)])
         helpers.insert_killmail(conn, schema_kind, 2, _noon(day), GOOD, [])
-        helpers.insert_killmail(conn, schema_kind, 3, _noon(day), GOOD, [(BAD_NAN, 5, 1, 0, 0)])
     with psycopg.connect(schema_db, autocommit=True) as conn:
-        assert dated.resolve(conn, [1, 2], "evekill") == 1  # one (type, date) pair
-        assert dated.resolve(conn, [1, 2], "evekill") == 0
-        assert dated.resolve(conn, [1, 2], "zkillboard") == 1  # its own entries
+        # a load that finds a price missing says so, and never prices it 0
+        assert batch._load(conn, [1], "all", "evekill", "sell") == (None, 2)
+        assert book.build_for_batch(conn, "evekill", "sell", [1, 2]) == 1  # one (type, date)
+        assert book.build_for_batch(conn, "evekill", "sell", [1, 2]) == 0
+        assert book.build_for_batch(conn, "zkillboard", "sell", [1, 2]) == 1  # its own rows
+        # a change behind the price commands is not seen ...
         conn.execute("UPDATE market_price_history SET average = 20")
-        assert dated.load_lines(conn, [1], "all", "evekill")[:, 2].tolist() == [1000, 1000]
-        dated.clear(conn)
-        assert dated.load_lines(conn, [1], "all", "evekill")[:, 2].tolist() == [2000, 2000]
+        assert batch.load_lines(conn, [1], "all", "evekill")[:, 2].tolist() == [1000, 1000]
     with psycopg.connect(schema_db, autocommit=True) as other:
-        # another connection has a cache of its own: a load there of a pair not
-        # resolved is an error naming it, never a price of 0 (ship or item)
-        dated.ensure_cache(other)
-        load = sqlfiles.load_batch_dated_sql("all", "evekill")
-        with pytest.raises(psycopg.errors.InvalidTextRepresentation, match="no dated price"):
-            other.execute(load, {"ids": [1]})
-        dated.resolve(other, [2], "evekill")  # the ship's pair only
-        with pytest.raises(
-            psycopg.errors.InvalidTextRepresentation, match=f"for type {BAD_NAN} on 2021-05-05"
-        ):
-            other.execute(load, {"ids": [3]})
+        # ... by any connection: the book is shared
+        assert book.build_for_batch(other, "evekill", "sell", [1, 2]) == 0
+        assert batch.load_lines(other, [1], "all", "evekill")[:, 2].tolist() == [1000, 1000]
+        # until a change marks the rows it reaches stale, as the price commands do
+        with other.transaction():
+            assert book.invalidate_history(other, {GOOD: day}) == 2  # evekill's and zkillboard's
+        assert batch.load_lines(other, [1], "all", "evekill")[:, 2].tolist() == [2000, 2000]
 
 
-def test_zkillboard_counts_history_once_per_connection_until_cleared(schema_db, schema_kind):
-    """The walk's day limit (as many days as the type has history rows) comes from a count
-    kept per connection beside the prices; clear() forgets it too, so rows added count."""
+def test_zkillboards_walk_limit_counts_the_history_of_the_build(schema_db, schema_kind):
+    """The walk's day limit (as many days as the type has history rows) is counted in the
+    statement that builds the price, so a history change reaches it once it marks it stale."""
     day = date(2021, 5, 5)
     with psycopg.connect(schema_db) as conn:
         helpers.create_history_tables(conn)
         # two rows ten days apart: the walk stops after two days, with the newest alone
         helpers.insert_history(conn, GOOD, [(day - timedelta(days=10), 50.0), (day, 100.0)])
         helpers.insert_killmail(conn, schema_kind, 1, _noon(day), GOOD, [])
-        helpers.insert_killmail(conn, schema_kind, 2, _noon(day + timedelta(days=1)), GOOD, [])
     with psycopg.connect(schema_db, autocommit=True) as conn:
-        assert dated.load_lines(conn, [1], "all", "zkillboard")[:, 2].tolist() == [100_00]
+        assert batch.load_lines(conn, [1], "all", "zkillboard")[:, 2].tolist() == [100_00]
         # nine rows long before: eleven days of walk reach the older price, (50 + 100) / 2
         old = [(date(2019, 1, 1) + timedelta(days=k), 1.0) for k in range(9)]
         helpers.insert_history(conn, GOOD, old)
-        # a new pair on this connection still walks with the count it already has
-        assert dated.load_lines(conn, [2], "all", "zkillboard")[:, 2].tolist() == [100_00]
-        dated.clear(conn)
-        assert dated.load_lines(conn, [1], "all", "zkillboard")[:, 2].tolist() == [75_00]
+        assert batch.load_lines(conn, [1], "all", "zkillboard")[:, 2].tolist() == [100_00]
+        with conn.transaction():
+            book.invalidate_history(conn, {GOOD: old[0][0]})
+        assert batch.load_lines(conn, [1], "all", "zkillboard")[:, 2].tolist() == [75_00]
     averages = {day - timedelta(days=10): 50.0, day: 100.0, **dict(old)}
     assert helpers.zkillboard_price(averages, _noon(day))[0] == Decimal("75.00")
     assert helpers.reference_values(schema_db, [1], "zkillboard")[1][0] == Decimal("75.00")
@@ -384,45 +380,16 @@ def test_only_killmails_matching_the_mode_are_loaded(schema_db, schema_kind):
         conn.execute("UPDATE killmails SET total_value = 5 WHERE killmail_id = 3")
     with psycopg.connect(schema_db, autocommit=True) as conn:
         for mode, ids in (("null", {1, 4}), ("zero", {2}), ("all", {1, 2, 3, 4})):
-            lines = dated.load_lines(conn, [1, 2, 3, 4], mode, "zkillboard")
+            lines = batch.load_lines(conn, [1, 2, 3, 4], mode, "zkillboard")
             assert set(lines[:, 0].tolist()) == ids, mode
-        lines = dated.load_lines(conn, [4], "all", "evekill")
-        assert lines.tolist() == [[4, 2, 0, 1, 0]]  # line 2: no victim, as load_batch.sql
-
-
-def test_the_cache_is_analyzed_as_it_grows(schema_db, schema_kind, monkeypatch):
-    """Autovacuum never analyzes a temporary table; without statistics the planner may
-    hash the whole cache every batch, so resolve analyzes it each time it has doubled."""
-    monkeypatch.setattr(dated, "_ANALYZE_FROM", 2)
-    day = date(2021, 5, 5)
-    with psycopg.connect(schema_db) as conn:
-        helpers.create_history_tables(conn)
-        for n in range(1, 9):
-            items = [(GOOD + k, 5, 1, 0, 0) for k in range(n)]
-            helpers.insert_killmail(
-                conn, schema_kind, n, _noon(day + timedelta(days=n)), GOOD, items
-            )
-
-    def analyzed_rows(conn) -> float:
-        return conn.execute(
-            "SELECT reltuples FROM pg_class WHERE oid = 'pg_temp.bulk_dated_cents'::regclass"
-        ).fetchone()[0]
-
-    with psycopg.connect(schema_db, autocommit=True) as conn:
-        seen = []
-        for n in range(1, 9):
-            dated.resolve(conn, [n], "evekill")
-            seen.append(analyzed_rows(conn))
-        # pairs after each batch: 1, 3, 6, 10, 15, 21, 28, 36; analyzed once at least 2,
-        # then each time doubled (-1: never analyzed)
-        assert seen == [-1, 3, 6, 6, 15, 15, 15, 36]
+        lines = batch.load_lines(conn, [4], "all", "evekill")
+        assert lines.tolist() == [[4, 2, 0, 1, 0]]  # line 2: no victim
 
 
 @pytest.mark.both_schemas
 def test_inside_the_callers_transactions(schema_db, schema_kind):
-    """Without autocommit: a load that fails takes its transaction's new pairs (and, on a
-    fresh connection, the cache table) with it; the next transaction still works and
-    unusable() still names the pair."""
+    """Without autocommit: a batch whose price cannot be cents fails naming it, and the
+    connection values the next batch; the book's rows were built in transactions of their own."""
     day = date(2021, 5, 5)
     with psycopg.connect(schema_db) as conn:
         helpers.create_history_tables(conn)
@@ -431,13 +398,16 @@ def test_inside_the_callers_transactions(schema_db, schema_kind):
         helpers.insert_killmail(conn, schema_kind, 1, _noon(day), GOOD, [(BAD_HUGE, 5, 1, 0, 0)])
         helpers.insert_killmail(conn, schema_kind, 2, _noon(day), GOOD, [])
     with psycopg.connect(schema_db) as conn:  # not autocommit
-        conn.execute("SELECT 1")  # a transaction is open: ensure_cache creates the table in it
-        with pytest.raises(psycopg.errors.NumericValueOutOfRange):
-            dated.load_lines(conn, [1, 2], "all", "evekill")
+        with pytest.raises(
+            batch.PriceOutOfRange, match=f"type {BAD_HUGE} on {day} is 1.00000e\\+300 ISK"
+        ):
+            batch.process_batch(conn, [1, 2], "all", rules="evekill")
         conn.rollback()
-        with conn.transaction():
-            assert dated.unusable(conn, [1, 2], "all", "evekill") == [
-                (BAD_HUGE, day, Decimal("1e300"))
-            ]
-        with conn.transaction():
-            assert dated.load_lines(conn, [2], "all", "evekill").tolist() == [[2, 0, 1235, 1, 0]]
+        assert batch.process_batch(conn, [2], "all", rules="evekill").updated == 1
+        conn.commit()
+    assert helpers.reference_values(schema_db, [2], "evekill")[2][0] == Decimal("12.35")
+    with psycopg.connect(schema_db) as conn:
+        assert (
+            conn.execute("SELECT total_value FROM killmails WHERE killmail_id = 2").fetchone()[0]
+            == 12.35
+        )

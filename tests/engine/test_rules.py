@@ -46,18 +46,36 @@ def test_the_issues_numbers_are_the_data():
     )
 
 
-@pytest.mark.parametrize("name", ["evekill", "zkillboard"])
-def test_every_placeholder_of_the_dated_sql_is_filled(name):
-    for text in (
-        sqlfiles.resolve_dated_sql(name),
-        sqlfiles.load_batch_dated_sql("null", name),
-        sqlfiles.unusable_dated_sql("zero", name),
-        sqlfiles.reference_sql("sell", name),
-    ):
-        assert "{" not in text and "}" not in text
-    assert "3601 seconds" in sqlfiles.load_batch_dated_sql("all", "zkillboard")
-    assert "i.flag = 179" in sqlfiles.load_batch_dated_sql("all", "zkillboard")
-    assert "flag" not in sqlfiles.load_batch_dated_sql("all", "evekill")
+@pytest.mark.parametrize("name", ["seed", "evekill", "zkillboard"])
+def test_every_placeholder_of_the_book_sql_is_filled(name):
+    texts = [sqlfiles.book_build_sql(name, "buy", wanted) for wanted in ("batch", "stale", "known")]
+    texts.append(sqlfiles.book_build_sql(name, "buy", "job", "k.killmail_id > %(after)s"))
+    for mode in ("null", "zero", "all"):
+        texts.append(sqlfiles.load_book_sql(mode, name, "buy"))
+        texts.append(sqlfiles.value_book_sql(mode, name, "buy", "timestamp", "int8"))
+        texts.append(sqlfiles.book_unusable_sql(mode, name, "buy"))
+    texts.append(sqlfiles.reference_sql("buy", name))
+    for text in texts:
+        assert "{" not in text.replace("'{}'::jsonb", "") and "}" not in text.replace(
+            "'{}'::jsonb", ""
+        )
+
+
+def test_the_book_sql_takes_each_rule_sets_own_data():
+    assert "3601 seconds" in sqlfiles.load_book_sql("all", "zkillboard", "sell")
+    assert "'infinity'::date" in sqlfiles.load_book_sql("all", "seed", "sell")
+    assert "mp.buy::numeric" in sqlfiles.book_build_sql("seed", "buy", "known")
+    # The escape bay has its own price only under zkillboard; copies under every rule set.
+    assert rules.shape_fixed_sql("evekill", "bay") == "NULL::numeric"
+    assert "0.01::numeric" in rules.shape_fixed_sql("zkillboard", "bay")
+    assert "c.name IN ('Blueprint')" in rules.shape_fixed_sql("seed", "copy")
+    assert "t.id IN (670) THEN 10::numeric" in rules.shape_fixed_sql("seed", "ship")
+    assert rules.shape_fixed_sql("evekill", "ship") == "NULL::numeric"
+    assert rules.book_key("seed", "average") == "seed:average"
+    assert rules.book_rules("seed:average") == ("seed", "average")
+    assert rules.book_rules("zkillboard") == ("zkillboard", None)
+    with pytest.raises(UserError, match="unknown price column"):
+        rules.book_key("seed", "sell; DROP TABLE killmails")
 
 
 def test_unknown_rules_are_a_user_error():
@@ -66,7 +84,7 @@ def test_unknown_rules_are_a_user_error():
     with pytest.raises(UserError, match="no kill-date prices"):
         rules.dated("seed")
     with pytest.raises(UserError, match="unknown rules"):
-        sqlfiles.resolve_dated_sql("'; DROP TABLE killmails; --")
+        sqlfiles.book_build_sql("'; DROP TABLE killmails; --", "sell", "stale")
 
 
 def test_only_plain_numbers_reach_the_sql():

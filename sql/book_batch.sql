@@ -1,0 +1,28 @@
+-- The start of every statement that values a batch from the price book
+-- (sql/load_book.sql, sql/value_book.sql): the batch's killmails that match
+-- the mode, with their price dates, and the book's rows of those dates.
+--
+-- Parameters: %(ids)b int[] (the batch), sent binary: as text, 500 IDs cost the
+-- client more than the rest of the call.
+-- Placeholders filled from fixed tables (bulk/engine/modes.py, rules.py), never user text:
+--   {mode_predicate} on alias k   {book} the book's key as a literal
+--   {price_date} the price date of killmail k under the book's rule set
+--
+-- The book's rows of the batch's date range are read once, by the primary
+-- key's (book, price_date) prefix, and hashed: a probe of the key per line
+-- cost more than the whole of seed's valuation.
+batch AS (
+    SELECT k.killmail_id, {price_date} AS price_date
+    FROM killmails AS k
+    WHERE k.killmail_id = ANY(%(ids)b::int[])
+      AND {mode_predicate}
+),
+book AS MATERIALIZED (
+    SELECT p.price_date, p.type_id, p.ship, p.item, p.copy, p.bay, p.bad
+    FROM bulk_price_book AS p
+    WHERE p.book = {book}
+      AND p.price_date >= (SELECT min(b.price_date) FROM batch AS b)
+      AND p.price_date <= (SELECT max(b.price_date) FROM batch AS b)
+      -- A stale row is as good as missing: the batch builds it again first.
+      AND NOT p.stale
+)

@@ -1,0 +1,22 @@
+-- The (type, price date, unit ISK) of a batch's lines whose price in the book
+-- cannot be int8 cents, so the batch's valuation failed. Asked only after
+-- such a failure, to name them in the error.
+--
+-- {batch}: sql/book_batch.sql. {item_cents}: the CASE choosing an item line's column.
+WITH {batch},
+used AS (
+    SELECT p.type_id, p.price_date, p.bad
+    FROM batch AS b
+    JOIN victims AS v ON v.killmail_id = b.killmail_id
+    JOIN book AS p ON p.price_date = b.price_date AND p.type_id = v.ship_type_id
+    WHERE p.ship IS NULL
+
+    UNION
+
+    SELECT p.type_id, p.price_date, p.bad
+    FROM batch AS b
+    JOIN killmail_items AS i ON i.killmail_id = b.killmail_id
+    JOIN book AS p ON p.price_date = b.price_date AND p.type_id = i.item_type_id
+    WHERE {item_cents} IS NULL
+)
+SELECT type_id, price_date, bad FROM used ORDER BY type_id, price_date

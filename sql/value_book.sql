@@ -1,0 +1,63 @@
+-- The set-based engine (--engine sql): values and writes one batch in one
+-- statement, from the same book rows and with the same mode guard as
+-- sql/load_book.sql + pricing.py + sql/update_batch.sql do in three steps.
+--
+-- {batch}: sql/book_batch.sql (the batch, its price dates, the book's rows).
+-- Placeholders filled from fixed tables (bulk/engine/modes.py, rules.py), never user text:
+--   {item_cents}      a CASE choosing the book's column for an item line i by its shape
+--   {mode_predicate}  on alias k, again in the UPDATE: a row another worker
+--                     wrote since is skipped
+--   {cents}           how a line's cents are multiplied out: int8 (fast), or
+--                     numeric after an int8 product overflowed (exact always);
+--                     sum() of either is numeric, so sums never overflow
+--   {touch}           empty, or ", updated_at = <the statement's time>"
+--
+-- One row: the number of rows written, the IDs of the batch's killmails that
+-- have no victim (not valued, reported), and the number of lines whose
+-- (type, price date) the book lacks. Where that is not 0 nothing is written:
+-- the engine builds those prices and runs the statement again.
+WITH {batch},
+ship AS (
+    SELECT b.killmail_id,
+           coalesce(p.ship, (p.bad * 100)::int8, 0)::int8 AS cents,
+           p.type_id IS NULL AS missing
+    FROM batch AS b
+    JOIN victims AS v
+      ON v.killmail_id = b.killmail_id AND v.killmail_id = ANY(%(ids)b::int[])
+    LEFT JOIN book AS p ON p.price_date = b.price_date AND p.type_id = v.ship_type_id
+),
+items AS (
+    SELECT i.killmail_id,
+           sum(c.cents * coalesce(i.quantity_destroyed, 0)) AS destroyed,
+           sum(c.cents * coalesce(i.quantity_dropped, 0))   AS dropped,
+           count(*) FILTER (WHERE p.type_id IS NULL)        AS missing
+    FROM batch AS b
+    JOIN killmail_items AS i ON i.killmail_id = b.killmail_id
+    LEFT JOIN book AS p ON p.price_date = b.price_date AND p.type_id = i.item_type_id
+    CROSS JOIN LATERAL (
+        SELECT coalesce({item_cents}, (p.bad * 100)::int8, 0)::{cents} AS cents
+    ) AS c
+    GROUP BY i.killmail_id
+),
+missing AS (
+    SELECT (SELECT count(*) FROM ship WHERE missing)
+           + (SELECT coalesce(sum(missing), 0) FROM items) AS lines
+),
+written AS (
+    UPDATE killmails AS k
+    SET total_value     = ((s.cents + coalesce(it.destroyed, 0) + coalesce(it.dropped, 0)) * 0.01)::float8,
+        destroyed_value = ((s.cents + coalesce(it.destroyed, 0)) * 0.01)::float8,
+        dropped_value   = (coalesce(it.dropped, 0) * 0.01)::float8{touch}
+    FROM ship AS s
+    LEFT JOIN items AS it ON it.killmail_id = s.killmail_id
+    WHERE k.killmail_id = s.killmail_id
+      AND {mode_predicate}
+      AND (SELECT m.lines FROM missing AS m) = 0
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM written),
+       array(SELECT killmail_id FROM batch
+             EXCEPT ALL
+             SELECT killmail_id FROM ship
+             ORDER BY 1),
+       (SELECT m.lines FROM missing AS m)

@@ -1,0 +1,313 @@
+"""The price book (bulk.engine.book): built once per job, shared, rebuilt where a price changed.
+
+Every value is checked against the rule set's independent SQL reference; every
+invalidation path is tested by a change the book would otherwise hide.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import date, datetime, timedelta
+
+import psycopg
+import pytest
+
+from bulk import db
+from bulk.engine import book, rules, scan
+from bulk.engine.batch import process_batch
+from bulk.prices import history, overrides
+from bulk.prices import store as price_store
+from bulk.typedata import store as type_store
+from bulk.typedata.files import TypeData
+from tests import dated
+from tests.conftest import cli, make_demo_db, mismatches, values
+
+
+def ok(*args: str, url: str):
+    done = cli(*args, url=url)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def _ids(url: str, n: int | None = None) -> list[int]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT killmail_id FROM killmails ORDER BY 1").fetchall()
+    ids = [r[0] for r in rows]
+    return ids if n is None else ids[:n]
+
+
+def _book_rows(url: str, key: str) -> set[tuple]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT type_id, price_date FROM bulk_price_book WHERE book = %s", [key]
+        ).fetchall()
+    return set(rows)
+
+
+def _job_pairs(url: str, rule_set: str) -> set[tuple]:
+    """The (type, price date) pairs of every killmail, written here without the engine's SQL."""
+    offset = rules.dated(rule_set).price_date_offset_s
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            """
+            SELECT t, (k.killmail_time - make_interval(secs => %(offset)s))::date
+            FROM killmails AS k
+            CROSS JOIN LATERAL (
+                SELECT v.ship_type_id FROM victims AS v WHERE v.killmail_id = k.killmail_id
+                UNION ALL
+                SELECT i.item_type_id FROM killmail_items AS i
+                WHERE i.killmail_id = k.killmail_id
+            ) AS used (t)
+            """,
+            {"offset": offset},
+        ).fetchall()
+    return set(rows)
+
+
+@pytest.fixture
+def history_db(fresh_db):
+    # 400 killmails over 20 days, with daily history: every rule set has prices.
+    make_demo_db(fresh_db, 3000, history=True)
+    return fresh_db
+
+
+# --- built once per job -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rule_set", ["evekill", "zkillboard"])
+def test_run_builds_exactly_the_jobs_pairs_before_its_batches(history_db, rule_set):
+    ok("run", "--mode", "all", "--rules", rule_set, url=history_db)
+    assert _book_rows(history_db, rule_set) == _job_pairs(history_db, rule_set)
+    assert mismatches(history_db, rules=rule_set) == []
+
+
+def test_a_second_job_builds_nothing_and_writes_the_same_values(history_db):
+    ok("run", "--mode", "all", "--rules", "evekill", url=history_db)
+    first = values(history_db)
+    with psycopg.connect(history_db, autocommit=True) as conn:
+        cond, params = scan.Selection(mode="all").killmails_sql()
+        assert book.build_for_job(conn, "evekill", "sell", cond, params) == 0
+    ok("run", "--mode", "all", "--rules", "evekill", url=history_db)
+    assert values(history_db) == first
+
+
+def test_a_job_without_the_book_table_names_the_command_that_creates_it(demo_db):
+    with psycopg.connect(demo_db, autocommit=True) as conn:
+        conn.execute("DROP TABLE bulk_price_book")
+    done = cli("run", url=demo_db)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert "bulk_price_book" in line and "bulk-backfill init-db" in line
+    with psycopg.connect(demo_db) as conn:
+        assert conn.execute("SELECT to_regclass('bulk_price_book')").fetchone()[0] is None
+        assert (
+            conn.execute("SELECT count(*) FROM killmails WHERE total_value IS NOT NULL").fetchone()[
+                0
+            ]
+            == 0
+        )
+
+
+# --- shared by concurrent builders --------------------------------------------------
+
+
+@pytest.mark.parametrize("rule_set", ["evekill", "zkillboard"])
+def test_concurrent_builders_build_each_price_once_and_all_succeed(history_db, rule_set):
+    cond, params = scan.Selection(mode="all").killmails_sql()
+    errors, built = [], []
+    start = threading.Barrier(4)
+
+    def builder() -> None:
+        try:
+            with psycopg.connect(history_db, autocommit=True) as conn:
+                start.wait()
+                built.append(book.build_for_job(conn, rule_set, "sell", cond, params))
+        except Exception as exc:  # noqa: BLE001 - the test reports any
+            errors.append(exc)
+
+    threads = [threading.Thread(target=builder) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    pairs = _job_pairs(history_db, rule_set)
+    # One builder built them all; the others waited, then found nothing to build.
+    assert sorted(built) == [0, 0, 0, len(pairs)]
+    with psycopg.connect(history_db) as conn:
+        (n,) = conn.execute(
+            "SELECT count(*) FROM bulk_price_book WHERE book = %s", [rule_set]
+        ).fetchone()
+    assert n == len(pairs)
+    ok("run", "--mode", "all", "--rules", rule_set, url=history_db)
+    assert mismatches(history_db, rules=rule_set) == []
+
+
+def test_queue_builds_the_book_and_several_workers_share_it(history_db, queue_name):
+    ok("queue", "--rules", "zkillboard", "--queue", queue_name, url=history_db)
+    built = _book_rows(history_db, "zkillboard")
+    assert built == _job_pairs(history_db, "zkillboard")
+    with psycopg.connect(history_db) as conn:
+        before = conn.execute(
+            "SELECT max(changed_at) FROM bulk_price_book WHERE book = 'zkillboard'"
+        ).fetchone()[0]
+    ok("work", "--procs", "3", "--until-empty", "--queue", queue_name, url=history_db)
+    with psycopg.connect(history_db) as conn:
+        after = conn.execute(
+            "SELECT count(*), max(changed_at) FROM bulk_price_book WHERE book = 'zkillboard'"
+        ).fetchone()
+    assert after == (len(built), before)  # the workers found it ready: nothing rebuilt
+    assert mismatches(history_db, rules="zkillboard") == []
+
+
+# --- invalidation: each path, with a change the book would otherwise hide ------------
+
+
+def _value_then(url: str, rule_set: str, change, engine: str = "numpy") -> None:
+    """Value everything, change a price source through the tool's own code, value again
+    in the same process with no recheck: only the book's invalidation can show the change."""
+    ids = _ids(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        process_batch(conn, ids, "all", rules=rule_set, engine=engine, price_refresh=3600)
+        before = mismatches(url, rules=rule_set)
+        assert before == []
+        change(conn)
+        assert mismatches(url, rules=rule_set) != []  # the change moved some reference value
+        process_batch(conn, ids, "all", rules=rule_set, engine=engine, price_refresh=3600)
+    assert mismatches(url, rules=rule_set) == []
+
+
+@pytest.mark.parametrize("engine", ["numpy", "sql"])
+def test_a_price_import_makes_seeds_rows_stale(demo_db, engine):
+    def change(conn):
+        rows = conn.execute("SELECT type_id, sell FROM market_prices WHERE sell > 0").fetchall()
+        doubled = [(t, s * 2 + 1) for t, s in rows]
+        with conn.transaction():
+            price_store.upsert(conn, price_store.target(conn), ("sell",), doubled)
+
+    _value_then(demo_db, "seed", change, engine)
+
+
+@pytest.mark.parametrize("rule_set", ["evekill", "zkillboard"])
+def test_a_history_import_makes_the_rows_it_reaches_stale(history_db, rule_set):
+    def change(conn):
+        rows = conn.execute(
+            "SELECT region_id, type_id, date, average * 3 + 1, highest, lowest, volume,"
+            " order_count FROM market_price_history WHERE date >= (SELECT max(date) - 40"
+            " FROM market_price_history) AND average > 0"
+        ).fetchall()
+        history.import_history(conn, rows)
+
+    _value_then(history_db, rule_set, change)
+
+
+@pytest.mark.parametrize("rule_set", ["evekill", "zkillboard"])
+def test_a_price_override_makes_its_types_rows_stale(history_db, rule_set):
+    def change(conn):
+        (type_id,) = conn.execute(
+            "SELECT i.item_type_id FROM killmail_items AS i"
+            " GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+        ).fetchone()
+        overrides.set_override(conn, type_id, 123456.78, note="test")
+
+    _value_then(history_db, rule_set, change)
+
+
+def test_a_type_data_change_makes_its_types_rows_stale(history_db):
+    # A type moved into the capsule group (29) is worth 10,000 ISK under zkillboard.
+    def change(conn):
+        (type_id, name) = conn.execute(
+            "SELECT t.id, t.name FROM killmail_items AS i JOIN types AS t ON t.id = i.item_type_id"
+            " GROUP BY 1, 2 ORDER BY count(*) DESC LIMIT 1"
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO item_groups (id, name, category_id) SELECT 29, 'Capsule', 6"
+            " WHERE NOT EXISTS (SELECT 1 FROM item_groups WHERE id = 29)"
+        )
+        with conn.transaction():
+            type_store.upsert(conn, TypeData(types={type_id: (name, 29)}))
+
+    _value_then(history_db, "zkillboard", change)
+
+
+def test_without_the_tools_commands_a_change_waits_for_the_recheck(demo_db):
+    # seed is rechecked (every --price-refresh seconds in work); a job started
+    # with no recheck keeps the prices of its start, which makes the tests above able to fail.
+    ids = _ids(demo_db)
+    first, second = ids[:200], ids[200:400]
+    with psycopg.connect(demo_db, autocommit=True) as conn:
+        process_batch(conn, first, "null", price_refresh=None)
+        conn.execute("UPDATE market_prices SET sell = sell * 2 + 1")
+        process_batch(conn, second, "null", price_refresh=None)
+        assert mismatches(demo_db, ids=second) != []
+        time.sleep(0.3)
+        process_batch(conn, second, "all", price_refresh=0.2)
+    assert mismatches(demo_db, ids=second) == []
+
+
+def test_a_statement_timeout_meant_for_batches_does_not_fail_the_build(history_db):
+    with psycopg.connect(history_db, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '1ms'")
+        cond, params = scan.Selection(mode="all").killmails_sql()
+        assert book.build_for_job(conn, "zkillboard", "sell", cond, params) > 0
+        (timeout,) = conn.execute("SHOW statement_timeout").fetchone()
+    assert timeout == "1ms"
+
+
+# --- a price is one state of the history ---------------------------------------------
+
+
+GUN = 2_929
+
+
+def _gun_killmails(url: str) -> tuple[int, int]:
+    kill_day = date(2025, 6, 20)
+    with psycopg.connect(url, autocommit=True) as conn:
+        kind = dated.kind_of(url)
+        dated.insert_types(conn, kind, [(GUN, 53, 7, "Module"), (587, 25, 6, "Ship")])
+        dated.insert_history(
+            conn, GUN, [(kill_day - timedelta(days=40 + d), 0.02) for d in range(3)]
+        )
+        dated.insert_killmail(conn, kind, 1, datetime(2025, 6, 10, 12), 587, [(GUN, 5, 1, None, 0)])
+        dated.insert_killmail(conn, kind, 2, datetime(2025, 6, 20, 12), 587, [(GUN, 5, 1, None, 0)])
+    return 1, 2
+
+
+def test_a_price_is_one_state_of_the_history_never_a_mix(schema_db):
+    url = schema_db
+    with psycopg.connect(url, autocommit=True) as conn:
+        db.ensure_history_tables(conn)
+    first, second = _gun_killmails(url)
+    old = dated.reference_values(url, [second], "zkillboard")[second][0]
+    with psycopg.connect(url, autocommit=True) as conn:
+        # The first batch is held for 8 s, after the job built its book.
+        conn.execute(
+            f"""
+            CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.killmail_id = {first} THEN PERFORM pg_sleep(8); END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER hold BEFORE UPDATE ON killmails FOR EACH ROW EXECUTE FUNCTION hold();
+            """
+        )
+    from tests.conftest import cli_popen, reaped
+
+    job = cli_popen("run", "--procs", "1", "--batch-size", "1", "--rules", "zkillboard", url=url)
+    with reaped(job):
+        time.sleep(3)
+        assert job.poll() is None
+        with psycopg.connect(url) as conn:
+            rows = [
+                (10000002, GUN, date(2025, 6, 1) + timedelta(days=d), 109.51 + d % 3, 1, 1, 1, 1)
+                for d in range(20)
+            ]
+            history.import_history(conn, rows)
+        assert job.wait(60) == 0
+    new = dated.reference_values(url, [second], "zkillboard")[second][0]
+    assert old != new
+    stored = values(url)[second][0]
+    assert stored in (float(old), float(new))
+    assert mismatches(url, rules="zkillboard", ids=[second]) == []
