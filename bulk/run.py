@@ -15,11 +15,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import psycopg
+
 from bulk import db, readiness
 from bulk.config import scrub
 from bulk.engine import book, modes, scan
 from bulk.engine.batch import Valuation
 from bulk.engine.retry import ConnectionHolder, DatabaseGone, EnvironmentFailure, Failure, run_batch
+from bulk.errors import describe
 from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
 from bulk.progress import Progress
 
@@ -281,9 +284,15 @@ def run_local(
         summary = RunSummary(selected=scan.count(conn, selection), with_gaps=gaps)
         # Before the first batch: the children then find every price ready.
         book_started = time.monotonic()
-        summary.book_rows = book.build_for_job(
-            conn, rules, price_column, *selection.killmails_sql()
-        )
+        try:
+            summary.book_rows = book.build_for_job(
+                conn, rules, price_column, *selection.killmails_sql()
+            )
+        except psycopg.Error as exc:
+            # Read-only, no privilege, a lost connection: nothing was valued yet.
+            summary.stopped_early = f"the database cannot take this job: {describe(exc)}"
+            summary.elapsed = time.monotonic() - started
+            return summary
         summary.book_seconds = time.monotonic() - book_started
     metrics = None
     if metrics_at is not None:

@@ -19,4 +19,5 @@ used AS (
     JOIN book AS p ON p.price_date = b.price_date AND p.type_id = i.item_type_id
     WHERE {item_cents} IS NULL
 )
-SELECT type_id, price_date, bad FROM used ORDER BY type_id, price_date
+-- seed's price date, 'infinity', is no date a client can read: NULL stands for it.
+SELECT type_id, nullif(price_date, 'infinity'), bad FROM used ORDER BY type_id, price_date
