@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from bulk import db
+from bulk.engine import rules as rule_sets
 from bulk.engine import sqlfiles
 from bulk.engine.modes import PRICE_COLUMNS
 from bulk.engine.rules import THE_FORGE
@@ -111,7 +112,7 @@ def used_types(conn: psycopg.Connection) -> tuple[list[int], bool]:
 def check(conn: psycopg.Connection, rules: str, price_column: str = "sell") -> Readiness:
     """Type data and price coverage of the killboard's used types under a rule set."""
     types, indexed = used_types(conn)
-    seed = rules == "seed"
+    seed = rule_sets.uses_price_column(rules)
     result = Readiness(rules, price_column if seed else None, len(types), indexed=indexed)
     rows = conn.execute(sqlfiles.load("readiness_types"), {"type_ids": types}).fetchall()
     groups_seen: set[int] = set()

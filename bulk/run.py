@@ -20,6 +20,7 @@ import psycopg
 from bulk import db, readiness
 from bulk.config import scrub
 from bulk.engine import book, modes, scan
+from bulk.engine import rules as rule_sets
 from bulk.engine.batch import Valuation
 from bulk.engine.retry import ConnectionHolder, DatabaseGone, EnvironmentFailure, Failure, run_batch
 from bulk.errors import describe
@@ -253,7 +254,7 @@ def run_local(
     price_column: str = "sell",
     touch_updated_at: bool = True,
     engine: str = "numpy",
-    rules: str = "seed",
+    rules: str = rule_sets.DEFAULT_RULES,
     allow_empty_prices: bool = False,
     allow_incomplete: bool = False,
     progress: bool = True,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from bulk.engine import rules as rule_sets
 from bulk.engine import sqlfiles
 
 
@@ -27,7 +28,7 @@ def mismatches(
     price_column: str = "sell",
     *,
     written_only: bool = False,
-    rules: str = "seed",
+    rules: str = rule_sets.DEFAULT_RULES,
 ) -> list[Mismatch]:
     """Killmails (with a victim) whose stored values are not reference::float8, in id order.
 
@@ -36,7 +37,7 @@ def mismatches(
     """
     statement = sqlfiles.reference_mismatches_sql(price_column, rules)
     params = {"ids": None if ids is None else list(ids), "written_only": written_only}
-    if rules == "seed":
+    if not rule_sets.reads_history(rules):
         rows = conn.execute(statement, params).fetchall()
     else:
         # The kill-date references' cost estimates pass jit_above_cost, and

@@ -21,6 +21,7 @@ import psycopg
 
 from bulk import readiness, redact
 from bulk.engine import modes, sqlfiles
+from bulk.engine import rules as rule_sets
 from bulk.queue import broker, messages
 
 # Above this many item rows (about 200,000 killmails), the types used in killmails
@@ -323,7 +324,7 @@ def status(
     queue: str,
     management_url: str | None = None,
     price_column: str = "sell",
-    rules: str = "seed",
+    rules: str = rule_sets.DEFAULT_RULES,
     stale_days: float = 7,
     now: datetime | None = None,
 ) -> Status:

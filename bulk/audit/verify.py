@@ -30,7 +30,7 @@ class VerifyReport:
     mismatches: list[reference.Mismatch]  # the first SHOWN, in id order
     distribution: dict
     price_column: str
-    rules: str = "seed"
+    rules: str = rule_sets.DEFAULT_RULES
     sample_size: int | None = None  # None: every written killmail
     seed: int | None = None
     sample_digest: str | None = None  # same seed and data, same digest
@@ -53,7 +53,7 @@ def _other_rules_matching(conn, shown, rules: str, price_column: str) -> str | N
     ids = [m.killmail_id for m in shown]
     missing = [r[0] for r in conn.execute(sqlfiles.load("missing_history_tables"))]
     for other in rule_sets.RULES:
-        if other == rules or (other != "seed" and missing):
+        if other == rules or (rule_sets.reads_history(other) and missing):
             continue
         if not reference.mismatches(conn, ids, price_column, written_only=False, rules=other):
             return other
@@ -88,10 +88,10 @@ def verify(
     sample: int | None = None,
     seed: int = 1,
     price_column: str = "sell",
-    rules: str = "seed",
+    rules: str = rule_sets.DEFAULT_RULES,
 ) -> VerifyReport:
     """Check every written killmail (sample=None) or a seeded sample of them, under `rules`."""
-    if rule_sets.rules_name(rules) != "seed":
+    if rule_sets.reads_history(rules):
         require_history_tables(conn)
     written = _written_ids(conn)
     if sample is None:

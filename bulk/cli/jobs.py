@@ -13,6 +13,7 @@ import click
 from bulk import config
 from bulk.cli import options, render
 from bulk.config import mask_url
+from bulk.engine import rules as rule_sets
 from bulk.queue import publish, supervise
 from bulk.run import run_local
 
@@ -23,11 +24,11 @@ def _match(selected: int) -> str:
 
 def _rules_part(rules: str) -> str:
     # seed is the default and what the replaced system did: named only when it is not.
-    return "" if rules == "seed" else f", rules {rules}"
+    return "" if rules == rule_sets.DEFAULT_RULES else f", rules {rules}"
 
 
 def _prices_from(rules: str, price_column: str) -> str:
-    return f"prices from {price_column}" if rules == "seed" else f"rules {rules}"
+    return f"prices from {price_column}" if rule_sets.uses_price_column(rules) else f"rules {rules}"
 
 
 def _failed_file(ctx, param, value: str | None) -> Path | None:
@@ -312,8 +313,10 @@ def queue_cmd(
     type=click.FloatRange(min=0),
     default=10,
     show_default=True,
-    help="Seconds after which each process re-reads the prices before its next batch: "
-    "a batch that starts later than this after a price change uses the new prices.",
+    help="Seconds after which each process rechecks today's prices (seed) before its "
+    "next batch: a batch that starts later than this after market_prices changed "
+    "behind the prices commands uses the new prices (changes through them reach "
+    "the next batch at once).",
 )
 @options.touch_updated_at_option
 @click.option(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from bulk.audit import reference
+from bulk.engine import rules as rule_sets
 from bulk.prices.market import MAX_PRICE
 from bulk.queue import broker
 
@@ -123,7 +124,7 @@ def verify_json(report: verify.VerifyReport) -> dict:
         "mismatches": report.mismatch_count,
         "ok": report.ok,
         # A kill-date rule set reads the history, not a price column.
-        "price_column": report.price_column if report.rules == "seed" else None,
+        "price_column": report.price_column if rule_sets.uses_price_column(report.rules) else None,
         "rules": report.rules,
         "sample": None
         if report.sample_size is None
@@ -150,7 +151,7 @@ def verify_lines(report: verify.VerifyReport) -> list[str]:
     )
     reference_of = (
         f"reference prices: {report.price_column}"
-        if report.rules == "seed"
+        if rule_sets.uses_price_column(report.rules)
         else f"reference rules: {report.rules}"
     )
     lines = [

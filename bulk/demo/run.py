@@ -14,6 +14,7 @@ from bulk import db
 from bulk.audit import reference
 from bulk.config import mask_url
 from bulk.demo.load import load_demo_data
+from bulk.engine import rules as rule_sets
 from bulk.engine.scan import Selection
 from bulk.errors import UserError
 from bulk.run import RunSummary, run_local
@@ -89,7 +90,7 @@ def run_demo(
     server_url: str | None = None,
     datadir: Path = DEFAULT_DATADIR,
     progress: bool = True,
-    rules: str = "seed",
+    rules: str = rule_sets.DEFAULT_RULES,
     say=print,
 ) -> DemoResult:
     embedded = server_url is None
@@ -103,7 +104,7 @@ def run_demo(
         conn.commit()
         say(f"Generating {killmails:,} killmails (seed {seed})")
         # Market history (about 3 million rows) only where the rule set reads it.
-        history = rules != "seed"
+        history = rule_sets.reads_history(rules)
         items = load_demo_data(conn, killmails, seed, progress=progress, history=history)
     say(
         f"Loaded {killmails:,} killmails with {items:,} item rows;"

@@ -434,24 +434,30 @@ def table_rows() -> list[tuple[str, str, str, str]]:
         ),
         (
             "unit price of a type",
-            "`sell` (or `--price-column`)",
+            f"`{SEED.price_columns[0]}` (or `--price-column`)",
             f"latest {forge} daily `average` > 0 on or before the date",
             f"trimmed mean of up to {zk.window.size} {forge} daily averages back from"
             " the date, or the date's own if lower",
         ),
-        ("no price", "0", _isk(ek.fallback), _isk(zk.fallback)),
+        ("no price", _isk(SEED.fallback), _isk(ek.fallback), _isk(zk.fallback)),
         ("`price_overrides`", "not used", "first, on the date", "first, on the date"),
     ]
+    seed_ship = next(p for p in SEED.shape_prices if p.shape == SHIP)
+    seed_copy = next(p for p in SEED.shape_prices if p.shape == "copy")
+    copy_column, copy_value = SHAPES["copy"]
     for fixed in (_SKIN, _CAPSULE, _ORE):
         label = fixed.what
         if len(fixed.ids) == 1:
             label += f" ({fixed.column} {fixed.ids[0]})"
-        seed = "ship 670: 10" if fixed is _CAPSULE else "market"
+        seed = "market"
+        if fixed is _CAPSULE:
+            seed = f"ship {', '.join(map(str, seed_ship.values))}: {_isk(seed_ship.price)}"
         rows.append((label, seed, _fixed(ek, fixed), _fixed(zk, fixed)))
     rows.append(
         (
             "blueprint copies",
-            "0.01 (`singleton = 2`, category `Blueprint`)",
+            f"{_isk(seed_copy.price)} (`{copy_column} = {copy_value}`,"
+            f" category `{seed_copy.values[0]}`)",
             f"{_fixed(ek, _BLUEPRINT_COPY)} (`singleton = 2`)",
             f"{_fixed(zk, _BLUEPRINT_COPY)} (`singleton = 2`)",
         )

@@ -125,16 +125,16 @@ def _update_batch(rows: str, mode: str, updated_at: str | None) -> str:
 
 
 @cache
-def reference_sql(column: str, rules_name: str = "seed") -> str:
-    """The independent reference of a rule set: reference_values.sql for seed,
-    reference_<rules>.sql (which use no price column) for the dated ones."""
-    if rules.rules_name(rules_name) == "seed":
+def reference_sql(column: str, rules_name: str = rules.DEFAULT_RULES) -> str:
+    """The independent reference of a rule set: reference_values.sql for seed (the one
+    that reads a price column), reference_<rules>.sql for the dated ones."""
+    if rules.uses_price_column(rules_name):
         return load("reference_values").format(price_column=price_column(column))
     return dated_sql(f"reference_{rules.dated(rules_name).name}", rules_name)
 
 
 @cache
-def reference_mismatches_sql(column: str, rules_name: str = "seed") -> str:
+def reference_mismatches_sql(column: str, rules_name: str = rules.DEFAULT_RULES) -> str:
     return load("reference_mismatches").format(reference=reference_sql(column, rules_name))
 
 

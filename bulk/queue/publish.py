@@ -102,7 +102,7 @@ def queue_killmails(
     batch_size: int = 500,
     dry_run: bool = False,
     allow_incomplete: bool = False,
-    rules: str = "seed",
+    rules: str = rule_sets.DEFAULT_RULES,
     allow_empty_prices: bool = False,
     broker_patience: float = 60.0,
     db_patience: float = 60.0,
