@@ -81,12 +81,14 @@ def _writing(conn: psycopg.Connection) -> Iterator[None]:
         yield
 
 
-def _run(conn: psycopg.Connection, statements: Iterable[tuple[str, dict]]) -> int:
+def _run(conn: psycopg.Connection, statements: Iterable[tuple[str, dict, bool]]) -> int:
+    """Run (statement, params, writes the book) triples as one build; the rows written."""
     built = 0
     with _writing(conn):
-        for statement, params in statements:
+        for statement, params, builds in statements:
             cur = conn.execute(statement, params, prepare=False)
-            built += max(cur.rowcount, 0)
+            if builds:
+                built += max(cur.rowcount, 0)
         if built:
             # Autovacuum analyzes later; the engines' plans want the new rows now.
             conn.execute(f"ANALYZE {TABLE}")
@@ -96,7 +98,7 @@ def _run(conn: psycopg.Connection, statements: Iterable[tuple[str, dict]]) -> in
 def build_for_batch(conn: psycopg.Connection, rule_set: str, column: str, ids: list[int]) -> int:
     """Build the prices the killmails `ids` need that the book lacks or holds stale."""
     statement = sqlfiles.book_build_sql(rule_set, column, "batch")
-    return _run(conn, [(statement, {"ids": ids})])
+    return _run(conn, [(statement, {"ids": ids}, True)])
 
 
 def build_for_job(
@@ -110,11 +112,14 @@ def build_for_job(
     (type, price date) pairs of the job's killmails, and every stale row of the book.
     """
     if rules.job_wants_every_type(rule_set):
-        statements = [(sqlfiles.book_build_sql(rule_set, column, "known"), {})]
+        statements = [(sqlfiles.book_build_sql(rule_set, column, "known"), {}, True)]
     else:
         statements = [
-            (sqlfiles.book_build_sql(rule_set, column, "stale"), {}),
-            (sqlfiles.book_build_sql(rule_set, column, "job", killmails), params),
+            (sqlfiles.book_build_sql(rule_set, column, "stale"), {}, True),
+            # The job's pairs first, in a statement PostgreSQL may run in parallel.
+            (sqlfiles.book_job_pairs_sql(rule_set, killmails), params, False),
+            ("ANALYZE pg_temp.bulk_book_job", {}, False),
+            (sqlfiles.book_build_sql(rule_set, column, "job"), {}, True),
         ]
     built = _run(conn, statements)
     _RECHECKED[_key(conn, rule_set, column)] = time.monotonic()
@@ -138,7 +143,7 @@ def recheck(conn: psycopg.Connection, rule_set: str, column: str, every: float |
     if at is not None and (every is None or now - at < every):
         return
     _RECHECKED.pop(key, None)
-    _run(conn, [(sqlfiles.book_build_sql(rule_set, column, "known"), {})])
+    _run(conn, [(sqlfiles.book_build_sql(rule_set, column, "known"), {}, True)])
     _RECHECKED[key] = now
 
 

@@ -41,17 +41,14 @@ def load(name: str) -> str:
 
 # --- the price book (bulk/engine/book.py): every placeholder from rules.py's data ----
 
-_WANTED = {"stale": "book_wanted_stale", "known": "book_wanted_known"}
+_WANTED = {"stale": "book_wanted_stale", "known": "book_wanted_known", "job": "book_wanted_job"}
 _BATCH_KILLMAILS = "k.killmail_id = ANY(%(ids)b::int[])"
 
 
-def book_build_sql(rules_name: str, column: str, wanted: str, killmails: str | None = None) -> str:
+def book_build_sql(rules_name: str, column: str, wanted: str) -> str:
     """The rule set's builder for the pairs `wanted`: "batch" (the killmails %(ids)b),
-    "job" (the killmails of the condition `killmails` on alias k), "stale" (the
-    book's stale rows) or "known" (every type of market_prices and types)."""
-    if wanted == "job":
-        assert killmails is not None
-        return _book_build(rules_name, column, "book_wanted", killmails)
+    "job" (the pairs book_job_pairs_sql gathered), "stale" (the book's stale rows)
+    or "known" (every type of market_prices and types)."""
     if wanted == "batch":
         return _book_build(rules_name, column, "book_wanted", _BATCH_KILLMAILS)
     return _book_build(rules_name, column, _WANTED[wanted], None)
@@ -64,6 +61,15 @@ def _book_build(rules_name: str, column: str, wanted_file: str, killmails: str |
     needed = load("book_needed").format(**fill, wanted=wanted)
     store = load("book_store").format(**fill)
     return load(rules.builder(rules_name)).format(**fill, needed=needed, store=store)
+
+
+def book_job_pairs_sql(rules_name: str, killmails: str) -> str:
+    """Gathers the pairs of the killmails of the condition `killmails` (on alias k) into
+    a temporary table of the transaction, for book_build_sql(..., "job")."""
+    fill = rules.book_placeholders(rules_name)
+    new_dates = load("book_new_date").format(**fill)
+    wanted = load("book_wanted").format(**fill, killmails=f"({killmails}) AND {new_dates}")
+    return load("book_job_pairs").format(wanted=wanted)
 
 
 def _book_batch(mode: str, rules_name: str, column: str) -> dict[str, str]:

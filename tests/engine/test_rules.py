@@ -49,7 +49,8 @@ def test_the_issues_numbers_are_the_data():
 @pytest.mark.parametrize("name", ["seed", "evekill", "zkillboard"])
 def test_every_placeholder_of_the_book_sql_is_filled(name):
     texts = [sqlfiles.book_build_sql(name, "buy", wanted) for wanted in ("batch", "stale", "known")]
-    texts.append(sqlfiles.book_build_sql(name, "buy", "job", "k.killmail_id > %(after)s"))
+    texts.append(sqlfiles.book_build_sql(name, "buy", "job"))
+    texts.append(sqlfiles.book_job_pairs_sql(name, "k.killmail_id > %(after)s"))
     for mode in ("null", "zero", "all"):
         texts.append(sqlfiles.load_book_sql(mode, name, "buy"))
         texts.append(sqlfiles.value_book_sql(mode, name, "buy", "timestamp", "int8"))
