@@ -1,6 +1,6 @@
 -- Independent reference valuation, in exact numeric ISK, of the evekill rule
 -- set (docs/prices.md). It shares no code with the engine
--- (resolve_dated_evekill.sql, load_batch_dated.sql, pricing.py): it reads the
+-- (the price book: book_build_evekill.sql, load_book.sql, pricing.py): it reads the
 -- history tables directly, prices every (type, kill date) pair it meets, and
 -- sums per killmail in ISK rather than cents.
 --

@@ -1,5 +1,5 @@
 -- Independent reference valuation, in exact numeric ISK, of the rules in
--- DESIGN.md. It shares no code with the engine (load_batch.sql, pricing.py):
+-- DESIGN.md. It shares no code with the engine (the price book, load_book.sql, pricing.py):
 -- it is written per killmail with correlated sums, in ISK rather than cents,
 -- so a mistake in one is not silently repeated in the other.
 --

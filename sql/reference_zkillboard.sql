@@ -1,6 +1,6 @@
 -- Independent reference valuation, in exact numeric ISK, of the zkillboard
 -- rule set (docs/prices.md). It shares no code with the engine
--- (resolve_dated_zkillboard.sql, load_batch_dated.sql, pricing.py): it reads
+-- (the price book: book_build_zkillboard.sql, load_book.sql, pricing.py): it reads
 -- the history tables directly, prices every (type, price date) pair it meets,
 -- trims the market window by rank with row_number(), and sums per
 -- killmail in ISK rather than cents.

@@ -18,11 +18,6 @@ MODE_PREDICATES: dict[str, str] = {
 
 PRICE_COLUMNS: dict[str, str] = {"sell": "sell", "buy": "buy", "average": "average"}
 
-# Each price column's per-connection TEMP table of unit cents (sql/unit_cents.sql).
-UNIT_CENTS_TABLES: dict[str, str] = {
-    column: f"pg_temp.bulk_unit_cents_{column}" for column in PRICE_COLUMNS
-}
-
 # The engines: "numpy" loads a batch's lines and sums them in numpy (the design
 # the tool was specified with); "sql" values and writes a batch in one statement.
 ENGINES: tuple[str, ...] = ("numpy", "sql")
@@ -50,10 +45,6 @@ def mode_predicate(mode: str) -> str:
 
 def price_column(column: str) -> str:
     return _fixed(PRICE_COLUMNS, column, "price column")
-
-
-def unit_cents_table(column: str) -> str:
-    return _fixed(UNIT_CENTS_TABLES, column, "price column")
 
 
 def engine(name: str) -> str:

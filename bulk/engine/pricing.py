@@ -62,7 +62,7 @@ def sum_lines(
     return KillmailCents(ids[starts], destroyed + dropped, destroyed, dropped)
 
 
-# The big-endian types load_batch.sql and load_batch_dated.sql pack their columns in.
+# The big-endian types sql/load_book.sql packs its columns in.
 _LINE_COLUMN_TYPES = (">i4", ">i2", ">i8", ">i8", ">i8")
 
 
@@ -76,12 +76,12 @@ def unpack_lines(row: tuple | None) -> np.ndarray:
     return lines
 
 
-# The `line` column of load_batch.sql.
+# The `line` column of sql/load_book.sql.
 LINE_SHIP, LINE_ITEM, LINE_NO_VICTIM = 0, 1, 2
 
 
 def price_batch(lines: np.ndarray) -> tuple[KillmailCents, np.ndarray]:
-    """Value the rows of load_batch.sql, an (n, 5) int64 array.
+    """Value the rows of sql/load_book.sql, an (n, 5) int64 array.
 
     Columns: killmail_id, line, unit_cents, qty_destroyed, qty_dropped.
     Returns the per-killmail cents and the ids of killmails without a victim,
