@@ -114,7 +114,12 @@ def schema_db(fresh_db, schema_kind):
 
 
 def make_demo_db(
-    url: str, killmails: int, seed: int = 1, schema: str = "tool", history: bool = False
+    url: str,
+    killmails: int,
+    seed: int = 1,
+    schema: str = "tool",
+    history: bool = False,
+    days: int | None = None,
 ) -> str:
     """A generated killboard in the empty database at url; with history, also
     demo-data's market history and price overrides (about 3 million rows: off by
@@ -126,7 +131,7 @@ def make_demo_db(
     against 1.3 s for 3,000 killmails).
     """
     target = database_name(url)
-    template = demo_template(killmails, seed, schema, history)
+    template = demo_template(killmails, seed, schema, history, days)
     with _admin() as conn:
         tables = "SELECT count(*) FROM pg_stat_user_tables"
         with psycopg.connect(url) as probe:
@@ -139,7 +144,9 @@ def make_demo_db(
     return url
 
 
-def _fill_demo(url: str, killmails: int, seed: int, schema: str, history: bool) -> None:
+def _fill_demo(
+    url: str, killmails: int, seed: int, schema: str, history: bool, days: int | None = None
+) -> None:
     from bulk import db
     from bulk.demo.load import load_demo_data
 
@@ -147,7 +154,7 @@ def _fill_demo(url: str, killmails: int, seed: int, schema: str, history: bool) 
     with psycopg.connect(url) as conn:
         if history:
             db.ensure_history_tables(conn)
-        load_demo_data(conn, killmails, seed, progress=False, history=history)
+        load_demo_data(conn, killmails, seed, progress=False, history=history, days=days)
 
 
 # Templates are named by a digest of everything that shapes their rows (the demo
@@ -181,10 +188,19 @@ def _code_digest() -> str:
 CODE_DIGEST = _code_digest()
 
 
-def demo_template(killmails: int, seed: int = 1, schema: str = "tool", history: bool = False):
-    """The name of a template database holding that demo, built on first use."""
-    kind = f"{schema[0]}{killmails}s{seed}{'h' if history else ''}"
-    return cached_template(kind, lambda url: _fill_demo(url, killmails, seed, schema, history))
+def demo_template(
+    killmails: int,
+    seed: int = 1,
+    schema: str = "tool",
+    history: bool = False,
+    days: int | None = None,
+):
+    """The name of a template database holding that demo (`days`: demo-data --days),
+    built on first use."""
+    kind = f"{schema[0]}{killmails}s{seed}{'h' if history else ''}{f'd{days}' if days else ''}"
+    return cached_template(
+        kind, lambda url: _fill_demo(url, killmails, seed, schema, history, days)
+    )
 
 
 def cached_template(kind: str, build) -> str:

@@ -67,8 +67,9 @@ def _job_pairs(url: str, rule_set: str) -> set[tuple]:
 
 @pytest.fixture
 def history_db(fresh_db):
-    # 400 killmails over 20 days, with daily history: every rule set has prices.
-    make_demo_db(fresh_db, 3000, history=True)
+    # 3,000 killmails over 10 days, with daily history from 60 days before:
+    # a killboard's density, where killmails share their (type, price date) pairs.
+    make_demo_db(fresh_db, 3000, history=True, days=10)
     return fresh_db
 
 
