@@ -8,9 +8,11 @@
 --   {mode_predicate} on alias k   {book} the book's key as a literal
 --   {price_date} the price date of killmail k under the book's rule set
 --
--- The book's rows of the batch's date range are read once, by the primary
+-- The book's rows of the batch's price dates are read once, by the primary
 -- key's (book, price_date) prefix, and hashed: a probe of the key per line
--- cost more than the whole of seed's valuation.
+-- cost more than the whole of seed's valuation. Its dates, not the range
+-- between them: a selection spread over years (--ship-type) read every row
+-- of the years between.
 batch AS (
     SELECT k.killmail_id, {price_date} AS price_date
     FROM killmails AS k
@@ -21,8 +23,7 @@ book AS MATERIALIZED (
     SELECT p.price_date, p.type_id, p.ship, p.item, p.copy, p.bay, p.bad
     FROM bulk_price_book AS p
     WHERE p.book = {book}
-      AND p.price_date >= (SELECT min(b.price_date) FROM batch AS b)
-      AND p.price_date <= (SELECT max(b.price_date) FROM batch AS b)
+      AND p.price_date = ANY(array(SELECT DISTINCT b.price_date FROM batch AS b))
       -- A stale row is as good as missing: the batch builds it again first.
       AND NOT p.stale
 )

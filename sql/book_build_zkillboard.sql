@@ -70,7 +70,7 @@ cand AS MATERIALIZED (
 spans AS (
     SELECT c.type_id, max(c.price_date - c.oldest) AS span
     FROM cand AS c
-    WHERE c.oldest IS NOT NULL
+    WHERE c.oldest IS NOT NULL AND isfinite(c.price_date)
     GROUP BY c.type_id
 ),
 counted AS MATERIALIZED (
@@ -93,6 +93,9 @@ walked AS (
     -- Else the walk stops earlier: read the pair again within its day limit.
     SELECT c.type_id, c.price_date, c.fixed, c.own,
            CASE
+               -- A walk back from a kill at infinity never reaches a day of
+               -- history (and date arithmetic on it fails): no window.
+               WHEN NOT isfinite(c.price_date) THEN NULL
                WHEN c.oldest IS NULL OR c.price_date - c.oldest < r.history_rows THEN c.sorted
                ELSE (SELECT array_agg(h.average ORDER BY h.average)
                      FROM (SELECT h.average

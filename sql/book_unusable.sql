@@ -3,11 +3,15 @@
 -- such a failure, to name them in the error.
 --
 -- {batch}: sql/book_batch.sql. {item_cents}: the CASE choosing an item line's column.
+-- The IDs are repeated on victims and items: joined only through the batch,
+-- the planner joined every row of the book's slice to every killmail of the
+-- same price date first (1.3 million rows for 500 killmails under seed).
 WITH {batch},
 used AS (
     SELECT p.type_id, p.price_date, p.bad
     FROM batch AS b
-    JOIN victims AS v ON v.killmail_id = b.killmail_id
+    JOIN victims AS v
+      ON v.killmail_id = b.killmail_id AND v.killmail_id = ANY(%(ids)b::int[])
     JOIN book AS p ON p.price_date = b.price_date AND p.type_id = v.ship_type_id
     WHERE p.ship IS NULL
 
@@ -15,7 +19,8 @@ used AS (
 
     SELECT p.type_id, p.price_date, p.bad
     FROM batch AS b
-    JOIN killmail_items AS i ON i.killmail_id = b.killmail_id
+    JOIN killmail_items AS i
+      ON i.killmail_id = b.killmail_id AND i.killmail_id = ANY(%(ids)b::int[])
     JOIN book AS p ON p.price_date = b.price_date AND p.type_id = i.item_type_id
     WHERE {item_cents} IS NULL
 )

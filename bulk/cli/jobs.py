@@ -175,6 +175,8 @@ def run_cmd(
         render.run_summary(summary, written)
     if unwritten:
         click.echo(f"bulk-backfill: error: {unwritten}", err=True)
+    if summary.book_note:
+        click.echo(f"note: {summary.book_note}", err=True)
     if summary.stopped_early:
         raise click.ClickException(
             f"{summary.stopped_early}; " + render.resume_hint("run", summary.resume_after, "valued")

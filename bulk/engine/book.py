@@ -72,8 +72,10 @@ def _writing(conn: psycopg.Connection) -> Iterator[None]:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         # A build reads many prices; a timeout meant for batches must not fail
         # it (every batch would then fail), and waiting for another builder is
-        # how builders share the work (lock_timeout, the session's own, still applies).
+        # how builders share the work: a role's lock_timeout must not refuse a
+        # second job that starts while the first builds.
         conn.execute("SET LOCAL statement_timeout = 0")
+        conn.execute("SET LOCAL lock_timeout = 0")
         # The cost estimates of thousands of index probes pass jit_above_cost,
         # and compiling takes 0.1 to 2 s, far more than running them.
         conn.execute("SET LOCAL jit = off")

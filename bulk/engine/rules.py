@@ -285,6 +285,11 @@ def reads_history(name: str) -> bool:
     return rules_name(name) in DATED
 
 
+def history_regions() -> list[int]:
+    """The market regions whose history some rule set reads: a change elsewhere moves no price."""
+    return sorted({rules.region_id for rules in DATED.values()})
+
+
 def book_key(name: str, price_column: str = "sell") -> str:
     """The key of the rule set's rows in the price book: seed carries its price column."""
     if uses_price_column(name):

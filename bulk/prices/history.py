@@ -25,6 +25,7 @@ from psycopg.copy import QueuedLibpqWriter
 from bulk import db
 from bulk.demo.copy_binary import FLOAT8, INT4, INT8, SIGNATURE, TRAILER, Column, encode_rows
 from bulk.engine import book, sqlfiles
+from bulk.engine import rules as rule_sets
 from bulk.errors import UserError
 from bulk.prices import history_files as hf
 from bulk.prices.esi import DEFAULT_REGION
@@ -128,7 +129,9 @@ def import_history_files(
             summary.staging_seconds = staged - started
             summary.written = _upsert_staged(conn, sources, region, type_id, all_regions, newest)
             # In the same transaction: a job that starts after this commits builds them again.
-            changes = conn.execute(sqlfiles.load("history_staged_changes")).fetchall()
+            changes = conn.execute(
+                sqlfiles.load("history_staged_changes"), {"regions": rule_sets.history_regions()}
+            ).fetchall()
             book.invalidate_history(conn, dict(changes))
             summary.upsert_seconds = time.monotonic() - staged
             # ON COMMIT DROP waits for the caller's commit: a second import in the
@@ -176,7 +179,10 @@ def upsert_rows(conn: psycopg.Connection, rows: hf.HistoryRows) -> Written:
     except psycopg.errors.CardinalityViolation:
         raise UserError("a (region, type, date) is given twice; nothing was written") from None
     earliest: dict[int, date] = {}
-    for type_id, day in zip(params["type_id"], params["date"]):
+    read = set(rule_sets.history_regions())
+    for region, type_id, day in zip(params["region_id"], params["type_id"], params["date"]):
+        if region not in read:
+            continue
         if type_id not in earliest or day < earliest[type_id]:
             earliest[type_id] = day
     book.invalidate_history(conn, earliest)
