@@ -4,13 +4,17 @@
 
 On a generated database with demo-data's market history (three years of
 daily averages for every type, so every kill date has prices) and overrides,
-for each of evekill and zkillboard, once per round and alternating:
-- the two ceiling formulations of benchmarks/dated_ceiling.py, 2 processes;
+at demo-data's default spread (18 years), for each of evekill and zkillboard,
+once per round and alternating:
+- the price-book ceiling formulations of benchmarks/book_ceiling.py, 2 processes;
 - `bulk-backfill run --rules R --procs 2 --engine E` for both engines.
-Every figure is a whole command timed from start to exit; every run is
-checked, all rows, against the independent reference of its rule set
-(sql/reference_<rules>.sql, computed once into bench_reference_<rules>), and
-the peak RSS of each worker is read from /proc. Writes rules.md and rules.json.
+Before each, the values are reset and R's rows are deleted from the price book,
+so every figure includes building the book (benchmarks/book.py measures the
+same at a killboard's density, with seed beside them). Every figure is a whole
+command timed from start to exit; every run is checked, all rows, against the
+independent reference of its rule set (sql/reference_<rules>.sql, computed
+once into bench_reference_<rules>), and the peak RSS of each worker is read
+from /proc. Writes rules.md and rules.json.
 """
 
 from __future__ import annotations
@@ -22,18 +26,15 @@ import sys
 from pathlib import Path
 
 from benchmarks import server_url
-from benchmarks.command import run_command
-from benchmarks.dated_ceiling import FORMULATIONS
+from benchmarks.book import measure_ceiling, measure_run
+from benchmarks.book_ceiling import FOR_RULES
 from benchmarks.suite import (
     Measurement,
-    _bin,
     _facts,
     as_dicts,
     database_for,
     now_iso,
     reference_table,
-    reset,
-    verify,
 )
 
 RULE_SETS = ("evekill", "zkillboard")
@@ -43,27 +44,13 @@ RSS_LIMIT_MB = 100
 
 
 def _ceiling(url: str, n: int, victims: int, rules: str, formulation: str, rnd: int):
-    reset(url)
-    done = run_command(
-        [sys.executable, "-m", "benchmarks.dated_ceiling", url, "--rules", rules,
-         "--formulation", formulation, "--procs", "2"]
-    )  # fmt: skip
-    written = int(done.stdout.split()[-1])
-    verify(url, victims, rules=rules)
-    name = f"ceiling-{rules}-{formulation}"
-    return Measurement.verified_run(name, 2, 500, n, written, done.seconds, rnd)
+    m = measure_ceiling(url, n, victims, rules, formulation, rnd)
+    m.name = f"ceiling-{rules}-{formulation}"
+    return m
 
 
 def _run(url: str, n: int, victims: int, rules: str, engine: str, rnd: int):
-    reset(url)
-    done = run_command(
-        [_bin("bulk-backfill"), "run", "--procs", "2", "--rules", rules, "--engine", engine],
-        env={"DATABASE_URL": url},
-    )
-    verify(url, victims, rules=rules)
-    return Measurement.verified_run(
-        f"run-{engine}-{rules}", 2, 500, n, victims, done.seconds, rnd, done.worker_peak_mb
-    )
+    return measure_run(url, n, victims, rules, engine, rnd)
 
 
 def _median(results: list[Measurement], name: str) -> float:
@@ -75,8 +62,9 @@ def report(results: list[Measurement], command: str, n: int) -> tuple[str, list[
     lines = [
         f"Measured {now_iso()} with `{command}`;",
         f"{n:,} killmails with three years of history; medians of whole commands timed",
-        "from start to exit, 2 processes, batches / chunks of 500, each run checked",
-        "against its rule set's reference.",
+        "from start to exit, 2 processes, batches / chunks of 500, the rule set's book",
+        "emptied before each (its build inside the time), each run checked against its",
+        "rule set's reference; ceilings: benchmarks/book_ceiling.py.",
         "",
         "| rule set | what | killmails/s | × its ceiling | runs | peak RSS MB |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
@@ -84,7 +72,7 @@ def report(results: list[Measurement], command: str, n: int) -> tuple[str, list[
     missed = []
     targets = ["", "| target (issue 14) | measured | wanted | met |", "| --- | ---: | ---: | --- |"]
     for rules in RULE_SETS:
-        ceilings = {f: _median(results, f"ceiling-{rules}-{f}") for f in FORMULATIONS}
+        ceilings = {f: _median(results, f"ceiling-{rules}-{f}") for f in FOR_RULES[rules]}
         worst_rss = 0.0
         best = max(ceilings.values())
         for f, rate in ceilings.items():
@@ -133,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     for rnd in range(1, args.rounds + 1):
         print(f"round {rnd} of {args.rounds}", flush=True)
         for rules in RULE_SETS:
-            steps = [(_ceiling, f) for f in FORMULATIONS] + [(_run, e) for e in ENGINES]
+            steps = [(_ceiling, f) for f in FOR_RULES[rules]] + [(_run, e) for e in ENGINES]
             for measure, how in steps:
                 m = measure(url, args.killmails, victims, rules, how, rnd)
                 results.append(m)

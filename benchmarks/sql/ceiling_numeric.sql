@@ -1,7 +1,8 @@
--- Ceiling formulation "numeric": the valuation rules of sql/load_batch.sql and
--- bulk/engine/pricing.py as one set-based UPDATE ... FROM (aggregate), each line
--- rounded to the cent in numeric and the three category tables joined per line,
--- stored exactly as the engine stores them ((cents * 0.01)::float8).
+-- Ceiling formulation "numeric": seed's valuation rules (as the engine's
+-- former sql/load_batch.sql and bulk/engine/pricing.py applied them) as one
+-- set-based UPDATE ... FROM (aggregate), each line rounded to the cent in
+-- numeric and the three category tables joined per line, stored exactly as
+-- the engine stores them ((cents * 0.01)::float8).
 -- Mode null. Parameters: %(lo)s, %(hi)s: the killmail_id range (lo, hi].
 WITH todo AS (
     SELECT k.killmail_id

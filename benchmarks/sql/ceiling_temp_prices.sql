@@ -1,6 +1,6 @@
 -- Setup of ceiling formulation "temp", run once per connection: every type's
 -- unit cents and blueprint flag in a TEMP table (written for the benchmark,
--- not shared with the engine's sql/unit_cents.sql).
+-- never shared with the engine, which prices from the price book).
 CREATE TEMP TABLE ceiling_unit (
     type_id   int4 PRIMARY KEY,
     cents     int8 NOT NULL,
