@@ -1,6 +1,7 @@
 -- Builds the evekill prices of the needed (type, price date) pairs into the
 -- price book, in one statement, whatever the number of pairs.
 -- {needed}: sql/book_needed.sql   {store}: sql/book_store.sql
+-- {override}: sql/book_override.sql on pair n
 -- Placeholders filled from the fixed tables of bulk/engine/rules.py, never user text:
 --   {region} the market region   {type_price} fixed price of type t / group g
 --   {fallback} the price without any other
@@ -17,28 +18,22 @@
 -- Line prices (blueprint copies) are shapes, applied by {store}.
 WITH {needed},
 priced AS MATERIALIZED (
-    SELECT m.type_id, m.price_date,
+    SELECT n.type_id, n.price_date,
            round(coalesce(
-               (SELECT o.price::numeric
-                FROM price_overrides AS o
-                WHERE o.type_id = m.type_id
-                  AND (o.valid_from IS NULL OR o.valid_from <= m.price_date)
-                  AND (o.valid_to IS NULL OR o.valid_to >= m.price_date)
-                ORDER BY o.valid_from DESC NULLS LAST, o.id DESC
-                LIMIT 1),
+               {override},
                {type_price},
                (SELECT h.average::numeric
                 FROM market_price_history AS h
                 WHERE h.region_id = {region}
-                  AND h.type_id = m.type_id
-                  AND h.date <= m.price_date
+                  AND h.type_id = n.type_id
+                  AND h.date <= n.price_date
                   AND h.average > 0
                 ORDER BY h.date DESC
                 LIMIT 1),
                {fallback}
            ), 2) AS unit
-    FROM needed AS m
-    LEFT JOIN types AS t ON t.id = m.type_id
+    FROM needed AS n
+    LEFT JOIN types AS t ON t.id = n.type_id
     LEFT JOIN item_groups AS g ON g.id = t.group_id
 ),
 {store}

@@ -2,6 +2,7 @@
 -- the price book, in one statement, whatever the number of pairs: one
 -- snapshot of the history, so a price is never a mix of two states of it.
 -- {needed}: sql/book_needed.sql   {store}: sql/book_store.sql
+-- {override}: sql/book_override.sql on pair n
 -- Placeholders filled from the fixed tables of bulk/engine/rules.py, never user text:
 --   {region} the market region   {type_price} fixed price of type t / group g
 --   {fallback} the price without any other
@@ -30,16 +31,7 @@
 WITH {needed},
 fixedp AS MATERIALIZED (
     SELECT n.type_id, n.price_date,
-           coalesce(
-               (SELECT o.price::numeric
-                FROM price_overrides AS o
-                WHERE o.type_id = n.type_id
-                  AND (o.valid_from IS NULL OR o.valid_from <= n.price_date)
-                  AND (o.valid_to IS NULL OR o.valid_to >= n.price_date)
-                ORDER BY o.valid_from DESC NULLS LAST, o.id DESC
-                LIMIT 1),
-               {type_price}
-           ) AS fixed
+           coalesce({override}, {type_price}) AS fixed
     FROM needed AS n
     LEFT JOIN types AS t ON t.id = n.type_id
     LEFT JOIN item_groups AS g ON g.id = t.group_id

@@ -60,7 +60,11 @@ def _book_build(rules_name: str, column: str, wanted_file: str, killmails: str |
     wanted = load(wanted_file).format(**fill, killmails=killmails)
     needed = load("book_needed").format(**fill, wanted=wanted)
     store = load("book_store").format(**fill)
-    return load(rules.builder(rules_name)).format(**fill, needed=needed, store=store)
+    # The override lookup, on alias n: every builder's pairs.
+    override = load("book_override").format(pair="n")
+    return load(rules.builder(rules_name)).format(
+        **fill, needed=needed, store=store, override=override
+    )
 
 
 def book_job_pairs_sql(rules_name: str, killmails: str) -> str:
