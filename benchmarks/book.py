@@ -21,7 +21,11 @@ deleted from the book, so every figure includes building the book. Every
 figure is a whole command timed from start to exit; every run and every
 ceiling is checked, all rows, against R's independent reference
 (sql/reference_*.sql, computed once per database into bench_reference*): any
-difference exits 1. Writes book.md and book.json.
+difference exits 1. Writes book.md and book.json (the engine's commit in both).
+
+On a shared machine: --wait-idle 0.15 waits before each measurement for a quiet
+CPU; --resume goes on with a stopped run (book.partial.json, written after each
+measurement); --report book.json writes book.md again without measuring.
 """
 
 from __future__ import annotations
@@ -473,6 +477,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="JSON",
         help="measure nothing: write book.md again from a book.json (its results, its command)",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with the measurements of a stopped run of this command (DIR/book.partial.json)",
+    )
     args = parser.parse_args(argv)
     if args.report:
         payload = json.loads(args.report.read_text())
@@ -512,40 +521,70 @@ def main(argv: list[str] | None = None) -> int:
         f"; load {os.getloadavg()[0]:.1f}",
         flush=True,
     )
+    given = argv if argv is not None else sys.argv[1:]
+    command = " ".join(["python -m benchmarks.book", *given])
+    partial = args.out / "book.partial.json"
     results: list[Measurement] = []
+    earlier_minutes = 0.0
+    if args.resume:
+        # The same command stopped part way (a shared machine's clean-ups kill
+        # long jobs): keep its measurements, measure only the rest.
+        before = json.loads(partial.read_text())
+        if before["code"] != code or before["killmails"] != n or before["days"] != args.days:
+            parser.error(f"{partial} measured other code or data: {before['code']}")
+        results = [Measurement(**m) for m in before["results"]]
+        earlier_minutes = before["minutes"]
+        command = before["command"]
+        print(f"resuming: {len(results)} measurements kept from {partial}", flush=True)
+    done = {(m.round, m.name) for m in results}
+
+    def payload() -> dict:
+        return {
+            "command": command,
+            "measured": now_iso(),
+            "code": code,
+            "killmails": n,
+            "days": args.days,
+            "rounds": args.rounds,
+            "minutes": earlier_minutes + (time.monotonic() - started) / 60,
+            "cpus": os.cpu_count(),
+            "results": as_dicts(results),
+        }
+
+    def keep(m: Measurement) -> None:
+        m.extra["load"] = os.getloadavg()[0]
+        results.append(m)
+        _say(m)
+        args.out.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(payload(), indent=2, default=str) + "\n")
+
     try:
         for rnd in range(1, args.rounds + 1):
             print(f"round {rnd} of {args.rounds}", flush=True)
             for r in RULE_SETS:
-                steps = [(measure_ceiling, f) for f in FOR_RULES[r]]
-                steps += [(measure_run, e) for e in ENGINES]
-                for measure, how in steps:
-                    m = measure(url, n, victims, r, how, rnd)
-                    m.extra["load"] = os.getloadavg()[0]
-                    results.append(m)
-                    _say(m)
-                m = measure_build(url, n, r, rnd)
-                m.extra["load"] = os.getloadavg()[0]
-                results.append(m)
-                _say(m)
+                steps = [(measure_ceiling, f"ceiling-{f}-{r}", f) for f in FOR_RULES[r]]
+                steps += [(measure_run, f"run-{e}-{r}", e) for e in ENGINES]
+                for measure, name, how in steps:
+                    if (rnd, name) not in done:
+                        keep(measure(url, n, victims, r, how, rnd))
+                if (rnd, f"build-{r}") not in done:
+                    keep(measure_build(url, n, r, rnd))
             print(f"  load {os.getloadavg()[0]:.1f}", flush=True)
     except VerificationFailed as exc:
         print(f"benchmarks.book: a measured run wrote wrong values: {exc}", file=sys.stderr)
         return 1
-    given = argv if argv is not None else sys.argv[1:]
-    payload = {
-        "command": " ".join(["python -m benchmarks.book", *given]),
-        "measured": now_iso(),
-        "code": code,
-        "killmails": n,
-        "days": args.days,
-        "rounds": args.rounds,
-        "minutes": (time.monotonic() - started) / 60,
-        "cpus": os.cpu_count(),
-        "summary": summarize(results),
-        "results": as_dicts(results),
-    }
-    return _write(payload, args.out)
+    except subprocess.CalledProcessError as exc:
+        tail = "\n".join((exc.stderr or "").splitlines()[-15:])
+        print(
+            f"benchmarks.book: {' '.join(exc.cmd)} failed (exit {exc.returncode}):\n{tail}",
+            file=sys.stderr,
+        )
+        return 1
+    final = payload()
+    final["summary"] = summarize(results)
+    status = _write(final, args.out)
+    partial.unlink(missing_ok=True)
+    return status
 
 
 def _write(payload: dict, out: Path) -> int:

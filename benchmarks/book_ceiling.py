@@ -2,31 +2,30 @@
 
 Each formulation builds the book rows the job needs (every (type, price date)
 pair of the killmails to value, or for seed every known type) into the tool's
-own table bulk_price_book, with the rule set's own builder
-(sql/book_build_<rules>.sql), and then values every killmail by one set-based
-UPDATE per keyset chunk of 500 IDs that joins the book by equality
-(benchmarks/sql/book_ceiling_value.sql). The build is inside the time. All
-of it is SQL; Python only sends the statements. Formulations:
+own table bulk_price_book with the engine's own statements (the job's pairs
+gathered by sqlfiles.book_job_pairs_sql, then the rule set's builder
+sqlfiles.book_build_sql(rules, "sell", "job"), sql/book_build_<rules>.sql), and
+then values every killmail by one set-based UPDATE per keyset chunk of 500 IDs
+that joins the book by equality (benchmarks/sql/book_ceiling_value.sql). The
+build is inside the time. All of it is SQL; Python only sends the statements
+(and, for `engine`, is the engine's own build function). Formulations:
 
-- `engine`: one process runs the engine's own job build,
-  bulk.engine.book.build_for_job (as `run` calls it before its first batch:
-  its statements, its lock and snapshot, its ANALYZE); then `procs` processes
-  value interleaved chunks.
-- `single`: one process builds with one INSERT statement, the rule set's
-  builder with the job's pairs inline (benchmarks/sql/book_wanted_hashed.sql,
-  deduplicated by a hash aggregate) and work_mem 64MB for it; then ANALYZE;
-  then `procs` processes value interleaved chunks. Kill-date rule sets only.
-- `parity`: `procs` processes each build the pairs of their share of the
-  type IDs (type_id mod procs) as `single` does, each reading every line of
-  the job, wait for each other, then value interleaved chunks. Kill-date rule
-  sets only.
+- `engine`: one process runs the engine's job build, bulk.engine.book.build_for_job
+  (as `run` calls it before its first batch: its statements, its lock and
+  snapshot, its ANALYZE); meanwhile the other processes wait; then `procs`
+  processes value interleaved chunks.
+- `parity`: `procs` processes build at once, each the pairs of its share of
+  the type IDs (type_id mod procs): each gathers the job's pairs (reading every
+  line of the job), drops the other shares' pairs, and runs the builder on the
+  rest; they wait for each other, then value interleaved chunks.
+  Kill-date rule sets only.
 - `halves`: the job's killmails split at a price date into `procs` spans of
-  about equal size; each process builds the pairs of its span as `single`
-  does and values its span's killmails, with no waiting: the spans share no
-  pair, so the builds never touch the same row. Kill-date rule sets only.
+  about equal size; each process gathers the pairs of its span's killmails,
+  builds them and values its span's killmails, with no waiting: the spans
+  share no pair, so the builds never touch the same row. Kill-date rule sets only.
 
-Every formulation connects with jit off (the builders' cost estimates pass
-jit_above_cost, as the engine's comments say) and in UTC.
+Every connection has jit off (the builders' cost estimates pass
+jit_above_cost, as the engine's comments say) and is in UTC.
 
 As a command, so the suite times it like every other figure (start-up included):
     python -m benchmarks.book_ceiling URL --rules evekill --formulation halves --procs 2
@@ -52,12 +51,11 @@ from bulk.engine.scan import Selection
 
 _DIR = Path(__file__).parent / "sql"
 
-FORMULATIONS = ("engine", "single", "parity", "halves")
+FORMULATIONS = ("engine", "parity", "halves")
 # The formulations that apply to each rule set: seed's book is every known type
 # at one price date (a few thousand rows, built in well under a second), so only
 # the engine's own build is measured for it.
 FOR_RULES = {"seed": ("engine",), "evekill": FORMULATIONS, "zkillboard": FORMULATIONS}
-HASH_WORK_MEM = "64MB"
 
 
 def _load(name: str) -> str:
@@ -70,15 +68,30 @@ def job_condition() -> tuple[str, dict]:
     return Selection(mode="null").killmails_sql()
 
 
-def hashed_builder(rules_name: str, killmails: str, types: str = "TRUE") -> str:
-    """The rule set's builder (the engine's files) for the pairs of the killmails
-    `killmails` (a condition on k) whose type matches `types` (on x.type_id),
-    with the wanted pairs from benchmarks/sql/book_wanted_hashed.sql."""
-    fill = rules.book_placeholders(rules_name, "sell")
-    wanted = _load("book_wanted_hashed").format(**fill, killmails=killmails, types=types)
-    needed = sqlfiles.load("book_needed").format(**fill, wanted=wanted)
-    store = sqlfiles.load("book_store").format(**fill)
-    return sqlfiles.load(rules.builder(rules_name)).format(**fill, needed=needed, store=store)
+def _build_part(
+    conn: psycopg.Connection,
+    rules_name: str,
+    killmails: str,
+    params: dict,
+    types: str | None = None,
+    gathered=None,
+) -> None:
+    """The engine's job build for the killmails `killmails` (a condition on k), in one
+    transaction: gather their pairs, keep those of the types `types` (a condition
+    on the pairs' type_id, or all), call `gathered`, build them; then ANALYZE the book.
+
+    The engine gathers only the killmails whose price date has no book row yet:
+    processes that share dates must all have gathered before any build commits
+    (`gathered`: a barrier), or a later one would skip those dates."""
+    with conn.transaction():
+        conn.execute(sqlfiles.book_job_pairs_sql(rules_name, killmails), params, prepare=False)
+        if types is not None:
+            conn.execute(f"DELETE FROM pg_temp.bulk_book_job WHERE NOT ({types})")
+        conn.execute("ANALYZE pg_temp.bulk_book_job")
+        if gathered is not None:
+            gathered()
+        conn.execute(sqlfiles.book_build_sql(rules_name, "sell", "job"), prepare=False)
+    conn.execute("ANALYZE bulk_price_book")
 
 
 def value_statement(rules_name: str, part: str = "TRUE") -> str:
@@ -97,14 +110,6 @@ def _span_condition(rules_name: str, span: int, spans: int) -> str:
     if span < spans - 1:
         clauses.append(f"{price_date} < (%(splits)s::date[])[{span + 1}]")
     return " AND ".join(clauses) or "TRUE"
-
-
-def _build(conn: psycopg.Connection, statement: str, params: dict, work_mem: str | None) -> None:
-    with conn.transaction():
-        if work_mem:
-            conn.execute(f"SET LOCAL work_mem = '{work_mem}'")
-        conn.execute(statement, params, prepare=False)
-    conn.execute("ANALYZE bulk_price_book")
 
 
 def _worker(
@@ -128,23 +133,15 @@ def _worker(
                 condition, params = job_condition()
                 book.build_for_job(conn, rules_name, "sell", condition, params)
             barrier.wait()
-        elif formulation == "single":
-            if part == 0:
-                condition, params = job_condition()
-                _build(conn, hashed_builder(rules_name, condition), params, HASH_WORK_MEM)
-            barrier.wait()
         elif formulation == "parity":
             condition, params = job_condition()
-            statement = hashed_builder(
-                rules_name, condition, f"mod(x.type_id, {parts:d}) = {part:d}"
-            )
-            _build(conn, statement, params, HASH_WORK_MEM)
+            share = f"mod(type_id, {parts:d}) = {part:d}"
+            _build_part(conn, rules_name, condition, params, share, barrier.wait)
             barrier.wait()
         elif formulation == "halves":
             condition, params = job_condition()
             span = _span_condition(rules_name, part, parts)
-            statement = hashed_builder(rules_name, f"{condition} AND {span}")
-            _build(conn, statement, {**params, "splits": splits}, HASH_WORK_MEM)
+            _build_part(conn, rules_name, f"({condition}) AND {span}", {**params, "splits": splits})
         else:
             raise ValueError(f"unknown formulation {formulation!r}")
         built = time.monotonic()
