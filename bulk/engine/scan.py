@@ -67,11 +67,10 @@ class Selection:
         filters, params = self._where()
         condition = f"k.killmail_id > %(after)s AND {filters}"
         if self.limit is not None:
-            condition = (
-                "k.killmail_id IN (SELECT k.killmail_id FROM killmails AS k"
-                f" WHERE {condition} ORDER BY k.killmail_id LIMIT %(limit)s)"
-            )
-            params["limit"] = self.limit
+            # The scan's own page query, one page of `limit` IDs: the same killmails.
+            page = sqlfiles.load("scan_ids").format(filters=filters)
+            condition = f"k.killmail_id IN ({page})"
+            params["page"] = self.limit
         return condition, params
 
 
