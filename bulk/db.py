@@ -81,20 +81,38 @@ def libpq_defaults(url: str) -> dict[str, str]:
 # connections; and the URL's own options stay as given, only TimeZone is overridden.
 _SESSION_SETUP = "SET TimeZone TO 'UTC'"
 
+# The connections that value batches. A batch's price book rows are a CTE, which
+# has no statistics: costing a hash join on it the planner assumes a few hundred
+# distinct keys, so it sorts both sides of a (price date, type) join instead,
+# which made a kill-date batch 1.5x as slow as with the hash join (18.5 against
+# 12.6 ms a batch at 5,000 kills a day; benchmarks/book_plans.py). Merge joins
+# are never the better plan for a batch of 500 killmails; the book's builders
+# reset this (bulk/engine/book.py). Under PgBouncer's transaction pooling the
+# setting may be lost (a slower plan) or reach another client's server
+# connection (a planner preference only, never a different result).
+_VALUATION_SETUP = "SET enable_mergejoin = off"
+
 
 def open_connection(
-    url: str, *, autocommit: bool = False, application_name: str = "bulk-backfill"
+    url: str,
+    *,
+    autocommit: bool = False,
+    application_name: str = "bulk-backfill",
+    valuing: bool = False,
 ) -> psycopg.Connection:
     """psycopg.connect with LIBPQ_DEFAULTS for what the URL leaves unset, in UTC.
 
     Every connection the tool makes goes through here. psycopg's errors pass
-    through unchanged, for callers that sort them by kind and retry.
+    through unchanged, for callers that sort them by kind and retry. `valuing`:
+    the connection values batches (planner settings for them).
     """
     conn = psycopg.connect(
         url, autocommit=autocommit, application_name=application_name, **libpq_defaults(url)
     )
     try:
         conn.execute(_SESSION_SETUP)
+        if valuing:
+            conn.execute(_VALUATION_SETUP)
         if not autocommit:
             conn.commit()  # a SET in a rolled-back transaction would be undone
     except BaseException:

@@ -70,7 +70,9 @@ class RunSummary:
 def _child(url: str, job: tuple[str, Valuation], patience: float, pipe) -> None:
     parent = child_setup(url)
     holder = ConnectionHolder(
-        lambda: db.open_connection(url, autocommit=True, application_name="bulk-backfill run")
+        lambda: db.open_connection(
+            url, autocommit=True, application_name="bulk-backfill run", valuing=True
+        )
     )
     stopped = None  # why this child's job must stop: the batches still in hand are not tried
     try:

@@ -79,6 +79,9 @@ def _writing(conn: psycopg.Connection) -> Iterator[None]:
         # The cost estimates of thousands of index probes pass jit_above_cost,
         # and compiling takes 0.1 to 2 s, far more than running them.
         conn.execute("SET LOCAL jit = off")
+        # Valuing connections turn merge joins off for their batches (bulk/db.py);
+        # a build is not a batch.
+        conn.execute("SET LOCAL enable_mergejoin TO DEFAULT")
         conn.execute(f"LOCK TABLE {TABLE} IN SHARE ROW EXCLUSIVE MODE")
         yield
 

@@ -135,7 +135,10 @@ class Worker:
         self.host = socket.gethostname()
         self.db = ConnectionHolder(
             lambda: db.open_connection(
-                settings.db_url, autocommit=True, application_name="bulk-backfill work"
+                settings.db_url,
+                autocommit=True,
+                application_name="bulk-backfill work",
+                valuing=True,
             )
         )
         self.connection = None

@@ -258,6 +258,42 @@ def test_a_statement_timeout_meant_for_batches_does_not_fail_the_build(history_d
     assert timeout == "1ms"
 
 
+def test_a_jobs_rows_are_written_in_the_order_batches_read_them(history_db):
+    # A batch reads the rows of its price dates: a job's build writes them in
+    # (price date, type) order, so one date's rows share pages.
+    with psycopg.connect(history_db, autocommit=True) as conn:
+        cond, params = scan.Selection(mode="all").killmails_sql()
+        assert book.build_for_job(conn, "evekill", "sell", cond, params) > 0
+        rows = conn.execute(
+            "SELECT price_date, type_id FROM bulk_price_book WHERE book = 'evekill'"
+            " ORDER BY ctid"
+        ).fetchall()
+    assert len(rows) > 1000
+    assert rows == sorted(rows)
+
+
+def test_valuing_connections_plan_without_merge_joins_and_builds_with_the_default(
+    history_db,
+):
+    # A batch's book rows are a CTE without statistics: costed with them, a
+    # (price date, type) join sorted both sides instead of hashing one.
+    conn = db.open_connection(history_db, autocommit=True, valuing=True)
+    try:
+        assert conn.execute("SHOW enable_mergejoin").fetchone() == ("off",)
+        seen = []
+        with book._writing(conn):
+            seen.append(conn.execute("SHOW enable_mergejoin").fetchone())
+        assert seen == [("on",)]
+        assert conn.execute("SHOW enable_mergejoin").fetchone() == ("off",)
+    finally:
+        conn.close()
+    plain = db.open_connection(history_db, autocommit=True)
+    try:
+        assert plain.execute("SHOW enable_mergejoin").fetchone() == ("on",)
+    finally:
+        plain.close()
+
+
 # --- a price is one state of the history ---------------------------------------------
 
 
