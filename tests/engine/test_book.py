@@ -265,8 +265,7 @@ def test_a_jobs_rows_are_written_in_the_order_batches_read_them(history_db):
         cond, params = scan.Selection(mode="all").killmails_sql()
         assert book.build_for_job(conn, "evekill", "sell", cond, params) > 0
         rows = conn.execute(
-            "SELECT price_date, type_id FROM bulk_price_book WHERE book = 'evekill'"
-            " ORDER BY ctid"
+            "SELECT price_date, type_id FROM bulk_price_book WHERE book = 'evekill' ORDER BY ctid"
         ).fetchall()
     assert len(rows) > 1000
     assert rows == sorted(rows)
