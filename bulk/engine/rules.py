@@ -400,6 +400,14 @@ def book_placeholders(name: str, price_column: str = "sell") -> dict[str, str]:
         "max_cents": _number(MAX_CENTS),
         "recheck": "TRUE" if recheck(name) else "FALSE",
     }
+    if uses_price_column(name):
+        fill["book_dates"] = f"p.price_date = {_TODAY}"
+        fill["book_cte"] = "NOT MATERIALIZED"
+    else:
+        fill["book_dates"] = (
+            "p.price_date = ANY(array(SELECT DISTINCT b.price_date FROM batch AS b))"
+        )
+        fill["book_cte"] = "MATERIALIZED"
     for shape in (SHIP, *SHAPES):
         fill[f"{shape}_fixed"] = shape_fixed_sql(name, shape)
     if uses_price_column(name):
