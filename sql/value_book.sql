@@ -12,6 +12,11 @@
 --                     sum() of either is numeric, so sums never overflow
 --   {touch}           empty, or ", updated_at = <the statement's time>"
 --
+-- Items are grouped by the batch CTE's killmail_id, not the lines': a CTE has no
+-- statistics, so the planner expects a few hundred groups and hashes them; by
+-- the lines' column it expected one group a line and sorted 11,000 lines (9.3
+-- against 10.3 ms a seed batch).
+--
 -- One row: the number of rows written, the IDs of the batch's killmails that
 -- have no victim (not valued, reported), and the number of lines whose
 -- (type, price date) the book lacks. Where that is not 0 nothing is written:
@@ -27,7 +32,7 @@ ship AS (
     LEFT JOIN book AS p ON p.price_date = b.price_date AND p.type_id = v.ship_type_id
 ),
 items AS (
-    SELECT i.killmail_id,
+    SELECT b.killmail_id,
            sum(c.cents * coalesce(i.quantity_destroyed, 0)) AS destroyed,
            sum(c.cents * coalesce(i.quantity_dropped, 0))   AS dropped,
            count(*) FILTER (WHERE p.type_id IS NULL)        AS missing
@@ -37,7 +42,7 @@ items AS (
     CROSS JOIN LATERAL (
         SELECT coalesce({item_cents}, (p.bad * 100)::int8, 0)::{cents} AS cents
     ) AS c
-    GROUP BY i.killmail_id
+    GROUP BY b.killmail_id
 ),
 missing AS (
     SELECT (SELECT count(*) FROM ship WHERE missing)
