@@ -9,6 +9,7 @@ script elsewhere (tests/test_run.py, tests/test_queue_work.py, tests/test_cli.py
 from __future__ import annotations
 
 import psycopg
+import pytest
 
 from tests import rabbit
 from tests.conftest import cli
@@ -36,6 +37,7 @@ def _error(out, code: int, text: str) -> None:
     assert text in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_every_command_through_the_console_script(fresh_db, queue_name, tmp_path):
     url = fresh_db
     _ok(script("--version"), "bulk-backfill")

@@ -105,6 +105,7 @@ def test_days_values_under_zkillboard_as_its_reference_does(fresh_db):
     assert mismatches(fresh_db, rules="zkillboard") == []
 
 
+@pytest.mark.slow
 def test_days_same_seed_same_data_and_the_same_killmails_as_the_spread(fresh_db):
     _load(fresh_db, "--days", "10", "--seed", "3")
     with new_database() as again, new_database() as spread:

@@ -207,6 +207,7 @@ _GARBAGE = [
 ]
 
 
+@pytest.mark.slow
 def test_garbage_is_dead_lettered_and_real_batches_are_done(demo_db, queue_name):
     garbage = [_GARBAGE[n % len(_GARBAGE)] for n in range(1_000)]
     rabbit.publish_raw(queue_name, garbage[:500])

@@ -8,6 +8,7 @@ import time
 import urllib.request
 
 import psycopg
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import rabbit
@@ -48,6 +49,7 @@ def _valued(url: str) -> int:
         return conn.execute(query).fetchone()[0]
 
 
+@pytest.mark.slow
 def test_metrics_of_a_work_run_match_its_summary(fresh_db, queue_name):
     url = make_demo_db(fresh_db, 3_000)
     with psycopg.connect(url, autocommit=True) as conn:

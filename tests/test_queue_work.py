@@ -96,6 +96,7 @@ def test_zero_mode_after_prices_arrive(demo_db, queue_name):
     assert sum(after[k][0] > 0 for k in zero) > 0.9 * len(zero)
 
 
+@pytest.mark.slow
 @pytest.mark.both_schemas
 def test_all_and_null_modes_through_the_broker(demo_db, queue_name):
     assert queue(demo_db, queue_name, "--mode", "null").returncode == 0
@@ -189,6 +190,7 @@ def test_queueing_twice_and_two_workers_end_the_same(demo_db, queue_name):
     assert rabbit.counts(queue_name) == (0, 0)
 
 
+@pytest.mark.slow
 def test_queue_misses_nothing_while_workers_write(fresh_db, queue_name):
     url = make_demo_db(fresh_db, 20_000)
     matching = 20_000

@@ -36,6 +36,7 @@ def unvalued(history_db):
     return history_db
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["numpy", "sql"])
 @pytest.mark.parametrize("rules", ["evekill", "zkillboard"])
 def test_run_values_every_killmail_under_the_rule_set(unvalued, rules, engine):

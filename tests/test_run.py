@@ -98,6 +98,7 @@ def test_modes_change_exactly_their_rows(demo_db):
 
 
 @pytest.mark.both_schemas
+@pytest.mark.slow
 def test_two_runs_at_once_agree_with_one(demo_db):
     for mode in ("all", "null"):
         if mode == "null":

@@ -197,7 +197,7 @@ def test_a_history_import_makes_the_rows_it_reaches_stale(history_db, rule_set):
     def change(conn):
         rows = conn.execute(
             "SELECT region_id, type_id, date, average * 3 + 1, highest, lowest, volume,"
-            " order_count FROM market_price_history WHERE date >= (SELECT max(date) - 40"
+            " order_count FROM market_price_history WHERE date >= (SELECT max(date) - 15"
             " FROM market_price_history) AND average > 0"
         ).fetchall()
         history.import_history(conn, rows)
