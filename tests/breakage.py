@@ -44,11 +44,27 @@ CASES = [
         'super().__init__(f"line {line + 1}: {reason}")',
         "tests/test_prices.py::test_import_with_a_bad_row_writes_nothing_and_names_the_line",
     ),
+    # The capsule's 10 ISK is seed's data in the rules module since the price book.
     (
-        "sql/load_batch.sql",
-        "WHEN v.ship_type_id = 670 THEN 1000",
-        "WHEN v.ship_type_id = 670 THEN 1001",
+        "bulk/engine/rules.py",
+        'ShapePrice("capsule hull", SHIP, "type", (670,), Decimal("10"))',
+        'ShapePrice("capsule hull", SHIP, "type", (670,), Decimal("10.01"))',
         "tests/test_run.py::test_run_values_every_killmail_of_a_demo_in_many_batches",
+    ),
+    # Issue 26's session: a history rewrite of 15 days instead of 40, and the
+    # order the book's rows are written in.
+    (
+        "bulk/engine/book.py",
+        '    earliest day of it that changed. Each rule set says how far a change reaches."""\n',
+        '    earliest day of it that changed. Each rule set says how far a change reaches."""\n'
+        "    return 0\n",
+        "tests/engine/test_book.py::test_a_history_import_makes_the_rows_it_reaches_stale",
+    ),
+    (
+        "sql/book_store.sql",
+        "ORDER BY s.price_date, s.type_id\n",
+        "\n",
+        "tests/engine/test_book.py::test_a_jobs_rows_are_written_in_the_order_batches_read_them",
     ),
     (
         "bulk/cli/render.py",
