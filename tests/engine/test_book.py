@@ -289,8 +289,18 @@ def test_valuing_connections_plan_without_merge_joins_and_builds_with_the_defaul
     plain = db.open_connection(history_db, autocommit=True)
     try:
         assert plain.execute("SHOW enable_mergejoin").fetchone() == ("on",)
+        # An operator who turned hash joins off keeps merge joins: without
+        # either, a kill-date batch is a nested loop over the book.
+        dbname = plain.info.dbname
+        plain.execute(f'ALTER DATABASE "{dbname}" SET enable_hashjoin = off')
     finally:
         plain.close()
+    conn = db.open_connection(history_db, autocommit=True, valuing=True)
+    try:
+        assert conn.execute("SHOW enable_hashjoin").fetchone() == ("off",)
+        assert conn.execute("SHOW enable_mergejoin").fetchone() == ("on",)
+    finally:
+        conn.close()
 
 
 # --- a price is one state of the history ---------------------------------------------
