@@ -344,7 +344,14 @@ def run_local(
             )
             job = (
                 selection.mode,
-                Valuation(price_column, touch_updated_at, engine, None, rules),
+                Valuation(
+                    price_column,
+                    touch_updated_at,
+                    engine,
+                    # Where the parent built the book, the children need no recheck.
+                    None if summary.book_note else book.BUILT_BY_JOB,
+                    rules,
+                ),
             )
             pool = _Pool(url, job, db_patience, procs, summary, bar, metrics)
             _feed(pool, iter(batches), stopper)

@@ -17,6 +17,7 @@ needs such a row builds it again.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -131,16 +132,23 @@ def build_for_job(
     return built
 
 
+# `every` of a job whose parent built the whole book just before its first batch
+# (run): its processes need no recheck of their own, which each would otherwise
+# make at its first batch, one after the other under the book's lock.
+BUILT_BY_JOB = math.inf
+
+
 def recheck(conn: psycopg.Connection, rule_set: str, column: str, every: float | None) -> None:
     """Rebuild the book's rows whose sources may have changed behind the price commands.
 
     Only a rule set that rechecks (seed: a killboard's own fetcher may write
     market_prices) does anything, once per process and database, then again
-    when the last recheck is `every` seconds old (None: never again).
+    when the last recheck is `every` seconds old (None: never again;
+    BUILT_BY_JOB: not even once).
     The clock is read before the build's snapshot is taken, so a batch that
     starts more than `every` seconds after a price change committed sees it.
     """
-    if not rules.recheck(rule_set):
+    if not rules.recheck(rule_set) or every == BUILT_BY_JOB:
         return
     key = _key(conn, rule_set, column)
     at = _RECHECKED.get(key)

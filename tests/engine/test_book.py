@@ -249,6 +249,27 @@ def test_without_the_tools_commands_a_change_waits_for_the_recheck(demo_db):
     assert mismatches(demo_db, ids=second) == []
 
 
+def test_runs_children_leave_the_recheck_to_the_jobs_build(demo_db):
+    # run builds seed's book before its first batch; its children do not recheck
+    # it again, each in turn under the book's lock. A batch valued in a process
+    # that never checked the book yet then uses the book as it stands...
+    ids = _ids(demo_db)
+    with psycopg.connect(demo_db, autocommit=True) as conn:
+        cond, params = scan.Selection(mode="all").killmails_sql()
+        book.build_for_job(conn, "seed", "sell", cond, params)
+        conn.execute("UPDATE market_prices SET sell = sell * 2 + 1")
+        book._RECHECKED.clear()
+        process_batch(conn, ids[:200], "all", price_refresh=book.BUILT_BY_JOB)
+        assert mismatches(demo_db, ids=ids[:200]) != []
+        # ...where once per process (None, as work does) checks it at its first batch.
+        book._RECHECKED.clear()
+        process_batch(conn, ids[:200], "all", price_refresh=None)
+    assert mismatches(demo_db, ids=ids[:200]) == []
+    # And a run, whose parent builds the book, values by the prices of its start.
+    assert cli("run", "--mode", "all", url=demo_db).returncode == 0
+    assert mismatches(demo_db) == []
+
+
 def test_a_statement_timeout_meant_for_batches_does_not_fail_the_build(history_db):
     with psycopg.connect(history_db, autocommit=True) as conn:
         conn.execute("SET statement_timeout = '1ms'")
