@@ -37,8 +37,8 @@ SELECT {book}, s.price_date, s.type_id,
        now()
 FROM shaped AS s
 -- A batch reads the rows of its price dates: written in date order, a job's
--- rows of one date share a few hundred pages instead of one page a row
--- (4 ms of a 12 ms batch at 5,000 kills a day).
+-- rows of one date share a few hundred pages, where 5,172 rows of two dates
+-- were on 1,917 (a kill-date batch 11.0 against 12.6 ms at 5,000 kills a day).
 ORDER BY s.price_date, s.type_id
 ON CONFLICT (book, price_date, type_id) DO UPDATE
 SET ship = excluded.ship, item = excluded.item, copy = excluded.copy, bay = excluded.bay,
