@@ -84,7 +84,12 @@ def pytest_generate_tests(metafunc):
     if "schema_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
         "both_schemas"
     ):
-        metafunc.parametrize("schema_kind", SCHEMA_KINDS, indirect=True)
+        # The second schema's runs are slow-tier: `make test-fast` checks each of
+        # these tests on the tool's schema, `make test` and CI on both.
+        kinds = [
+            k if k == "tool" else pytest.param(k, marks=pytest.mark.slow) for k in SCHEMA_KINDS
+        ]
+        metafunc.parametrize("schema_kind", kinds, indirect=True)
 
 
 @pytest.fixture
