@@ -22,9 +22,8 @@ from bulk.config import scrub
 from bulk.engine import book, modes, scan
 from bulk.engine import rules as rule_sets
 from bulk.engine.batch import Valuation
-from bulk.engine.errors import ErrorKind, classify
 from bulk.engine.retry import ConnectionHolder, DatabaseGone, EnvironmentFailure, Failure, run_batch
-from bulk.errors import describe, one_line
+from bulk.errors import describe
 from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
 from bulk.progress import Progress
 
@@ -290,22 +289,13 @@ def run_local(
         # Before the first batch: the children then find every price ready.
         book_started = time.monotonic()
         try:
-            summary.book_rows = book.build_for_job(
+            summary.book_rows, summary.book_note = book.build_before_batches(
                 conn, rules, price_column, *selection.killmails_sql()
             )
         except psycopg.Error as exc:
-            if classify(exc, conn) == ErrorKind.BATCH:
-                # Some killmail's data (not the database) cannot be priced: each
-                # batch builds its own prices, and only the killmails concerned fail.
-                summary.book_note = (
-                    f"the price book could not be built before the first batch"
-                    f" ({one_line(exc)}); each batch builds its own prices"
-                )
-            else:
-                # Read-only, no privilege, a lost connection: nothing was valued yet.
-                summary.stopped_early = f"the database cannot take this job: {describe(exc)}"
-                summary.elapsed = time.monotonic() - started
-                return summary
+            summary.stopped_early = f"the database cannot take this job: {describe(exc)}"
+            summary.elapsed = time.monotonic() - started
+            return summary
         summary.book_seconds = time.monotonic() - book_started
     metrics = None
     if metrics_at is not None:

@@ -28,7 +28,8 @@ from psycopg.pq import TransactionStatus
 
 from bulk import db
 from bulk.engine import rules, sqlfiles
-from bulk.errors import UserError
+from bulk.engine.errors import ErrorKind, classify
+from bulk.errors import UserError, one_line
 
 TABLE = db.BOOK_TABLE
 
@@ -130,6 +131,25 @@ def build_for_job(
     built = _run(conn, statements)
     _RECHECKED[_key(conn, rule_set, column)] = time.monotonic()
     return built
+
+
+def build_before_batches(
+    conn: psycopg.Connection, rule_set: str, column: str, killmails: str, params: dict
+) -> tuple[int, str | None]:
+    """build_for_job before a job's first batch: (rows written, None), or (0, why
+    the batches are left to build their own prices) where some killmail's data,
+    not the database, cannot be priced; only the killmails concerned then fail,
+    in their batches. Any other database error (read-only, no privilege, a lost
+    connection) is raised: nothing was valued yet."""
+    try:
+        return build_for_job(conn, rule_set, column, killmails, params), None
+    except psycopg.Error as exc:
+        if classify(exc, conn) != ErrorKind.BATCH:
+            raise
+        return 0, (
+            f"the price book could not be built before the first batch"
+            f" ({one_line(exc)}); each batch builds its own prices"
+        )
 
 
 # `every` of a job whose parent built the whole book just before its first batch

@@ -12,14 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import psycopg
-
 from bulk import db, readiness
 from bulk.backoff import Backoff
 from bulk.config import scrub
 from bulk.engine import book, scan
 from bulk.engine import rules as rule_sets
-from bulk.engine.errors import ErrorKind, classify
 from bulk.errors import one_line
 from bulk.progress import Progress
 from bulk.queue import broker, messages
@@ -139,13 +136,8 @@ def queue_killmails(
         if not dry_run and not rule_sets.uses_price_column(rules):
             # The job's kill-date prices, built once before the workers ask for
             # them; seed's depend on the workers' price column, and they build it.
-            try:
-                book.build_for_job(conn, rules, "sell", *selection.killmails_sql())
-            except psycopg.Error as exc:
-                # Some killmail's data cannot be priced: the workers build each
-                # batch's prices, and only the killmails concerned fail there.
-                if classify(exc, conn) != ErrorKind.BATCH:
-                    raise
+            # Where some killmail cannot be priced, the workers build each batch's.
+            book.build_before_batches(conn, rules, "sell", *selection.killmails_sql())
     summary = QueueSummary(selected, batches_planned=-(-selected // batch_size), with_gaps=gaps)
     link = None if dry_run else _Link(amqp_url, queue, broker_patience)
     if announce is not None:
