@@ -56,6 +56,7 @@ from benchmarks.suite import (
     now_iso,
     reference_table,
     reset,
+    reusable,
     verify,
 )
 from bulk.engine import book, rules
@@ -74,20 +75,9 @@ def database_for(server: str, killmails: int, days: int, say) -> str:
     """A generated database of this size and density, built once by the commands, then reused."""
     name = f"bulk_backfill_bench_{killmails}_d{days}"
     url = make_conninfo(server, dbname=name)
-    with psycopg.connect(server, autocommit=True) as admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-    if exists:
-        with psycopg.connect(url) as conn:
-            try:
-                (n,) = conn.execute("SELECT count(*) FROM killmails").fetchone()
-            except psycopg.errors.UndefinedTable:
-                n = -1
-            ready = n == killmails and not book.missing_table(conn)
-        if ready:
-            say(f"reusing database {name} ({killmails:,} killmails over {days} days)")
-            return url
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    if reusable(server, name, killmails, lambda conn: not book.missing_table(conn)):
+        say(f"reusing database {name} ({killmails:,} killmails over {days} days)")
+        return url
     say(f"building database {name}: init-db, demo-data --killmails {killmails} --days {days}")
     started = time.monotonic()
     with psycopg.connect(server, autocommit=True) as admin:

@@ -67,23 +67,34 @@ class VerificationFailed(AssertionError):
     pass
 
 
+def reusable(
+    server_url: str, name: str, killmails: int, ready: Callable[[psycopg.Connection], bool]
+) -> bool:
+    """Whether database `name` exists, holds `killmails` killmails and is `ready`;
+    one that exists but is not is dropped, to be built again."""
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    if not exists:
+        return False
+    with psycopg.connect(make_conninfo(server_url, dbname=name)) as conn:
+        try:
+            (n,) = conn.execute("SELECT count(*) FROM killmails").fetchone()
+        except psycopg.errors.UndefinedTable:
+            n = -1
+        if n == killmails and ready(conn):
+            return True
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    return False
+
+
 def database_for(server_url: str, killmails: int, say) -> str:
     """A generated database of this size (seed 1), built once and reused after."""
     name = f"bulk_backfill_bench_{killmails}"
     url = make_conninfo(server_url, dbname=name)
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-    if exists:
-        with psycopg.connect(url) as conn:
-            try:
-                (n,) = conn.execute("SELECT count(*) FROM killmails").fetchone()
-            except psycopg.errors.UndefinedTable:
-                n = -1
-        if n == killmails:
-            say(f"reusing database {name} ({killmails:,} killmails)")
-            return url
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    if reusable(server_url, name, killmails, lambda conn: True):
+        say(f"reusing database {name} ({killmails:,} killmails)")
+        return url
     say(f"building database {name}: demo-data --killmails {killmails} --seed {SEED}")
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
