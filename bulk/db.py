@@ -28,6 +28,12 @@ REQUIRED_TABLES = (
 HISTORY_TABLES = ("market_price_history", "price_overrides")
 # The price book (bulk.engine.book): the tool's own, made by init-db and the price commands.
 BOOK_TABLE = "bulk_price_book"
+# The tool's own tables beside the book (sql/book_schema.sql): its versions, the
+# prices its rows held before each change, and the valuation stamps.
+BOOK_VERSIONS_TABLE = "bulk_book_versions"
+BOOK_CHANGES_TABLE = "bulk_price_book_changes"
+STAMPS_TABLE = "bulk_valuations"
+TOOL_TABLES = (BOOK_TABLE, BOOK_VERSIONS_TABLE, BOOK_CHANGES_TABLE, STAMPS_TABLE)
 
 
 # libpq settings added to every connection whose URL (or keyword string) does not
@@ -173,6 +179,16 @@ def absent_tables(conn: psycopg.Connection, tables: tuple[str, ...]) -> list[str
     return [r[0] for r in rows]
 
 
+def tool_tables_outdated(conn: psycopg.Connection) -> bool:
+    """Whether the book's table predates its `usable` column (an older version's init-db)."""
+    (outdated,) = conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute"
+        " WHERE attrelid = to_regclass(%s) AND attname = 'usable' AND NOT attisdropped)",
+        [BOOK_TABLE, BOOK_TABLE],
+    ).fetchone()
+    return bool(outdated)
+
+
 def require_schema(conn: psycopg.Connection) -> None:
     missing = missing_tables(conn)
     if missing:
@@ -214,7 +230,7 @@ def init_db(conn: psycopg.Connection) -> list[str]:
     On the replaced system's schema the killboard tables are all there already,
     so only the tool's own history tables are added, beside them.
     """
-    tables = REQUIRED_TABLES + HISTORY_TABLES + (BOOK_TABLE,)
+    tables = REQUIRED_TABLES + HISTORY_TABLES + TOOL_TABLES
     before = set(missing_tables(conn, tables))
     with conn.transaction():
         conn.execute(sqlfiles.load("schema"))
@@ -241,8 +257,8 @@ def ensure_history_tables(conn: psycopg.Connection) -> list[str]:
 def ensure_book_table(conn: psycopg.Connection) -> list[str]:
     """Create the price book's table if missing (init-db and the price commands only);
     returns [its name] if it created it. Works inside the caller's transaction."""
-    before = absent_tables(conn, (BOOK_TABLE,))
-    if before:
+    before = absent_tables(conn, TOOL_TABLES)
+    if before or tool_tables_outdated(conn):
         with conn.transaction():
             conn.execute(sqlfiles.load("book_schema"))
     return before

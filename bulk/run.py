@@ -19,7 +19,7 @@ import psycopg
 
 from bulk import db, readiness
 from bulk.config import scrub
-from bulk.engine import book, modes, scan
+from bulk.engine import book, modes, scan, stale
 from bulk.engine import rules as rule_sets
 from bulk.engine.batch import Valuation
 from bulk.engine.retry import ConnectionHolder, DatabaseGone, EnvironmentFailure, Failure, run_batch
@@ -285,13 +285,22 @@ def run_local(
         )
         db.require_rule_prices(conn, rules, allow_empty_prices)
         book.require_table(conn)
-        summary = RunSummary(selected=scan.count(conn, selection), with_gaps=gaps)
+        found = None
+        summary = RunSummary(
+            selected=0 if selection.found() else scan.count(conn, selection), with_gaps=gaps
+        )
         # Before the first batch: the children then find every price ready.
         book_started = time.monotonic()
         try:
-            summary.book_rows, summary.book_note = book.build_before_batches(
-                conn, rules, price_column, *selection.killmails_sql()
-            )
+            if selection.found():
+                found, summary.book_rows, summary.book_note = stale.build_and_find(
+                    conn, rules, price_column, selection
+                )
+                summary.selected = len(found)
+            else:
+                summary.book_rows, summary.book_note = book.build_before_batches(
+                    conn, rules, price_column, *selection.killmails_sql()
+                )
         except psycopg.Error as exc:
             summary.stopped_early = f"the database cannot take this job: {describe(exc)}"
             summary.elapsed = time.monotonic() - started
@@ -324,14 +333,19 @@ def run_local(
         with Stopper(on_first_signal) as stopper:
             # The scan has a connection of its own, named so an operator (or a
             # test) can tell it from the children's, and reopened when it is lost.
-            batches = scan.Scan(
-                lambda: db.open_connection(url, autocommit=True, application_name=SCAN_APPLICATION),
-                selection,
-                batch_size,
-                patience=db_patience,
-                should_stop=lambda: stopper.requested,
-                note=note,
-            )
+            if found is not None:
+                batches = scan.ListScan(found, batch_size, selection.after_id)
+            else:
+                batches = scan.Scan(
+                    lambda: db.open_connection(
+                        url, autocommit=True, application_name=SCAN_APPLICATION
+                    ),
+                    selection,
+                    batch_size,
+                    patience=db_patience,
+                    should_stop=lambda: stopper.requested,
+                    note=note,
+                )
             job = (
                 selection.mode,
                 Valuation(

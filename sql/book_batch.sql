@@ -26,10 +26,16 @@ batch AS (
       AND {mode_predicate}
 ),
 book AS {book_cte} (
-    SELECT p.price_date, p.type_id, p.ship, p.item, p.copy, p.bay, p.bad
+    SELECT p.price_date, p.type_id, p.ship, p.item, p.copy, p.bay, p.bad, p.usable
     FROM bulk_price_book AS p
     WHERE p.book = {book}
       AND {book_dates}
       -- A stale row is as good as missing: the batch builds it again first.
       AND NOT p.stale
+),
+-- The book's version, read in the snapshot the book's rows are read in: the
+-- version the stamps of the batch name (sql/book_schema.sql).
+book_version AS (
+    SELECT coalesce((SELECT bv.version FROM bulk_book_versions AS bv WHERE bv.book = {book}),
+                    0) AS version
 )

@@ -29,8 +29,7 @@ priced AS MATERIALIZED (
                   AND h.date <= n.price_date
                   AND h.average > 0
                 ORDER BY h.date DESC
-                LIMIT 1),
-               {fallback}
+                LIMIT 1)
            ), 2) AS unit
     FROM needed AS n
     LEFT JOIN types AS t ON t.id = n.type_id

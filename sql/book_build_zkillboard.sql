@@ -130,8 +130,7 @@ priced AS MATERIALIZED (
                CASE
                    WHEN x.own > 0 AND x.own::numeric < x.mean THEN x.own::numeric
                    ELSE x.mean
-               END,
-               {fallback}
+               END
            ), 2) AS unit
     FROM windowed AS x
 ),

@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS bulk_price_book (
     copy       bigint,
     bay        bigint,
     bad        numeric,
+    usable     boolean          NOT NULL DEFAULT true,
     stale      boolean          NOT NULL DEFAULT false,
     changed_at timestamptz      NOT NULL DEFAULT now(),
     PRIMARY KEY (book, price_date, type_id)
@@ -34,3 +35,63 @@ CREATE INDEX IF NOT EXISTS bulk_price_book_stale_idx
     ON bulk_price_book (book) WHERE stale;
 CREATE INDEX IF NOT EXISTS bulk_price_book_type_idx
     ON bulk_price_book (type_id, price_date);
+
+-- usable: the row's price came from its source (a market price, history, an
+-- override) for a type that `types` holds; false where the rule set's fallback
+-- priced it or the type data is missing. A stamp records whether a killmail
+-- used such a row. A book built before this column existed is rebuilt.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = 'bulk_price_book'::regclass
+                     AND attname = 'usable' AND NOT attisdropped) THEN
+        ALTER TABLE bulk_price_book ADD COLUMN usable boolean NOT NULL DEFAULT true;
+        UPDATE bulk_price_book SET stale = true;
+    END IF;
+END
+$$;
+
+-- The book's version: a build that changes a row's prices raises its book's
+-- version by one, in the build's transaction. A batch reads the version in the
+-- snapshot it reads the book's rows in, so a stamp's version names exactly the
+-- rows its values came from.
+CREATE TABLE IF NOT EXISTS bulk_book_versions (
+    book    text COLLATE "C" PRIMARY KEY,
+    version bigint           NOT NULL
+);
+
+-- The prices a row held before each change: the row's columns as they were up
+-- to `version` (the version whose build changed them). The value a killmail
+-- stamped at version v used is the oldest change above v, or the row itself
+-- where it has none: `--mode stale --min-change` compares it with today's.
+CREATE TABLE IF NOT EXISTS bulk_price_book_changes (
+    book       text COLLATE "C" NOT NULL,
+    price_date date             NOT NULL,
+    type_id    integer          NOT NULL,
+    version    bigint           NOT NULL,
+    ship       bigint,
+    item       bigint,
+    copy       bigint,
+    bay        bigint,
+    bad        numeric,
+    usable     boolean          NOT NULL,
+    PRIMARY KEY (book, price_date, type_id, version)
+);
+CREATE INDEX IF NOT EXISTS bulk_price_book_changes_version_idx
+    ON bulk_price_book_changes (book, version);
+
+-- One stamp per valued killmail: what valued it. Written by the statement that
+-- writes the killmail's values, so a value and its stamp exist together or not
+-- at all. Never a column of the killboard's own tables.
+-- book        the rule set, with its price column for seed ('seed:sell', 'evekill')
+-- version     the book's version (bulk_book_versions) the values came from
+-- valued_at   when the values were written
+-- unpriced    some line was priced by the rule set's fallback, or its type is
+--             missing from `types`
+CREATE TABLE IF NOT EXISTS bulk_valuations (
+    killmail_id bigint           PRIMARY KEY,
+    book        text COLLATE "C" NOT NULL,
+    version     bigint           NOT NULL,
+    valued_at   timestamptz      NOT NULL,
+    unpriced    boolean          NOT NULL
+) WITH (fillfactor = 90);

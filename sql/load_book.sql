@@ -13,6 +13,9 @@
 -- of one column in line order (int4send / int2send / int8send + string_agg),
 -- which numpy reads with frombuffer instead of turning ~13,000 rows into Python
 -- objects. killmail_id is int4 and line int2, as in the table: 30 bytes a line.
+-- A seventh column lists the killmails with a line the book prices by the rule
+-- set's fallback or whose type `types` lacks, and an eighth is the book's
+-- version: both go into the stamps the write adds (sql/update_batch.sql).
 -- A sixth column counts the lines whose (type, price date) the book lacks: the
 -- engine then builds those prices and loads the batch again; their cents here
 -- are 0 and never used.
@@ -33,6 +36,7 @@ lines AS (
                ELSE coalesce(p.ship, (p.bad * 100)::int8, 0)
            END::int8 AS unit_cents,
            v.killmail_id IS NOT NULL AND p.type_id IS NULL AS missing,
+           v.killmail_id IS NOT NULL AND NOT coalesce(p.usable, true) AS unpriced,
            1::int8 AS qty_destroyed,
            0::int8 AS qty_dropped
     FROM batch AS b
@@ -46,6 +50,7 @@ lines AS (
            1::int2,
            coalesce({item_cents}, (p.bad * 100)::int8, 0)::int8,
            p.type_id IS NULL,
+           NOT coalesce(p.usable, true),
            coalesce(i.quantity_destroyed, 0)::int8,
            coalesce(i.quantity_dropped, 0)::int8
     FROM batch AS b
@@ -57,5 +62,8 @@ SELECT string_agg(int4send(killmail_id), ''::bytea)   AS killmail_id,
        string_agg(int8send(unit_cents), ''::bytea)    AS unit_cents,
        string_agg(int8send(qty_destroyed), ''::bytea) AS qty_destroyed,
        string_agg(int8send(qty_dropped), ''::bytea)   AS qty_dropped,
-       count(*) FILTER (WHERE missing)                AS missing
+       count(*) FILTER (WHERE missing)                AS missing,
+       coalesce(array_agg(DISTINCT killmail_id) FILTER (WHERE unpriced), ARRAY[]::int4[])
+                                                      AS unpriced,
+       (SELECT bv.version FROM book_version AS bv)    AS version
 FROM lines

@@ -6,17 +6,31 @@
 -- equals reference::float8 even above 2^53 cents.
 --
 -- {rows}            the VALUES placeholders, four per killmail
--- The number of rows updated is the command's row count (no RETURNING).
+-- {version} {unpriced} the placeholders of the book's version the load read and
+--                   of the int4[] of killmails with an unpriced line: every row
+--                   written gets its stamp (bulk_valuations) in this statement,
+--                   so a value and its stamp are written together or not at all.
+-- {book}            the job's book as a literal (bulk/engine/rules.py)
+-- The number of rows updated is the command's row count: one stamp a row.
 -- {mode_predicate}  on alias k, from the fixed table in bulk/sqlfiles.py;
 --                   repeating it here makes the guard atomic: a row another
 --                   worker wrote since the load no longer matches and is skipped.
 -- {touch}           empty, or ", updated_at = <the statement's time>" where the
 --                   table has that column (bulk.engine.modes.TOUCH_UPDATED_AT):
 --                   set in this statement, so exactly the rows written get it.
-UPDATE killmails AS k
-SET total_value     = (v.total_cents * 0.01)::float8,
-    destroyed_value = (v.destroyed_cents * 0.01)::float8,
-    dropped_value   = (v.dropped_cents * 0.01)::float8{touch}
-FROM (VALUES {rows}) AS v (killmail_id, total_cents, destroyed_cents, dropped_cents)
-WHERE k.killmail_id = v.killmail_id
-  AND {mode_predicate}
+WITH written AS (
+    UPDATE killmails AS k
+    SET total_value     = (v.total_cents * 0.01)::float8,
+        destroyed_value = (v.destroyed_cents * 0.01)::float8,
+        dropped_value   = (v.dropped_cents * 0.01)::float8{touch}
+    FROM (VALUES {rows}) AS v (killmail_id, total_cents, destroyed_cents, dropped_cents)
+    WHERE k.killmail_id = v.killmail_id
+      AND {mode_predicate}
+    RETURNING k.killmail_id
+)
+INSERT INTO bulk_valuations AS vs (killmail_id, book, version, valued_at, unpriced)
+SELECT w.killmail_id, {book}, {version}, statement_timestamp(), w.killmail_id = ANY({unpriced})
+FROM written AS w
+ON CONFLICT (killmail_id) DO UPDATE
+SET book = excluded.book, version = excluded.version, valued_at = excluded.valued_at,
+    unpriced = excluded.unpriced

@@ -17,6 +17,10 @@
 -- the lines' column it expected one group a line and sorted 11,000 lines (9.3
 -- against 10.3 ms a seed batch).
 --
+-- Every row written gets its stamp (bulk_valuations: the book, its version in
+-- this statement's snapshot, the time, whether a line was unpriced) in this
+-- statement: a value and its stamp are written together or not at all.
+--
 -- One row: the number of rows written, the IDs of the batch's killmails that
 -- have no victim (not valued, reported), and the number of lines whose
 -- (type, price date) the book lacks. Where that is not 0 nothing is written:
@@ -25,7 +29,8 @@ WITH {batch},
 ship AS (
     SELECT b.killmail_id,
            coalesce(p.ship, (p.bad * 100)::int8, 0)::int8 AS cents,
-           p.type_id IS NULL AS missing
+           p.type_id IS NULL AS missing,
+           NOT coalesce(p.usable, true) AS unpriced
     FROM batch AS b
     JOIN victims AS v
       ON v.killmail_id = b.killmail_id AND v.killmail_id = ANY(%(ids)b::int[])
@@ -35,7 +40,8 @@ items AS (
     SELECT b.killmail_id,
            sum(c.cents * coalesce(i.quantity_destroyed, 0)) AS destroyed,
            sum(c.cents * coalesce(i.quantity_dropped, 0))   AS dropped,
-           count(*) FILTER (WHERE p.type_id IS NULL)        AS missing
+           count(*) FILTER (WHERE p.type_id IS NULL)        AS missing,
+           bool_or(NOT p.usable)                            AS unpriced
     FROM batch AS b
     JOIN killmail_items AS i ON i.killmail_id = b.killmail_id
     LEFT JOIN book AS p ON p.price_date = b.price_date AND p.type_id = i.item_type_id
@@ -58,7 +64,16 @@ written AS (
     WHERE k.killmail_id = s.killmail_id
       AND {mode_predicate}
       AND (SELECT m.lines FROM missing AS m) = 0
-    RETURNING 1
+    RETURNING k.killmail_id, s.unpriced OR coalesce(it.unpriced, false) AS unpriced
+),
+stamped AS (
+    INSERT INTO bulk_valuations AS vs (killmail_id, book, version, valued_at, unpriced)
+    SELECT w.killmail_id, {book}, (SELECT bv.version FROM book_version AS bv),
+           statement_timestamp(), w.unpriced
+    FROM written AS w
+    ON CONFLICT (killmail_id) DO UPDATE
+    SET book = excluded.book, version = excluded.version, valued_at = excluded.valued_at,
+        unpriced = excluded.unpriced
 )
 SELECT (SELECT count(*) FROM written),
        array(SELECT killmail_id FROM batch

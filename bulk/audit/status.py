@@ -20,7 +20,7 @@ import pika
 import psycopg
 
 from bulk import readiness, redact
-from bulk.engine import modes, sqlfiles
+from bulk.engine import book, modes, sqlfiles, stale
 from bulk.engine import rules as rule_sets
 from bulk.queue import broker, messages
 
@@ -63,6 +63,20 @@ class DatabaseStatus:
 
 
 @dataclass
+class ValuationStatus:
+    """The stamps: what valued the killmails, and which are stale under `book`."""
+
+    book: str  # the book stale is measured against: --rules (with --price-column)
+    by_rules: dict[str, int]  # stamped killmails per book
+    unpriced: dict[str, int]  # of those, valued with a line priced by the fallback
+    stale: dict[str, int]  # per reason (bulk.engine.stale.REASONS), never_valued included
+    stale_total: int
+    # Book rows a price command marked stale: the next job rebuilds them and
+    # may then find more killmails stale (status only reads).
+    book_rows_pending: int
+
+
+@dataclass
 class PriceStatus:
     rows: int
     price_column: str
@@ -82,6 +96,7 @@ class Status:
     prices: PriceStatus
     queue: QueueStatus | None
     readiness: readiness.Readiness | None = None
+    valuations: ValuationStatus | None = None
     warnings: list[str] = field(default_factory=list)
     estimates: list[str] = field(default_factory=list)
 
@@ -117,6 +132,29 @@ def readiness_json(r: readiness.Readiness) -> dict:
 def database_status(conn: psycopg.Connection) -> DatabaseStatus:
     row = conn.execute(sqlfiles.load("status_killmails")).fetchone()
     return DatabaseStatus(*row)
+
+
+def valuation_status(
+    conn: psycopg.Connection, rules: str, price_column: str
+) -> ValuationStatus | None:
+    """The stamps per book and the stale killmails per reason; None where the tool's
+    tables are missing or older than this version (no job of it has run)."""
+    if book.missing_table(conn):
+        return None
+    by_rules, unpriced = {}, {}
+    for key, killmails, with_unpriced in conn.execute(sqlfiles.load("status_valuations")):
+        by_rules[key], unpriced[key] = killmails, with_unpriced
+    counts = stale.count(conn, rules, price_column)
+    key = rule_sets.book_key(rules, price_column)
+    (pending,) = conn.execute(sqlfiles.load("status_book_pending"), {"book": key}).fetchone()
+    return ValuationStatus(
+        book=key,
+        by_rules=by_rules,
+        unpriced=unpriced,
+        stale={reason: counts.get(reason, 0) for reason in stale.REASONS},
+        stale_total=sum(counts.values()),
+        book_rows_pending=pending,
+    )
 
 
 def price_status(conn: psycopg.Connection, price_column: str) -> tuple[PriceStatus, bool]:
@@ -335,6 +373,7 @@ def status(
         prices=prices,
         queue=None if amqp_url is None else queue_status(amqp_url, queue, management_url),
         readiness=readiness.check(conn, rules, price_column),
+        valuations=valuation_status(conn, rules, price_column),
     )
     if result.queue is not None and not result.queue.killmails_waiting_exact:
         result.estimates.append("queue.killmails_waiting")

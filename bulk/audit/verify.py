@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from bulk import db
 from bulk.audit import reference
 from bulk.engine import rules as rule_sets
 from bulk.engine import sqlfiles
@@ -35,15 +36,22 @@ class VerifyReport:
     seed: int | None = None
     sample_digest: str | None = None  # same seed and data, same digest
     notes: list[str] = field(default_factory=list)
+    # Killmails checked per book (rule set, with seed's price column: 'seed:sell'),
+    # each under the rules its stamp names; those without a stamp under `rules`.
+    by_rules: dict[str, int] = field(default_factory=dict)
+    unstamped: int = 0
+    by_stamps: bool = True
 
     @property
     def ok(self) -> bool:
         return self.mismatch_count == 0
 
 
-def _written_ids(conn: psycopg.Connection) -> list[int]:
-    rows = conn.execute(sqlfiles.load("written_ids")).fetchall()
-    return [r[0] for r in rows]
+def _written(conn: psycopg.Connection, by_stamps: bool) -> list[tuple[int, str | None]]:
+    """(killmail_id, its stamp's book or None) of every killmail verify can audit."""
+    if by_stamps and not db.absent_tables(conn, (db.STAMPS_TABLE,)):
+        return conn.execute(sqlfiles.load("written_stamps")).fetchall()
+    return [(r[0], None) for r in conn.execute(sqlfiles.load("written_ids")).fetchall()]
 
 
 def _other_rules_matching(conn, shown, rules: str, price_column: str) -> str | None:
@@ -89,25 +97,49 @@ def verify(
     seed: int = 1,
     price_column: str = "sell",
     rules: str = rule_sets.DEFAULT_RULES,
+    by_stamps: bool = True,
 ) -> VerifyReport:
-    """Check every written killmail (sample=None) or a seeded sample of them, under `rules`."""
-    if rule_sets.reads_history(rules):
-        require_history_tables(conn)
-    written = _written_ids(conn)
+    """Check every written killmail (sample=None) or a seeded sample of them.
+
+    Each killmail is audited under the rule set its stamp names (by_stamps), and
+    one without a stamp under `rules` (and `price_column`, for seed); with
+    by_stamps False, every one under `rules`.
+    """
+    written = _written(conn, by_stamps)
+    ids = [killmail_id for killmail_id, _ in written]
     if sample is None:
         chosen = None
-        checked = len(written)
+        checked = len(ids)
     else:
-        chosen = choose_sample(written, sample, seed)
+        chosen = choose_sample(ids, sample, seed)
         checked = len(chosen)
-    # A sample holds only written killmails already; filtering again in SQL
-    # (written_only with a list of IDs) makes PostgreSQL pick a plan as slow as --all.
-    written_only = chosen is None
-    found = (
-        reference.mismatches(conn, chosen, price_column, written_only=written_only, rules=rules)
-        if checked
-        else []
-    )
+    default_book = rule_sets.book_key(rules, price_column)
+    groups: dict[str, list[int]] = {}
+    unstamped = 0
+    picked = None if chosen is None else set(chosen)
+    for killmail_id, book in written:
+        if picked is not None and killmail_id not in picked:
+            continue
+        unstamped += book is None
+        groups.setdefault(book or default_book, []).append(killmail_id)
+    if any(rule_sets.reads_history(rule_sets.book_rules(b)[0]) for b in groups):
+        require_history_tables(conn)
+    found: list[reference.Mismatch] = []
+    for book, group in groups.items():
+        group_rules, group_column = rule_sets.book_rules(book)
+        # Every written killmail under one book: the reference's own filter
+        # (written_only) is faster than a list of every ID. A sample holds only
+        # written killmails already; filtering again in SQL makes PostgreSQL
+        # pick a plan as slow as --all.
+        whole = chosen is None and len(groups) == 1
+        found += reference.mismatches(
+            conn,
+            None if whole else group,
+            group_column or price_column,
+            written_only=whole,
+            rules=group_rules,
+        )
+    found.sort(key=lambda m: m.killmail_id)
     report = VerifyReport(
         checked=checked,
         mismatch_count=len(found),
@@ -115,8 +147,14 @@ def verify(
         distribution=reference.value_distribution(conn),
         price_column=price_column,
         rules=rules,
+        by_rules={b: len(groups[b]) for b in sorted(groups)},
+        unstamped=unstamped,
+        by_stamps=by_stamps,
     )
-    hint = _other_rules_matching(conn, found[:SHOWN], rules, price_column)
+    # Only an unstamped killmail's rule set is a guess worth a hint.
+    guessable = set(groups.get(default_book, ()))
+    guessed = [m for m in found if m.killmail_id in guessable]
+    hint = _other_rules_matching(conn, guessed[:SHOWN], rules, price_column)
     if hint is not None:
         report.notes.append(
             f"the mismatching values shown match the {hint} rules: a job under --rules {hint}"
@@ -124,8 +162,8 @@ def verify(
         )
     if chosen is not None:
         report.sample_size, report.seed, report.sample_digest = sample, seed, digest(chosen)
-        if sample > len(written):
+        if sample > len(ids):
             report.notes.append(
-                f"asked for {sample:,} but only {len(written):,} killmails have a value"
+                f"asked for {sample:,} but only {len(ids):,} killmails have a value"
             )
     return report

@@ -74,12 +74,20 @@ def status_cmd(
 @click.option("--all", "check_all", is_flag=True, help="Check every valued killmail.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same sample.")
 @options.price_column_option("The price column the values were computed from (seed only).")
-@options.rules_option("The rule set the values were computed under (docs/prices.md).")
+@options.rules_option(
+    "The rule set of the killmails without a stamp (docs/prices.md); with --ignore-stamps, of all."
+)
+@click.option(
+    "--ignore-stamps",
+    is_flag=True,
+    help="Audit every killmail under --rules, not under the rules its stamp names.",
+)
 @options.json_option
-def verify_cmd(database_url, sample, check_all, seed, price_column, rules, as_json):
+def verify_cmd(database_url, sample, check_all, seed, price_column, rules, ignore_stamps, as_json):
     """Recompute written values with the independent SQL reference; exit 1 on any mismatch.
 
-    Without --sample or --all it checks a sample of 2,000.
+    Without --sample or --all it checks a sample of 2,000. Each killmail is
+    audited under the rule set its stamp names (the job that valued it).
 
     \b
     Example:
@@ -97,6 +105,7 @@ def verify_cmd(database_url, sample, check_all, seed, price_column, rules, as_js
             seed=seed,
             price_column=price_column,
             rules=rules,
+            by_stamps=not ignore_stamps,
         )
     if as_json:
         click.echo(json.dumps(render.verify_json(report), indent=2))

@@ -206,6 +206,9 @@ def run_cmd(
 @options.rules_option(
     "The rule set the workers value these batches under; it travels in every message."
 )
+@options.price_column_option(
+    "The workers' --price-column: under seed, the prices --mode stale compares with."
+)
 @click.option(
     "--broker-patience",
     type=click.FloatRange(min=0),
@@ -223,6 +226,7 @@ def queue_cmd(
     allow_empty_prices,
     allow_incomplete,
     rules,
+    price_column,
     broker_patience,
     db_patience,
     **sel,
@@ -255,6 +259,7 @@ def queue_cmd(
         batch_size=batch_size,
         dry_run=dry_run,
         rules=rules,
+        price_column=price_column,
         allow_empty_prices=allow_empty_prices,
         allow_incomplete=allow_incomplete,
         broker_patience=broker_patience,

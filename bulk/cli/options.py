@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import click
 
-from bulk.engine import scan
+from bulk.engine import scan, stale
 from bulk.engine.modes import ENGINES, MODE_PREDICATES, PRICE_COLUMNS
 from bulk.engine.rules import DEFAULT_RULES, RULES
 from bulk.errors import UserError
@@ -214,7 +214,15 @@ def selection_options(f):
             type=click.Choice(list(MODE_PREDICATES)),
             default="null",
             show_default=True,
-            help="null: never valued; zero: valued 0; all: every killmail.",
+            help="null: never valued; zero: valued 0; all: every killmail; stale: those"
+            " whose stamp is missing, of other rules, or older than a change of their prices.",
+        ),
+        click.option(
+            "--min-change",
+            default="0",
+            show_default=True,
+            help="With --mode stale: how far a unit price must have moved, as a percentage"
+            " (1%), to revalue the killmails that hold it; 0 is any cent.",
         ),
         click.option("--limit", type=click.IntRange(min=1), help="At most this many killmails."),
         click.option("--id", "ids", type=_INT4, multiple=True, help="Only this killmail (repeat)."),
@@ -247,9 +255,14 @@ def selection_options(f):
     return f
 
 
-def to_selection(mode, limit, ids, ship_types, since, until, after_id) -> scan.Selection:
+def to_selection(
+    mode, limit, ids, ship_types, since, until, after_id, min_change="0"
+) -> scan.Selection:
     if since and until and since >= until:
         raise UserError("--since must be before --until")
+    change = stale.parse_min_change(min_change)
+    if change and mode != "stale":
+        raise UserError("--min-change applies to --mode stale only")
     return scan.Selection(
         mode=mode,
         limit=limit,
@@ -258,4 +271,5 @@ def to_selection(mode, limit, ids, ship_types, since, until, after_id) -> scan.S
         since=since,
         until=until,
         after_id=after_id,
+        min_change=change,
     )

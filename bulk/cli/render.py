@@ -50,6 +50,33 @@ def sample(ids, n: int = 10, total: int | None = None) -> str:
     return shown + (f", ... ({more:,} more)" if more > 0 else "")
 
 
+_REASON_LABELS = {
+    "never_valued": "never valued",
+    "no_stamp": "valued, no stamp",
+    "other_rules": "other rules",
+    "now_priced": "now priced",
+    "prices_changed": "prices changed",
+}
+
+
+def valuation_lines(v: status.ValuationStatus) -> list[str]:
+    lines = ["valuations (stamps: the rules that valued each killmail)"]
+    for key, count in v.by_rules.items():
+        lines.append(f"  {key:<19} {count:>12,}  ({v.unpriced[key]:,} with an unpriced line)")
+    if not v.by_rules:
+        lines.append("  (no stamps yet)")
+    lines.append(f"stale under {v.book} (run --mode stale revalues them)")
+    for reason, count in v.stale.items():
+        lines.append(f"  {_REASON_LABELS[reason]:<19} {count:>12,}")
+    lines.append(f"  total               {v.stale_total:>12,}")
+    if v.book_rows_pending:
+        lines.append(
+            f"  book rows pending   {v.book_rows_pending:>12,}  (a price change: the next job"
+            " rebuilds them, and may find more killmails stale)"
+        )
+    return lines
+
+
 def status_lines(result: status.Status) -> list[str]:
     est = set(result.estimates)
     d, p, q = result.database, result.prices, result.queue
@@ -91,6 +118,8 @@ def status_lines(result: status.Status) -> list[str]:
         f"  oldest update       {p.oldest_update or '-':>19}",
         f"  newest update       {p.newest_update or '-':>19}",
     ]
+    if result.valuations is not None:
+        lines += valuation_lines(result.valuations)
     if result.readiness is not None:
         lines += readiness_lines(result.readiness)
     lines += [f"warning: {w}" for w in result.warnings]
@@ -126,6 +155,9 @@ def verify_json(report: verify.VerifyReport) -> dict:
         # A kill-date rule set reads the history, not a price column.
         "price_column": report.price_column if rule_sets.uses_price_column(report.rules) else None,
         "rules": report.rules,
+        "by_stamps": report.by_stamps,
+        "by_rules": report.by_rules,
+        "unstamped": report.unstamped,
         "sample": None
         if report.sample_size is None
         else {"size": report.sample_size, "seed": report.seed, "digest": report.sample_digest},
@@ -158,6 +190,12 @@ def verify_lines(report: verify.VerifyReport) -> list[str]:
         f"checked     {report.checked:>12,}  ({what}; {reference_of})",
         f"mismatches  {report.mismatch_count:>12,}",
     ]
+    if report.by_stamps and report.by_rules:
+        books = ", ".join(f"{b} {n:,}" for b, n in report.by_rules.items())
+        lines.append(
+            f"by rules    {books}  (as stamped; {report.unstamped:,} without a stamp"
+            f" under {rule_sets.book_key(report.rules, report.price_column)})"
+        )
     for m in report.mismatches:
         lines.append(f"  {m.killmail_id}: stored {isk(m.stored)}; expected {isk(m.expected)}")
     if report.mismatch_count > len(report.mismatches):

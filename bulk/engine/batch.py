@@ -37,17 +37,33 @@ class BatchResult:
         self.no_victim_ids.extend(other.no_victim_ids)
 
 
-def _update_params(cents: pricing.KillmailCents) -> list[int]:
+@dataclass(frozen=True)
+class Stamp:
+    """What a batch's stamps record beyond the job's book: the book's version the load
+    read, and the killmails with a line priced by the fallback or of an unknown type."""
+
+    version: int
+    unpriced: tuple[int, ...]
+
+    def text_array(self) -> bytes:
+        return ("{" + ",".join(map(str, self.unpriced)) + "}").encode()
+
+
+def _update_params(cents: pricing.KillmailCents, stamp: Stamp) -> list:
     columns = (cents.killmail_ids, cents.total, cents.destroyed, cents.dropped)
-    return [value for row in zip(*(c.tolist() for c in columns)) for value in row]
+    rows = [value for row in zip(*(c.tolist() for c in columns)) for value in row]
+    # In the order of the statement's text: the rows' VALUES, then the stamps'.
+    return [*rows, stamp.version, list(stamp.unpriced)]
 
 
 _INT4_OID, _INT8_OID = 23, 20
 _ROW_TYPES = (_INT4_OID, _INT8_OID, _INT8_OID, _INT8_OID)
+_STAMP_TYPES = (_INT8_OID, 0)  # the version; the unpriced IDs as text, cast in the SQL
 
 
-def _binary_params(cents: pricing.KillmailCents) -> list[bytes]:
-    """Each killmail's id (int4) and three cent sums (int8), big-endian as libpq sends them.
+def _binary_params(cents: pricing.KillmailCents, stamp: Stamp) -> list[bytes]:
+    """The stamp's version (int8) and unpriced killmails (int4[] as text), then each
+    killmail's id (int4) and three cent sums (int8), big-endian as libpq sends them.
 
     Building these with numpy and sending them through libpq directly skips
     psycopg's per-value adaptation, which costs more than the rest of the
@@ -58,7 +74,7 @@ def _binary_params(cents: pricing.KillmailCents) -> list[bytes]:
     sums = np.empty((n, 3), dtype=">i8")
     sums[:, 0], sums[:, 1], sums[:, 2] = cents.total, cents.destroyed, cents.dropped
     raw = sums.tobytes()
-    params: list[bytes] = []
+    params: list[bytes] = [stamp.version.to_bytes(8, "big", signed=True), stamp.text_array()]
     for i in range(n):
         at = 24 * i
         params += (
@@ -86,19 +102,26 @@ def updated_at_type(conn: psycopg.Connection) -> str | None:
 
 
 def _write(
-    conn: psycopg.Connection, cur: psycopg.Cursor, cents, mode: str, updated_at: str | None
+    conn: psycopg.Connection,
+    cur: psycopg.Cursor,
+    cents,
+    stamp: Stamp,
+    mode: str,
+    updated_at: str | None,
+    rules: str,
+    column: str,
 ) -> int:
-    """The one guarded UPDATE ... FROM (VALUES ...); the number of rows it changed."""
+    """The one guarded UPDATE ... FROM (VALUES ...) with its stamps; the rows it changed."""
     n = int(cents.killmail_ids.size)
     if cents.total.dtype == object:  # sums beyond int8: numeric text through psycopg
-        statement = sqlfiles.update_batch_sql(mode, n, updated_at)
-        cur.execute(statement, _update_params(cents), prepare=False)
+        statement = sqlfiles.update_batch_sql(mode, n, updated_at, rules, column)
+        cur.execute(statement, _update_params(cents, stamp), prepare=False)
         return cur.rowcount
     result = conn.pgconn.exec_params(
-        sqlfiles.update_batch_raw(mode, n, updated_at),
-        _binary_params(cents),
-        _ROW_TYPES * n,
-        [pq.Format.BINARY] * (4 * n),
+        sqlfiles.update_batch_raw(mode, n, updated_at, rules, column),
+        _binary_params(cents, stamp),
+        _STAMP_TYPES + _ROW_TYPES * n,
+        [pq.Format.BINARY, pq.Format.TEXT] + [pq.Format.BINARY] * (4 * n),
         pq.Format.BINARY,
     )
     if result.status != pq.ExecStatus.COMMAND_OK:
@@ -218,8 +241,8 @@ def value_batch(
 
 
 def _load(conn, batch_ids: list[int], mode: str, rules: str, column: str):
-    """The batch's lines (pricing.unpack_lines), or None where the book lacks prices of
-    them, with how many lines those are."""
+    """(the batch's lines (pricing.unpack_lines), their Stamp), or (None, how many
+    lines of the batch the book lacks prices of)."""
     with conn.cursor(binary=True) as cur:
         # prepare=False: a prepared generic plan of this join can be many
         # times slower than the custom plan for the batch's actual IDs.
@@ -228,7 +251,7 @@ def _load(conn, batch_ids: list[int], mode: str, rules: str, column: str):
         row = cur.fetchone()
     if row[5]:
         return None, int(row[5])
-    return pricing.unpack_lines(row[:5]), 0
+    return pricing.unpack_lines(row[:5]), Stamp(int(row[7]), tuple(row[6]))
 
 
 def load_lines(
@@ -251,15 +274,16 @@ def load_lines(
 
 def _load_price_write(conn, batch_ids: list[int], mode: str, rules: str, column: str, touch: bool):
     """The numpy engine: load the batch's lines, sum them, write them with one UPDATE."""
-    lines, missing = _load(conn, batch_ids, mode, rules, column)
+    lines, stamp = _load(conn, batch_ids, mode, rules, column)
     if lines is None:
-        return 0, np.empty(0, dtype=np.int64), missing
+        return 0, np.empty(0, dtype=np.int64), stamp
     updated_at = updated_at_type(conn) if touch else None
     cents, no_victim = pricing.price_batch(lines)
     if not cents.killmail_ids.size:
         return 0, no_victim, 0
     with conn.cursor(binary=True) as cur:
-        return _write(conn, cur, cents, mode, updated_at), no_victim, 0
+        written = _write(conn, cur, cents, stamp, mode, updated_at, rules, column)
+        return written, no_victim, 0
 
 
 def _value_in_sql(conn, batch_ids: list[int], mode: str, rules: str, column: str, touch: bool):

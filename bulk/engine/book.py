@@ -39,17 +39,25 @@ _RECHECKED: dict[tuple, float] = {}
 
 
 def missing_table(conn: psycopg.Connection) -> bool:
-    (absent,) = conn.execute("SELECT to_regclass(%s) IS NULL", [TABLE]).fetchone()
-    return bool(absent)
+    """Whether any of the tool's tables (the book, its versions and changes, the
+    stamps) is missing or older than this version."""
+    return bool(db.absent_tables(conn, db.TOOL_TABLES)) or db.tool_tables_outdated(conn)
 
 
 def require_table(conn: psycopg.Connection) -> None:
-    """A UserError naming the command that creates the book's table, where it is missing."""
-    if missing_table(conn):
-        raise UserError(
-            f"the database lacks the price book table {TABLE}: run `bulk-backfill init-db`"
-            " (it adds only the tool's own tables) first"
-        )
+    """A UserError naming the command that creates the tool's tables, where one is
+    missing or older than this version."""
+    missing = db.absent_tables(conn, db.TOOL_TABLES)
+    if missing:
+        lacks = f"lacks the tool's own table{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+    elif db.tool_tables_outdated(conn):
+        lacks = f"holds the price book table {TABLE} of an older version"
+    else:
+        return
+    raise UserError(
+        f"the database {lacks}: run `bulk-backfill init-db` (it adds only the tool's own"
+        " tables, and updates the price book's) first"
+    )
 
 
 def create_table(conn: psycopg.Connection) -> bool:
@@ -94,8 +102,8 @@ def _run(conn: psycopg.Connection, statements: Iterable[tuple[str, dict, bool]])
     with _writing(conn):
         for statement, params, builds in statements:
             cur = conn.execute(statement, params, prepare=False)
-            if builds:
-                built += max(cur.rowcount, 0)
+            if builds:  # a builder's one row: the rows it wrote (sql/book_store.sql)
+                built += int(cur.fetchone()[0])
         if built:
             # Autovacuum analyzes later; the engines' plans want the new rows now.
             conn.execute(f"ANALYZE {TABLE}")

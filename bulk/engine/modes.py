@@ -14,7 +14,22 @@ MODE_PREDICATES: dict[str, str] = {
     "null": "k.total_value IS NULL",
     "zero": "k.total_value = 0",
     "all": "TRUE",
+    # Not already stamped with the job's book ({book}, a literal from
+    # bulk.engine.rules) at its current version. Which killmails a stale job
+    # selects is bulk.engine.stale's to find; in a batch this is the guard: a
+    # killmail another process revalued since with today's book is skipped, and
+    # a stale job run twice writes nothing the second time.
+    "stale": (
+        "NOT EXISTS (SELECT 1 FROM bulk_valuations AS vs"
+        " WHERE vs.killmail_id = k.killmail_id AND vs.book = {book}"
+        " AND vs.version >= coalesce((SELECT bv.version FROM bulk_book_versions AS bv"
+        " WHERE bv.book = {book}), 0))"
+    ),
 }
+
+# The modes whose killmails are found by bulk.engine.stale rather than by a scan
+# of the mode's predicate.
+FOUND_MODES: tuple[str, ...] = ("stale",)
 
 PRICE_COLUMNS: dict[str, str] = {"sell": "sell", "buy": "buy", "average": "average"}
 
@@ -39,8 +54,15 @@ def fixed_name(names: tuple[str, ...], name: str, what: str) -> str:
     return _fixed(dict(zip(names, names)), name, what)
 
 
-def mode_predicate(mode: str) -> str:
-    return _fixed(MODE_PREDICATES, mode, "mode")
+def mode_predicate(mode: str, book: str | None = None) -> str:
+    """The mode's guard on alias k; `book` is the job's book as a literal
+    (rules.book_placeholders), which the stale guard names."""
+    predicate = _fixed(MODE_PREDICATES, mode, "mode")
+    if "{book}" in predicate:
+        if book is None:
+            raise ValueError(f"the {mode} mode's guard needs the job's book")
+        predicate = predicate.replace("{book}", book)
+    return predicate
 
 
 def price_column(column: str) -> str:

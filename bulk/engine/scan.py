@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 import psycopg
 
@@ -50,9 +51,17 @@ class Selection:
     since: datetime | None = None
     until: datetime | None = None
     after_id: int | None = None
+    # --mode stale: how far (a fraction) a unit price must move to make a stamp
+    # stale; 0 is any cent (bulk.engine.stale).
+    min_change: Decimal = Decimal(0)
+
+    def found(self) -> bool:
+        """Whether the mode's killmails are found up front (bulk.engine.stale), not scanned."""
+        return self.mode in modes.FOUND_MODES
 
     def _where(self) -> tuple[str, dict]:
-        clauses = [modes.mode_predicate(self.mode)]
+        # A found mode's killmails are a list (ListScan); its filters still apply.
+        clauses = [modes.mode_predicate("all" if self.found() else self.mode)]
         params: dict = {"after": _MIN_ID if self.after_id is None else self.after_id}
         for name in _FILTERS:
             value = getattr(self, name)
@@ -79,6 +88,31 @@ def count(conn: psycopg.Connection, selection: Selection) -> int:
     filters, params = selection._where()
     (n,) = conn.execute(sqlfiles.load("count_ids").format(filters=filters), params).fetchone()
     return n if selection.limit is None else min(n, selection.limit)
+
+
+class ListScan:
+    """Batches of a list of IDs found up front (a found mode), with Scan's interface:
+    nothing to reconnect, since the list is in memory."""
+
+    def __init__(self, ids: list[int], batch_size: int, after_id: int | None = None):
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._ids = [i for i in ids if after_id is None or i > after_id]
+        self._batch_size = batch_size
+        self.after = after_id
+        self.reconnects = 0
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for start in range(0, len(self._ids), self._batch_size):
+            ids = self._ids[start : start + self._batch_size]
+            self.after = ids[-1]
+            yield ids
+
+    def close(self) -> None:
+        pass
 
 
 class ScanStopped(Exception):

@@ -78,7 +78,7 @@ def book_job_pairs_sql(rules_name: str, killmails: str) -> str:
 
 def _book_batch(mode: str, rules_name: str, column: str) -> dict[str, str]:
     fill = rules.book_placeholders(rules_name, column)
-    fill["mode_predicate"] = mode_predicate(mode)
+    fill["mode_predicate"] = mode_predicate(mode, fill["book"])
     fill["batch"] = load("book_batch").format(**fill)
     return fill
 
@@ -108,29 +108,49 @@ def book_unusable_sql(mode: str, rules_name: str, column: str) -> str:
 # Keyed by row count: a job uses one batch size and a smaller last batch or
 # bisected halves, so a few entries cover it; unbounded, every size ever seen stays.
 @lru_cache(maxsize=16)
-def update_batch_sql(mode: str, n_rows: int, updated_at: str | None = None) -> str:
-    """The write with psycopg placeholders, for cents beyond int8 (sent as numeric).
+def update_batch_sql(
+    mode: str, n_rows: int, updated_at: str | None, rules_name: str, column: str
+) -> str:
+    """The write with psycopg placeholders, for cents beyond int8 (sent as numeric):
+    four per row, then the book's version and the unpriced killmails.
 
     `updated_at` is the type of the killmails.updated_at column to stamp, or None.
     """
     # Types on the first row fix the VALUES column types for every row.
     first = "(%s::int4, %s::numeric, %s::numeric, %s::numeric)"
     rows = ", ".join([first] + ["(%s, %s, %s, %s)"] * (n_rows - 1))
-    return _update_batch(rows, mode, updated_at)
+    return _update_batch(rows, "%s::int8", "%s::int4[]", mode, updated_at, rules_name, column)
 
 
 @lru_cache(maxsize=16)
-def update_batch_raw(mode: str, n_rows: int, updated_at: str | None = None) -> bytes:
-    """The write with libpq's $n placeholders, for binary int4/int8 parameters."""
+def update_batch_raw(
+    mode: str, n_rows: int, updated_at: str | None, rules_name: str, column: str
+) -> bytes:
+    """The write with libpq's $n placeholders: $1 the book's version (int8), $2 the
+    unpriced killmails (int4[] as text), then binary int4/int8 parameters, four a row."""
     rows = ", ".join(
-        f"(${4 * i + 1}, ${4 * i + 2}, ${4 * i + 3}, ${4 * i + 4})" for i in range(n_rows)
+        f"(${4 * i + 3}, ${4 * i + 4}, ${4 * i + 5}, ${4 * i + 6})" for i in range(n_rows)
     )
-    return _update_batch(rows, mode, updated_at).encode()
+    return _update_batch(rows, "$1", "$2::int4[]", mode, updated_at, rules_name, column).encode()
 
 
-def _update_batch(rows: str, mode: str, updated_at: str | None) -> str:
+def _update_batch(
+    rows: str,
+    version: str,
+    unpriced: str,
+    mode: str,
+    updated_at: str | None,
+    rules_name: str,
+    column: str,
+) -> str:
+    book = rules.book_placeholders(rules_name, column)["book"]
     return load("update_batch").format(
-        rows=rows, mode_predicate=mode_predicate(mode), touch=touch_clause(updated_at)
+        rows=rows,
+        version=version,
+        unpriced=unpriced,
+        book=book,
+        mode_predicate=mode_predicate(mode, book),
+        touch=touch_clause(updated_at),
     )
 
 

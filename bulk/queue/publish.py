@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from bulk import db, readiness
 from bulk.backoff import Backoff
 from bulk.config import scrub
-from bulk.engine import book, scan
+from bulk.engine import book, scan, stale
 from bulk.engine import rules as rule_sets
 from bulk.errors import one_line
 from bulk.progress import Progress
@@ -103,6 +103,7 @@ def queue_killmails(
     dry_run: bool = False,
     allow_incomplete: bool = False,
     rules: str = rule_sets.DEFAULT_RULES,
+    price_column: str = "sell",
     allow_empty_prices: bool = False,
     broker_patience: float = 60.0,
     db_patience: float = 60.0,
@@ -126,14 +127,21 @@ def queue_killmails(
         gaps = readiness.require_gaps(
             conn,
             rules,
-            "sell",
+            price_column,
             allow_incomplete,
             allow_unpriced=allow_empty_prices or rule_sets.uses_price_column(rules),
         )
         db.require_rule_prices(conn, rules, allow_empty_prices)
         book.require_table(conn)
-        selected = scan.count(conn, selection)
-        if not dry_run and not rule_sets.uses_price_column(rules):
+        found = None
+        if selection.found():
+            # The stale killmails of the workers' book: found once, here, with the
+            # book rebuilt where its sources changed (a dry run builds it too).
+            found, _, _ = stale.build_and_find(conn, rules, price_column, selection)
+            selected = len(found)
+        else:
+            selected = scan.count(conn, selection)
+        if not dry_run and not selection.found() and not rule_sets.uses_price_column(rules):
             # The job's kill-date prices, built once before the workers ask for
             # them; seed's depend on the workers' price column, and they build it.
             # Where some killmail cannot be priced, the workers build each batch's.
@@ -154,14 +162,17 @@ def queue_killmails(
     # The scan's own connection, named so it can be told apart, reopened when lost.
     # It goes on after the last batch it handed out, which was published (or
     # counted as unconfirmed) before the next page is read.
-    batches = scan.Scan(
-        lambda: db.open_connection(db_url, autocommit=True, application_name=SCAN_APPLICATION),
-        selection,
-        batch_size,
-        patience=db_patience,
-        sleep=sleep,
-        note=lambda text: print(text, file=bar.stream, flush=True),
-    )
+    if found is not None:
+        batches = scan.ListScan(found, batch_size, selection.after_id)
+    else:
+        batches = scan.Scan(
+            lambda: db.open_connection(db_url, autocommit=True, application_name=SCAN_APPLICATION),
+            selection,
+            batch_size,
+            patience=db_patience,
+            sleep=sleep,
+            note=lambda text: print(text, file=bar.stream, flush=True),
+        )
     try:
         for ids in batches:
             if link is not None:

@@ -1,0 +1,93 @@
+"""Which killmails a `--mode stale` job revalues: those whose stamp is missing, of
+another book, or older than a change of their prices (sql/stale_ids.sql)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from decimal import Decimal, InvalidOperation
+
+import psycopg
+
+from bulk.engine import book, rules, scan, sqlfiles
+from bulk.errors import UserError
+
+# Why a killmail is stale, in the order status shows them (sql/stale_ids.sql).
+REASONS: tuple[str, ...] = (
+    "never_valued",
+    "no_stamp",
+    "other_rules",
+    "now_priced",
+    "prices_changed",
+)
+
+
+def parse_min_change(text: str) -> Decimal:
+    """`--min-change`: a percentage ("1%", "0.5%") as a fraction; "0" or "0%" is any cent."""
+    value = text.strip()
+    relative = value.endswith("%")
+    try:
+        number = Decimal(value[:-1] if relative else value)
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite() or number < 0 or (number and not relative):
+        raise UserError(f"--min-change {text!r}: give a percentage such as 1% (0 means any cent)")
+    return number / 100
+
+
+def _statement(rule_set: str, column: str, selection: scan.Selection) -> tuple[str, dict]:
+    # The job's filters without its mode, and without its limit: the limit is
+    # applied to the killmails found, in ID order, as a scan's page would.
+    unlimited = dataclasses.replace(selection, mode="all", limit=None)
+    filters, params = unlimited.killmails_sql()
+    fill = rules.book_placeholders(rule_set, column)
+    text = sqlfiles.load("stale_ids").format(
+        book=fill["book"], price_date=fill["price_date"], filters=filters
+    )
+    return text, params
+
+
+def _rows(conn, rule_set, column, selection, min_change) -> list[tuple[int, str]]:
+    text, params = _statement(rule_set, column, selection)
+    return conn.execute(text, {**params, "min_change": min_change}, prepare=False).fetchall()
+
+
+def find(
+    conn: psycopg.Connection,
+    rule_set: str,
+    column: str,
+    selection: scan.Selection,
+    min_change: Decimal = Decimal(0),
+) -> list[int]:
+    """The IDs, ascending, of the selection's killmails that are stale under the book
+    of (`rule_set`, `column`). The book's changed rows must be built first."""
+    ids = [killmail_id for killmail_id, _ in _rows(conn, rule_set, column, selection, min_change)]
+    return ids if selection.limit is None else ids[: selection.limit]
+
+
+def count(
+    conn: psycopg.Connection,
+    rule_set: str,
+    column: str,
+    min_change: Decimal = Decimal(0),
+) -> Counter:
+    """How many killmails are stale under the book, by reason (REASONS)."""
+    rows = _rows(conn, rule_set, column, scan.Selection(mode="all"), min_change)
+    return Counter(reason for _, reason in rows)
+
+
+def build_and_find(
+    conn: psycopg.Connection, rule_set: str, column: str, selection: scan.Selection
+) -> tuple[list[int], int, str | None]:
+    """A stale job's start: the book rebuilt where its sources changed (so that every
+    change is in the book's changes), then the stale killmails found, then the
+    prices they need built. (their IDs, book rows written, book.build_before_batches's
+    note or None)."""
+    built, note = book.build_before_batches(conn, rule_set, column, "FALSE", {})
+    ids = find(conn, rule_set, column, selection, selection.min_change)
+    if ids and not rules.job_wants_every_type(rule_set) and note is None:
+        more, note = book.build_before_batches(
+            conn, rule_set, column, "k.killmail_id = ANY(%(found)s::int[])", {"found": ids}
+        )
+        built += more
+    return ids, built, note
