@@ -28,11 +28,17 @@ def read_types() -> list[dict]:
 
 def load_prices_and_types(url: str) -> None:
     """average_price as the sell (and average) price; types.csv for groups and categories."""
-    types = read_types()
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         with cur.copy("COPY market_prices (type_id, sell, average, updated_at) FROM STDIN") as cp:
             for type_id, price in read_prices().items():
                 cp.write_row((type_id, price, price, "2025-05-15"))
+    load_types(url)
+
+
+def load_types(url: str) -> None:
+    """types.csv into types, item_groups and categories."""
+    types = read_types()
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
         categories = {(int(t["category_id"]), t["category_name"]) for t in types}
         groups = {(int(t["group_id"]), int(t["category_id"])) for t in types}
         with cur.copy("COPY categories (id, name) FROM STDIN") as cp:

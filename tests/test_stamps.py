@@ -1,0 +1,364 @@
+"""Valuation stamps (bulk_valuations) and `--mode stale`: every value records the
+book that priced it, and a stale job revalues exactly the killmails whose stamp is
+missing, of other rules, or older than a change of their prices.
+
+The killmails a change should reach are worked out here in SQL of the test's own,
+from the killboard's tables and the prices the test changed, never from the tool's
+book or changes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import psycopg
+import pytest
+
+from bulk.engine import batch
+from tests.conftest import (
+    REALDATA,
+    child_pids,
+    cli,
+    cli_popen,
+    make_demo_db,
+    mismatches,
+    summary_count,
+    values,
+)
+from tests.realdata import load_types, needs_realdata
+from tests.test_killreport_imports import _hashed_file
+from tests.test_killreport_workflow import _load_types as _load_killreport_types
+
+pytestmark = pytest.mark.both_schemas
+
+
+def _rows(url: str, query: str, params=None) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def _stamps(url: str) -> dict[int, tuple]:
+    """killmail_id -> (book, version, valued_at, unpriced)."""
+    rows = _rows(url, "SELECT killmail_id, book, version, valued_at, unpriced FROM bulk_valuations")
+    return {r[0]: r[1:] for r in rows}
+
+
+def _holders(url: str, type_ids: list[int]) -> set[int]:
+    """The valued killmails with a victim that hold one of the types, as ship or item."""
+    rows = _rows(
+        url,
+        "SELECT k.killmail_id FROM killmails AS k"
+        " JOIN victims AS v ON v.killmail_id = k.killmail_id"
+        " WHERE k.total_value IS NOT NULL AND (v.ship_type_id = ANY(%(t)s)"
+        "   OR EXISTS (SELECT 1 FROM killmail_items AS i"
+        "              WHERE i.killmail_id = k.killmail_id AND i.item_type_id = ANY(%(t)s)))",
+        {"t": type_ids},
+    )
+    return {r[0] for r in rows}
+
+
+def _types_for_share(url: str, share: float) -> list[int]:
+    """Types priced above 100 ISK (a small move still moves their cents), rarest
+    first, until about `share` of the killmails hold one."""
+    rows = _rows(
+        url,
+        "SELECT u.type_id, count(DISTINCT u.killmail_id) FROM ("
+        "  SELECT killmail_id, item_type_id AS type_id FROM killmail_items"
+        "  UNION ALL SELECT killmail_id, ship_type_id FROM victims) AS u"
+        " JOIN market_prices AS m ON m.type_id = u.type_id AND m.sell > 100"
+        " WHERE u.type_id <> 670"
+        " GROUP BY u.type_id ORDER BY 2, 1",
+    )
+    (total,) = _rows(url, "SELECT count(*) FROM killmails")[0]
+    chosen: list[int] = []
+    for type_id, _ in rows:
+        chosen.append(type_id)
+        if len(_holders(url, chosen)) >= share * total:
+            break
+    return chosen
+
+
+def _import_prices(url: str, tmp_path, prices: dict[int, float], name: str = "p.csv") -> None:
+    path = tmp_path / name
+    path.write_text("type_id,sell\n" + "".join(f"{t},{p:.2f}\n" for t, p in prices.items()))
+    out = cli("prices", "import", str(path), url=url)
+    assert out.returncode == 0, out.stderr
+
+
+def _sell_prices(url: str) -> dict[int, float]:
+    return dict(_rows(url, "SELECT type_id, sell FROM market_prices WHERE sell IS NOT NULL"))
+
+
+def _rewritten_since(url: str, moment) -> set[int]:
+    rows = _rows(url, "SELECT killmail_id FROM bulk_valuations WHERE valued_at > %s", [moment])
+    return {r[0] for r in rows}
+
+
+def _now(url: str):
+    return _rows(url, "SELECT clock_timestamp()")[0][0]
+
+
+def _run(url: str, *args: str):
+    out = cli("run", *args, url=url)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def _consistent(url: str) -> None:
+    """No value without a stamp and no stamp without a value."""
+    bad = _rows(
+        url,
+        "SELECT k.killmail_id, k.total_value, s.killmail_id FROM killmails AS k"
+        " FULL JOIN bulk_valuations AS s ON s.killmail_id = k.killmail_id"
+        " WHERE (k.total_value IS NULL) <> (s.killmail_id IS NULL)",
+    )
+    assert bad == []
+
+
+@pytest.mark.parametrize("engine", ["numpy", "sql"])
+def test_every_write_stamps_its_killmails_with_the_book(demo_db, engine):
+    _run(demo_db, "--mode", "null", "--engine", engine)
+    stamps = _stamps(demo_db)
+    valued = {k for k, v in values(demo_db).items() if v[0] is not None}
+    assert set(stamps) == valued and valued
+    assert {s[0] for s in stamps.values()} == {"seed:sell"}
+    # unpriced: a line whose type has no sell price (the demo leaves some unpriced).
+    expected_unpriced = {
+        r[0]
+        for r in _rows(
+            demo_db,
+            "SELECT k.killmail_id FROM killmails AS k"
+            " JOIN victims AS v ON v.killmail_id = k.killmail_id"
+            " WHERE EXISTS (SELECT 1 FROM (SELECT v.ship_type_id AS t UNION ALL"
+            "   SELECT i.item_type_id FROM killmail_items AS i"
+            "   WHERE i.killmail_id = k.killmail_id) AS l"
+            "   LEFT JOIN market_prices AS m ON m.type_id = l.t"
+            "   LEFT JOIN types AS ty ON ty.id = l.t"
+            "   WHERE m.sell IS NULL OR ty.id IS NULL)",
+        )
+    }
+    assert {k for k, s in stamps.items() if s[3]} == expected_unpriced
+    _run(demo_db, "--mode", "all", "--engine", engine, "--price-column", "buy")
+    assert {s[0] for s in _stamps(demo_db).values()} == {"seed:buy"}
+    _consistent(demo_db)
+
+
+@pytest.mark.parametrize("engine", ["numpy", "sql"])
+def test_stale_rewrites_exactly_the_killmails_whose_prices_changed(demo_db, engine, tmp_path):
+    _run(demo_db, "--mode", "null", "--engine", engine)
+    chosen = _types_for_share(demo_db, 0.10)
+    expected = _holders(demo_db, chosen)
+    assert 0.05 * 3000 < len(expected) < 0.3 * 3000
+    prices = _sell_prices(demo_db)
+    _import_prices(demo_db, tmp_path, {t: prices[t] * 1.5 for t in chosen})
+    before = _now(demo_db)
+    out = _run(demo_db, "--mode", "stale", "--engine", engine)
+    assert _rewritten_since(demo_db, before) == expected
+    assert summary_count(out.stdout, "updated") == len(expected)
+    assert mismatches(demo_db) == []
+    # A second stale job finds only the killmails that can never be valued (no victim).
+    again = _run(demo_db, "--mode", "stale", "--engine", engine)
+    assert summary_count(again.stdout, "updated") == 0
+    no_victim = _rows(
+        demo_db,
+        "SELECT count(*) FROM killmails AS k"
+        " WHERE NOT EXISTS (SELECT 1 FROM victims AS v WHERE v.killmail_id = k.killmail_id)",
+    )[0][0]
+    assert summary_count(again.stdout, "selected") == no_victim
+    _consistent(demo_db)
+
+
+def test_min_change_rewrites_only_the_killmails_of_the_prices_that_moved_enough(demo_db, tmp_path):
+    _run(demo_db, "--mode", "null")
+    chosen = _types_for_share(demo_db, 0.10)
+    expected = _holders(demo_db, chosen)
+    prices = _sell_prices(demo_db)
+    # The daily refresh: every other price moves by less than 1%.
+    moved = {t: p * 1.005 for t, p in prices.items() if p >= 10}
+    moved.update({t: prices[t] * 1.02 for t in chosen})
+    _import_prices(demo_db, tmp_path, moved)
+    before = _now(demo_db)
+    _run(demo_db, "--mode", "stale", "--min-change", "1%")
+    assert _rewritten_since(demo_db, before) == expected
+    # Nothing moved by 1% since: no stale killmail at 1%; at any cent, the others.
+    before = _now(demo_db)
+    _run(demo_db, "--mode", "stale", "--min-change", "1%")
+    assert _rewritten_since(demo_db, before) == set()
+    _run(demo_db, "--mode", "stale")
+    touched = _holders(demo_db, [t for t in moved if t not in chosen])
+    assert _rewritten_since(demo_db, before) == touched - expected
+    assert mismatches(demo_db) == []
+
+
+def test_small_moves_add_up_against_the_stamp(demo_db, tmp_path):
+    """--min-change compares today's price with the one the stamp's values used:
+    two moves of 0.6% make one of 1.2%."""
+    _run(demo_db, "--mode", "null")
+    chosen = _types_for_share(demo_db, 0.05)
+    expected = _holders(demo_db, chosen)
+    prices = _sell_prices(demo_db)
+    for step in (1.006, 1.006 * 1.006):
+        _import_prices(demo_db, tmp_path, {t: prices[t] * step for t in chosen})
+        before = _now(demo_db)
+        _run(demo_db, "--mode", "stale", "--min-change", "1%")
+    assert _rewritten_since(demo_db, before) == expected
+
+
+def test_a_killmail_valued_by_something_else_is_stale(demo_db):
+    _run(demo_db, "--mode", "null")
+    with psycopg.connect(demo_db) as conn:
+        (kid,) = conn.execute(
+            "SELECT min(k.killmail_id) FROM killmails AS k JOIN victims AS v USING (killmail_id)"
+        ).fetchone()
+        # The replaced system writes a value and leaves no stamp.
+        conn.execute("DELETE FROM bulk_valuations WHERE killmail_id = %s", [kid])
+        conn.execute("UPDATE killmails SET total_value = 1 WHERE killmail_id = %s", [kid])
+    status = json.loads(cli("status", "--no-queue", "--json", url=demo_db).stdout)
+    assert status["valuations"]["stale"]["no_stamp"] == 1
+    before = _now(demo_db)
+    _run(demo_db, "--mode", "stale")
+    assert _rewritten_since(demo_db, before) == {kid}
+    assert mismatches(demo_db) == []
+
+
+def test_another_rule_set_is_stale_and_verify_follows_the_stamps(fresh_db, tmp_path):
+    url = make_demo_db(fresh_db, 2_000, history=True, days=10)
+    _run(url, "--mode", "null", "--rules", "evekill")
+    # Plain verify audits each killmail under the rules that valued it.
+    out = cli("verify", "--all", "--json", url=url)
+    report = json.loads(out.stdout)
+    assert out.returncode == 0 and report["mismatches"] == 0
+    assert report["by_rules"] == {"evekill": report["checked"]} and report["unstamped"] == 0
+    # Under --ignore-stamps every killmail is audited under seed: mismatches.
+    assert cli("verify", "--all", "--ignore-stamps", url=url).returncode == 1
+    status = json.loads(cli("status", "--no-queue", "--json", url=url).stdout)
+    valued = report["checked"]
+    assert status["valuations"]["by_rules"] == {"evekill": valued}
+    assert status["valuations"]["stale"]["other_rules"] == valued
+    out = _run(url, "--mode", "stale", "--limit", "500")
+    assert summary_count(out.stdout, "selected") == 500
+    moved = summary_count(out.stdout, "updated")
+    assert moved > 450  # the rest of the 500 have no victim
+    report = json.loads(cli("verify", "--all", "--json", url=url).stdout)
+    assert report["mismatches"] == 0
+    assert report["by_rules"] == {"evekill": valued - moved, "seed:sell": moved}
+    # Under evekill itself nothing is stale but the ones seed valued.
+    before = _now(url)
+    _run(url, "--mode", "stale", "--rules", "evekill")
+    assert len(_rewritten_since(url, before)) == moved
+
+
+def test_the_guard_skips_a_killmail_revalued_since(demo_db):
+    _run(demo_db, "--mode", "null")
+    with psycopg.connect(demo_db, autocommit=True) as conn:
+        conn.execute("UPDATE bulk_valuations SET book = 'evekill'")
+        ids = [r[0] for r in conn.execute("SELECT killmail_id FROM victims ORDER BY 1 LIMIT 50")]
+        # Another process revalues the first ten under today's seed book.
+        assert batch.process_batch(conn, ids[:10], "all").updated == 10
+        result = batch.process_batch(conn, ids, "stale")
+        assert result.updated == 40
+        assert batch.process_batch(conn, ids, "stale").updated == 0
+
+
+def test_stale_through_the_queue(demo_db, queue_name, tmp_path):
+    _run(demo_db, "--mode", "null")
+    chosen = _types_for_share(demo_db, 0.10)
+    expected = _holders(demo_db, chosen)
+    prices = _sell_prices(demo_db)
+    _import_prices(demo_db, tmp_path, {t: prices[t] * 3 for t in chosen})
+    before = _now(demo_db)
+    out = cli("queue", "--mode", "stale", "--queue", queue_name, url=demo_db)
+    assert out.returncode == 0, out.stderr
+    work = cli("work", "--until-empty", "--queue", queue_name, url=demo_db, process=True)
+    assert work.returncode == 0, work.stderr
+    assert _rewritten_since(demo_db, before) == expected
+    assert mismatches(demo_db) == []
+
+
+@needs_realdata
+def test_values_made_before_the_prices_are_fixed_by_a_stale_job(schema_db, schema_kind, tmp_path):
+    """The issue's scenario: value the real killmails before any price is loaded, load
+    the prices, run --mode stale: every value is exact, pods included."""
+    if schema_kind == "killreport":
+        # killreport needs each killmail's hash: the 533 real ones that have one.
+        path, docs, _ = _hashed_file(REALDATA, tmp_path)
+        extra = ["--zkb", str(REALDATA / "zkb.jsonl"), "--top-level-only"]
+    else:
+        path, docs, extra = REALDATA / "killmails.jsonl", [None] * 534, []
+    imported = cli("import-killmails", str(path), *extra, url=schema_db)
+    assert imported.returncode == 0, imported.stderr
+    if schema_kind == "killreport":
+        _load_killreport_types(schema_db)
+    else:
+        load_types(schema_db)
+    _run(schema_db, "--mode", "null", "--allow-empty-prices")
+    out = cli(
+        "prices",
+        "import",
+        str(REALDATA / "prices.json"),
+        "--average-as",
+        "sell",
+        url=schema_db,
+    )
+    assert out.returncode == 0, out.stderr
+    status = json.loads(cli("status", "--no-queue", "--json", url=schema_db).stdout)
+    assert status["valuations"]["book_rows_pending"] > 0
+    _run(schema_db, "--mode", "stale")
+    assert mismatches(schema_db) == []
+    report = json.loads(cli("verify", "--all", "--json", url=schema_db).stdout)
+    assert report["checked"] == len(docs) and report["mismatches"] == 0
+    # The issue's pod: a capsule hull (10 ISK) with its implants' value.
+    stored = values(schema_db)
+    assert stored[25290818][0] == 707692.44
+    pods = _rows(
+        schema_db,
+        "SELECT k.killmail_id FROM killmails AS k JOIN victims AS v USING (killmail_id)"
+        " WHERE v.ship_type_id = 670 AND k.total_value > 10",
+    )
+    assert pods
+    status = json.loads(cli("status", "--no-queue", "--json", url=schema_db).stdout)
+    assert status["valuations"]["stale_total"] == 0
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_batch_leaves_no_value_without_its_stamp(fresh_db):
+    """The UPDATE and its stamps are one statement: a worker killed while its batch's
+    statement waits on a row lock (half its rows written) leaves neither."""
+    url = make_demo_db(fresh_db, 6_000)
+    with psycopg.connect(url) as locker:
+        # Lock one killmail of the third batch: the batch's statement writes its
+        # other rows, then waits here.
+        (locked,) = locker.execute(
+            "SELECT killmail_id FROM killmails ORDER BY killmail_id OFFSET 1200 LIMIT 1"
+        ).fetchone()
+        locker.execute("SELECT 1 FROM killmails WHERE killmail_id = %s FOR UPDATE", [locked])
+        p = cli_popen("run", "--mode", "null", "--procs", "1", url=url, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            with psycopg.connect(url, autocommit=True) as watch:
+                while time.monotonic() < deadline:
+                    waiting = watch.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock'"
+                    ).fetchall()
+                    if waiting:
+                        break
+                    time.sleep(0.05)
+                assert waiting, "the batch never reached the locked row"
+                for pid in child_pids(p.pid):
+                    os.kill(pid, signal.SIGKILL)
+                # The server ends the backend too, as a host that went away would.
+                watch.execute("SELECT pg_terminate_backend(%s)", [waiting[0][0]])
+        finally:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=30)
+        locker.rollback()
+    _consistent(url)
+    written = _rows(url, "SELECT count(*) FROM killmails WHERE total_value IS NOT NULL")[0][0]
+    assert written <= 1000  # the two batches before the locked one, at most
+    # The job run again values the rest, stamped.
+    _run(url, "--mode", "null")
+    _consistent(url)
+    assert mismatches(url) == []
