@@ -8,70 +8,44 @@
 --   prices_changed a type's unit cents in the book moved by more than
 --                  %(min_change)s (a fraction: 0 is any cent) since the stamp
 --
--- A price change is found from the book's changes (bulk_price_book_changes)
--- newer than the oldest stamp of the book, through the killboard's indexes on
--- item and ship types (killmail_items.item_type_id, victims.ship_type_id):
--- only the killmails that hold a changed type are read, never every line.
--- The price a stamp's values used is the oldest change after the stamp's
--- version, or the row itself: compared with the row as it is now, a price
--- that moved and came back is no change.
+-- The pairs whose prices moved come from sql/stale_moved.sql, as arrays (one
+-- element a row): %(since)s int8[], %(dates)s date[], %(types)s int4[],
+-- %(now_priced)s bool[], with %(moved_types)s int4[] the distinct types and
+-- %(sinces)s int8[] the distinct versions. As bound arrays, the planner knows
+-- their sizes: a few rare types are read through the killboard's index on
+-- item types (killmail_items.item_type_id), a daily refresh that moved most
+-- types by a sequential scan of the lines; a CTE's size it would guess.
 --
 -- Placeholders, from fixed text (bulk/engine/rules.py, scan.py), never user text:
 --   {book} the book's key as a literal   {price_date} killmail k's price date
 --   {filters} the job's filters on alias k (their values are parameters)
-WITH oldest AS (
-    SELECT coalesce(min(s.version), 0) AS version
-    FROM bulk_valuations AS s
-    WHERE s.book = {book}
-),
-changed AS MATERIALIZED (
-    SELECT c.price_date, c.type_id, max(c.version) AS last_version
-    FROM bulk_price_book_changes AS c
-    WHERE c.book = {book}
-      AND c.version > (SELECT o.version FROM oldest AS o)
-    GROUP BY c.price_date, c.type_id
-),
-changed_types AS MATERIALIZED (
-    SELECT DISTINCT ch.type_id FROM changed AS ch
+WITH moved AS (
+    SELECT m.since, m.price_date, m.type_id, m.now_priced
+    FROM unnest(%(since)s::int8[], %(dates)s::text[]::date[], %(types)s::int4[],
+                %(now_priced)s::bool[]) AS m (since, price_date, type_id, now_priced)
 ),
 holders AS (
     SELECT i.killmail_id, i.item_type_id AS type_id
     FROM killmail_items AS i
-    WHERE i.item_type_id IN (SELECT t.type_id FROM changed_types AS t)
-    UNION
+    WHERE i.item_type_id = ANY(%(moved_types)s::int4[])
+    UNION ALL
     SELECT v.killmail_id, v.ship_type_id
     FROM victims AS v
-    WHERE v.ship_type_id IN (SELECT t.type_id FROM changed_types AS t)
+    WHERE v.ship_type_id = ANY(%(moved_types)s::int4[])
+),
+candidates AS (
+    SELECT s.killmail_id, s.version, s.unpriced
+    FROM bulk_valuations AS s
+    WHERE s.book = {book} AND s.version = ANY(%(sinces)s::int8[])
 ),
 by_price AS (
-    SELECT h.killmail_id,
-           bool_and(s.unpriced AND NOT o.usable AND p.usable) AS now_priced
+    SELECT h.killmail_id, bool_and(c.unpriced AND m.now_priced) AS now_priced
     FROM holders AS h
+    JOIN candidates AS c ON c.killmail_id = h.killmail_id
     JOIN killmails AS k ON k.killmail_id = h.killmail_id
-    JOIN bulk_valuations AS s ON s.killmail_id = h.killmail_id AND s.book = {book}
-    JOIN changed AS ch ON ch.type_id = h.type_id AND ch.price_date = {price_date}
-    JOIN bulk_price_book AS p
-      ON p.book = {book} AND p.price_date = ch.price_date AND p.type_id = ch.type_id
-    CROSS JOIN LATERAL (
-        SELECT o.ship, o.item, o.copy, o.bay, o.bad, o.usable
-        FROM bulk_price_book_changes AS o
-        WHERE o.book = {book} AND o.price_date = ch.price_date AND o.type_id = ch.type_id
-          AND o.version > s.version
-        ORDER BY o.version
-        LIMIT 1
-    ) AS o
-    WHERE ch.last_version > s.version
-      AND {filters}
-      AND (o.usable <> p.usable
-           OR o.bad IS DISTINCT FROM p.bad
-           OR EXISTS (
-               SELECT 1
-               FROM (VALUES (o.ship, p.ship), (o.item, p.item),
-                            (o.copy, p.copy), (o.bay, p.bay)) AS x (was, now)
-               WHERE x.was IS DISTINCT FROM x.now
-                 AND (x.was IS NULL OR x.now IS NULL
-                      OR abs(x.now::numeric - x.was::numeric)
-                         > %(min_change)s::numeric * abs(x.was::numeric))))
+    JOIN moved AS m
+      ON m.since = c.version AND m.type_id = h.type_id AND m.price_date = {price_date}
+    WHERE {filters}
     GROUP BY h.killmail_id
 ),
 unstamped AS (

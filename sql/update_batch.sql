@@ -11,14 +11,17 @@
 --                   written gets its stamp (bulk_valuations) in this statement,
 --                   so a value and its stamp are written together or not at all.
 -- {book}            the job's book as a literal (bulk/engine/rules.py)
--- The number of rows updated is the command's row count: one stamp a row.
+-- The one row returned: the number of killmails written (each with its stamp).
 -- {mode_predicate}  on alias k, from the fixed table in bulk/sqlfiles.py;
 --                   repeating it here makes the guard atomic: a row another
 --                   worker wrote since the load no longer matches and is skipped.
 -- {touch}           empty, or ", updated_at = <the statement's time>" where the
 --                   table has that column (bulk.engine.modes.TOUCH_UPDATED_AT):
 --                   set in this statement, so exactly the rows written get it.
-WITH written AS (
+WITH stamp AS (
+    SELECT {version} AS version, {unpriced} AS unpriced
+),
+written AS (
     UPDATE killmails AS k
     SET total_value     = (v.total_cents * 0.01)::float8,
         destroyed_value = (v.destroyed_cents * 0.01)::float8,
@@ -27,10 +30,26 @@ WITH written AS (
     WHERE k.killmail_id = v.killmail_id
       AND {mode_predicate}
     RETURNING k.killmail_id
+),
+-- A killmail's stamp is updated where it has one, inserted where not (an
+-- upsert of every row locks each conflicting row first, which cost more than
+-- the write); the insert keeps ON CONFLICT for a stamp added meanwhile.
+restamped AS (
+    UPDATE bulk_valuations AS vs
+    SET book = {book}, version = st.version, valued_at = statement_timestamp(),
+        unpriced = vs.killmail_id = ANY(st.unpriced)
+    FROM written AS w, stamp AS st
+    WHERE vs.killmail_id = w.killmail_id
+    RETURNING vs.killmail_id
+),
+stamped AS (
+    INSERT INTO bulk_valuations AS vs (killmail_id, book, version, valued_at, unpriced)
+    SELECT w.killmail_id, {book}, st.version, statement_timestamp(),
+           w.killmail_id = ANY(st.unpriced)
+    FROM written AS w, stamp AS st
+    WHERE w.killmail_id NOT IN (SELECT r.killmail_id FROM restamped AS r)
+    ON CONFLICT (killmail_id) DO UPDATE
+    SET book = excluded.book, version = excluded.version, valued_at = excluded.valued_at,
+        unpriced = excluded.unpriced
 )
-INSERT INTO bulk_valuations AS vs (killmail_id, book, version, valued_at, unpriced)
-SELECT w.killmail_id, {book}, {version}, statement_timestamp(), w.killmail_id = ANY({unpriced})
-FROM written AS w
-ON CONFLICT (killmail_id) DO UPDATE
-SET book = excluded.book, version = excluded.version, valued_at = excluded.valued_at,
-    unpriced = excluded.unpriced
+SELECT count(*) FROM written

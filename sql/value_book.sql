@@ -66,11 +66,24 @@ written AS (
       AND (SELECT m.lines FROM missing AS m) = 0
     RETURNING k.killmail_id, s.unpriced OR coalesce(it.unpriced, false) AS unpriced
 ),
+-- A killmail's stamp is updated where it has one, inserted where not: an
+-- upsert of every row (ON CONFLICT) locks each conflicting row before it
+-- updates it, which cost more than the stamps' own writes. The insert keeps
+-- ON CONFLICT for a stamp another writer adds meanwhile.
+restamped AS (
+    UPDATE bulk_valuations AS vs
+    SET book = {book}, version = (SELECT bv.version FROM book_version AS bv),
+        valued_at = statement_timestamp(), unpriced = w.unpriced
+    FROM written AS w
+    WHERE vs.killmail_id = w.killmail_id
+    RETURNING vs.killmail_id
+),
 stamped AS (
     INSERT INTO bulk_valuations AS vs (killmail_id, book, version, valued_at, unpriced)
     SELECT w.killmail_id, {book}, (SELECT bv.version FROM book_version AS bv),
            statement_timestamp(), w.unpriced
     FROM written AS w
+    WHERE w.killmail_id NOT IN (SELECT r.killmail_id FROM restamped AS r)
     ON CONFLICT (killmail_id) DO UPDATE
     SET book = excluded.book, version = excluded.version, valued_at = excluded.valued_at,
         unpriced = excluded.unpriced

@@ -52,8 +52,8 @@ class Stamp:
 def _update_params(cents: pricing.KillmailCents, stamp: Stamp) -> list:
     columns = (cents.killmail_ids, cents.total, cents.destroyed, cents.dropped)
     rows = [value for row in zip(*(c.tolist() for c in columns)) for value in row]
-    # In the order of the statement's text: the rows' VALUES, then the stamps'.
-    return [*rows, stamp.version, list(stamp.unpriced)]
+    # In the order of the statement's text: the stamps' two, then the rows' VALUES.
+    return [stamp.version, list(stamp.unpriced), *rows]
 
 
 _INT4_OID, _INT8_OID = 23, 20
@@ -116,7 +116,7 @@ def _write(
     if cents.total.dtype == object:  # sums beyond int8: numeric text through psycopg
         statement = sqlfiles.update_batch_sql(mode, n, updated_at, rules, column)
         cur.execute(statement, _update_params(cents, stamp), prepare=False)
-        return cur.rowcount
+        return int(cur.fetchone()[0])
     result = conn.pgconn.exec_params(
         sqlfiles.update_batch_raw(mode, n, updated_at, rules, column),
         _binary_params(cents, stamp),
@@ -124,12 +124,13 @@ def _write(
         [pq.Format.BINARY, pq.Format.TEXT] + [pq.Format.BINARY] * (4 * n),
         pq.Format.BINARY,
     )
-    if result.status != pq.ExecStatus.COMMAND_OK:
+    if result.status != pq.ExecStatus.TUPLES_OK:
         if conn.pgconn.status == pq.ConnStatus.BAD:
             message = conn.pgconn.error_message.decode(errors="replace").strip()
             raise psycopg.OperationalError(message or "the connection was lost")
         raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
-    return int(result.command_tuples or 0)
+    # One row: the killmails written, an int8 in binary.
+    return int.from_bytes(result.get_value(0, 0), "big", signed=True)
 
 
 class PriceOutOfRange(psycopg.errors.NumericValueOutOfRange):

@@ -112,7 +112,7 @@ def update_batch_sql(
     mode: str, n_rows: int, updated_at: str | None, rules_name: str, column: str
 ) -> str:
     """The write with psycopg placeholders, for cents beyond int8 (sent as numeric):
-    four per row, then the book's version and the unpriced killmails.
+    the book's version and the unpriced killmails, then four per row.
 
     `updated_at` is the type of the killmails.updated_at column to stamp, or None.
     """

@@ -35,21 +35,32 @@ def parse_min_change(text: str) -> Decimal:
     return number / 100
 
 
-def _statement(rule_set: str, column: str, selection: scan.Selection) -> tuple[str, dict]:
+def _rows(conn, rule_set, column, selection, min_change) -> list[tuple[int, str]]:
+    """(killmail_id, reason) of every stale killmail of the selection, by ID."""
+    fill = rules.book_placeholders(rule_set, column)
+    moved = conn.execute(
+        sqlfiles.load("stale_moved").format(book=fill["book"]),
+        {"min_change": min_change},
+        prepare=False,
+    ).fetchall()
     # The job's filters without its mode, and without its limit: the limit is
     # applied to the killmails found, in ID order, as a scan's page would.
     unlimited = dataclasses.replace(selection, mode="all", limit=None)
     filters, params = unlimited.killmails_sql()
-    fill = rules.book_placeholders(rule_set, column)
     text = sqlfiles.load("stale_ids").format(
         book=fill["book"], price_date=fill["price_date"], filters=filters
     )
-    return text, params
-
-
-def _rows(conn, rule_set, column, selection, min_change) -> list[tuple[int, str]]:
-    text, params = _statement(rule_set, column, selection)
-    return conn.execute(text, {**params, "min_change": min_change}, prepare=False).fetchall()
+    since, dates, types, now_priced = (list(c) for c in zip(*moved)) if moved else ([],) * 4
+    params = {
+        **params,
+        "since": since,
+        "dates": dates,
+        "types": types,
+        "now_priced": now_priced,
+        "moved_types": sorted(set(types)),
+        "sinces": sorted(set(since)),
+    }
+    return conn.execute(text, params, prepare=False).fetchall()
 
 
 def find(
