@@ -11,10 +11,10 @@
 -- The pairs whose prices moved come from sql/stale_moved.sql, as arrays (one
 -- element a row): %(since)s int8[], %(dates)s date[], %(types)s int4[],
 -- %(now_priced)s bool[], with %(moved_types)s int4[] the distinct types and
--- %(sinces)s int8[] the distinct versions. As bound arrays, the planner knows
--- their sizes: a few rare types are read through the killboard's index on
--- item types (killmail_items.item_type_id), a daily refresh that moved most
--- types by a sequential scan of the lines; a CTE's size it would guess.
+-- %(sinces)s int8[] the distinct versions; %(by_type_*)s and %(by_killmail_*)s
+-- split the versions (and their moved types) by the side their lines are
+-- found from. As bound arrays, the planner knows their sizes; a CTE's it
+-- would guess.
 --
 -- Placeholders, from fixed text (bulk/engine/rules.py, scan.py), never user text:
 --   {book} the book's key as a literal   {price_date} killmail k's price date
@@ -24,27 +24,43 @@ WITH moved AS (
     FROM unnest(%(since)s::int8[], %(dates)s::text[]::date[], %(types)s::int4[],
                 %(now_priced)s::bool[]) AS m (since, price_date, type_id, now_priced)
 ),
-holders AS (
-    SELECT i.killmail_id, i.item_type_id AS type_id
+-- The lines of a moved type in killmails stamped before it moved, found from
+-- one side or the other per stamped version (bulk/engine/stale.py chooses by
+-- the sizes): from the moved types' lines through the index on item types
+-- where few types moved since the version; from the version's killmails'
+-- lines through the index on killmail_id where few killmails hold the version
+-- and most types moved since it. Either alone read every line in such a case.
+held AS (
+    SELECT s.killmail_id, s.version, s.unpriced, i.item_type_id AS type_id
     FROM killmail_items AS i
-    WHERE i.item_type_id = ANY(%(moved_types)s::int4[])
+    JOIN bulk_valuations AS s ON s.killmail_id = i.killmail_id
+    WHERE i.item_type_id = ANY(%(by_type_types)s::int4[])
+      AND s.book = {book} AND s.version = ANY(%(by_type_versions)s::int8[])
     UNION ALL
-    SELECT v.killmail_id, v.ship_type_id
-    FROM victims AS v
-    WHERE v.ship_type_id = ANY(%(moved_types)s::int4[])
-),
-candidates AS (
-    SELECT s.killmail_id, s.version, s.unpriced
+    SELECT s.killmail_id, s.version, s.unpriced, i.item_type_id
     FROM bulk_valuations AS s
-    WHERE s.book = {book} AND s.version = ANY(%(sinces)s::int8[])
+    CROSS JOIN LATERAL (
+        -- OFFSET 0 keeps this a probe of the index per killmail.
+        SELECT i.item_type_id
+        FROM killmail_items AS i
+        WHERE i.killmail_id = s.killmail_id
+          AND i.item_type_id = ANY(%(by_killmail_types)s::int4[])
+        OFFSET 0
+    ) AS i
+    WHERE s.book = {book} AND s.version = ANY(%(by_killmail_versions)s::int8[])
+    UNION ALL
+    SELECT s.killmail_id, s.version, s.unpriced, v.ship_type_id
+    FROM victims AS v
+    JOIN bulk_valuations AS s ON s.killmail_id = v.killmail_id
+    WHERE v.ship_type_id = ANY(%(moved_types)s::int4[])
+      AND s.book = {book} AND s.version = ANY(%(sinces)s::int8[])
 ),
 by_price AS (
-    SELECT h.killmail_id, bool_and(c.unpriced AND m.now_priced) AS now_priced
-    FROM holders AS h
-    JOIN candidates AS c ON c.killmail_id = h.killmail_id
+    SELECT h.killmail_id, bool_and(h.unpriced AND m.now_priced) AS now_priced
+    FROM held AS h
     JOIN killmails AS k ON k.killmail_id = h.killmail_id
     JOIN moved AS m
-      ON m.since = c.version AND m.type_id = h.type_id AND m.price_date = {price_date}
+      ON m.since = h.version AND m.type_id = h.type_id AND m.price_date = {price_date}
     WHERE {filters}
     GROUP BY h.killmail_id
 ),

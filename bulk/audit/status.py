@@ -399,7 +399,7 @@ def _warnings(result: Status, stale_days: float, now: datetime) -> list[str]:
     elif datetime.fromisoformat(prices.newest_update) < now - timedelta(days=stale_days):
         found.append(
             f"prices are older than {stale_days:g} days: last updated {prices.newest_update}"
-            " (bulk-backfill prices fetch, then queue or run --mode all)"
+            " (bulk-backfill prices fetch, then queue or run --mode stale)"
         )
     if result.readiness is not None:
         found += result.readiness.problems()

@@ -105,6 +105,9 @@ def verify(
     one without a stamp under `rules` (and `price_column`, for seed); with
     by_stamps False, every one under `rules`.
     """
+    default_book = rule_sets.book_key(rules, price_column)  # a UserError for unknown rules
+    if rule_sets.reads_history(rules):
+        require_history_tables(conn)
     written = _written(conn, by_stamps)
     ids = [killmail_id for killmail_id, _ in written]
     if sample is None:
@@ -113,7 +116,6 @@ def verify(
     else:
         chosen = choose_sample(ids, sample, seed)
         checked = len(chosen)
-    default_book = rule_sets.book_key(rules, price_column)
     groups: dict[str, list[int]] = {}
     unstamped = 0
     picked = None if chosen is None else set(chosen)

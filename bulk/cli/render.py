@@ -378,5 +378,8 @@ def fetch_lines(summary: fetch.FetchSummary) -> list[str]:
     if summary.interrupted:
         lines.append("interrupted: the types fetched so far are written; run again for the rest")
     if summary.priced:
-        lines.append("next: bulk-backfill queue --mode zero (or run --mode zero) to value them")
+        lines.append(
+            "next: bulk-backfill queue --mode stale (or run --mode stale)"
+            " to revalue what they change"
+        )
     return lines

@@ -45,25 +45,26 @@ class Stamp:
     version: int
     unpriced: tuple[int, ...]
 
-    def text_array(self) -> bytes:
-        return ("{" + ",".join(map(str, self.unpriced)) + "}").encode()
+    def flags(self, killmail_ids: np.ndarray) -> np.ndarray:
+        """Whether each of `killmail_ids` had an unpriced line, as a bool array."""
+        return np.isin(killmail_ids, np.asarray(self.unpriced, dtype=np.int64))
 
 
 def _update_params(cents: pricing.KillmailCents, stamp: Stamp) -> list:
     columns = (cents.killmail_ids, cents.total, cents.destroyed, cents.dropped)
-    rows = [value for row in zip(*(c.tolist() for c in columns)) for value in row]
-    # In the order of the statement's text: the stamps' two, then the rows' VALUES.
-    return [stamp.version, list(stamp.unpriced), *rows]
+    unpriced = stamp.flags(cents.killmail_ids).tolist()
+    rows = [v for row in zip(*(c.tolist() for c in columns), unpriced) for v in row]
+    # In the order of the statement's text: the book's version, then the rows.
+    return [stamp.version, *rows]
 
 
-_INT4_OID, _INT8_OID = 23, 20
-_ROW_TYPES = (_INT4_OID, _INT8_OID, _INT8_OID, _INT8_OID)
-_STAMP_TYPES = (_INT8_OID, 0)  # the version; the unpriced IDs as text, cast in the SQL
+_INT4_OID, _INT8_OID, _BOOL_OID = 23, 20, 16
+_ROW_TYPES = (_INT4_OID, _INT8_OID, _INT8_OID, _INT8_OID, _BOOL_OID)
 
 
 def _binary_params(cents: pricing.KillmailCents, stamp: Stamp) -> list[bytes]:
-    """The stamp's version (int8) and unpriced killmails (int4[] as text), then each
-    killmail's id (int4) and three cent sums (int8), big-endian as libpq sends them.
+    """The book's version (int8), then each killmail's id (int4), three cent sums
+    (int8) and whether a line was unpriced (bool), big-endian as libpq sends them.
 
     Building these with numpy and sending them through libpq directly skips
     psycopg's per-value adaptation, which costs more than the rest of the
@@ -74,7 +75,8 @@ def _binary_params(cents: pricing.KillmailCents, stamp: Stamp) -> list[bytes]:
     sums = np.empty((n, 3), dtype=">i8")
     sums[:, 0], sums[:, 1], sums[:, 2] = cents.total, cents.destroyed, cents.dropped
     raw = sums.tobytes()
-    params: list[bytes] = [stamp.version.to_bytes(8, "big", signed=True), stamp.text_array()]
+    flags = stamp.flags(cents.killmail_ids).astype(np.uint8).tobytes()
+    params: list[bytes] = [stamp.version.to_bytes(8, "big", signed=True)]
     for i in range(n):
         at = 24 * i
         params += (
@@ -82,6 +84,7 @@ def _binary_params(cents: pricing.KillmailCents, stamp: Stamp) -> list[bytes]:
             raw[at : at + 8],
             raw[at + 8 : at + 16],
             raw[at + 16 : at + 24],
+            flags[i : i + 1],
         )
     return params
 
@@ -120,8 +123,8 @@ def _write(
     result = conn.pgconn.exec_params(
         sqlfiles.update_batch_raw(mode, n, updated_at, rules, column),
         _binary_params(cents, stamp),
-        _STAMP_TYPES + _ROW_TYPES * n,
-        [pq.Format.BINARY, pq.Format.TEXT] + [pq.Format.BINARY] * (4 * n),
+        (_INT8_OID,) + _ROW_TYPES * n,
+        [pq.Format.BINARY] * (1 + 5 * n),
         pq.Format.BINARY,
     )
     if result.status != pq.ExecStatus.TUPLES_OK:

@@ -112,42 +112,35 @@ def update_batch_sql(
     mode: str, n_rows: int, updated_at: str | None, rules_name: str, column: str
 ) -> str:
     """The write with psycopg placeholders, for cents beyond int8 (sent as numeric):
-    the book's version and the unpriced killmails, then four per row.
+    the book's version, then five per row.
 
     `updated_at` is the type of the killmails.updated_at column to stamp, or None.
     """
     # Types on the first row fix the VALUES column types for every row.
-    first = "(%s::int4, %s::numeric, %s::numeric, %s::numeric)"
-    rows = ", ".join([first] + ["(%s, %s, %s, %s)"] * (n_rows - 1))
-    return _update_batch(rows, "%s::int8", "%s::int4[]", mode, updated_at, rules_name, column)
+    first = "(%s::int4, %s::numeric, %s::numeric, %s::numeric, %s::bool)"
+    rows = ", ".join([first] + ["(%s, %s, %s, %s, %s)"] * (n_rows - 1))
+    return _update_batch(rows, "%s::int8", mode, updated_at, rules_name, column)
 
 
 @lru_cache(maxsize=16)
 def update_batch_raw(
     mode: str, n_rows: int, updated_at: str | None, rules_name: str, column: str
 ) -> bytes:
-    """The write with libpq's $n placeholders: $1 the book's version (int8), $2 the
-    unpriced killmails (int4[] as text), then binary int4/int8 parameters, four a row."""
+    """The write with libpq's $n placeholders: $1 the book's version (int8), then
+    binary int4/int8/int8/int8/bool parameters, five a row."""
     rows = ", ".join(
-        f"(${4 * i + 3}, ${4 * i + 4}, ${4 * i + 5}, ${4 * i + 6})" for i in range(n_rows)
+        "(" + ", ".join(f"${5 * i + j}" for j in range(2, 7)) + ")" for i in range(n_rows)
     )
-    return _update_batch(rows, "$1", "$2::int4[]", mode, updated_at, rules_name, column).encode()
+    return _update_batch(rows, "$1::int8", mode, updated_at, rules_name, column).encode()
 
 
 def _update_batch(
-    rows: str,
-    version: str,
-    unpriced: str,
-    mode: str,
-    updated_at: str | None,
-    rules_name: str,
-    column: str,
+    rows: str, version: str, mode: str, updated_at: str | None, rules_name: str, column: str
 ) -> str:
     book = rules.book_placeholders(rules_name, column)["book"]
     return load("update_batch").format(
         rows=rows,
         version=version,
-        unpriced=unpriced,
         book=book,
         mode_predicate=mode_predicate(mode, book),
         touch=touch_clause(updated_at),
