@@ -52,8 +52,19 @@ held AS (
     SELECT s.killmail_id, s.version, s.unpriced, v.ship_type_id
     FROM victims AS v
     JOIN bulk_valuations AS s ON s.killmail_id = v.killmail_id
-    WHERE v.ship_type_id = ANY(%(moved_types)s::int4[])
-      AND s.book = {book} AND s.version = ANY(%(sinces)s::int8[])
+    WHERE v.ship_type_id = ANY(%(by_type_types)s::int4[])
+      AND s.book = {book} AND s.version = ANY(%(by_type_versions)s::int8[])
+    UNION ALL
+    SELECT s.killmail_id, s.version, s.unpriced, v.ship_type_id
+    FROM bulk_valuations AS s
+    CROSS JOIN LATERAL (
+        SELECT v.ship_type_id
+        FROM victims AS v
+        WHERE v.killmail_id = s.killmail_id
+          AND v.ship_type_id = ANY(%(by_killmail_types)s::int4[])
+        OFFSET 0
+    ) AS v
+    WHERE s.book = {book} AND s.version = ANY(%(by_killmail_versions)s::int8[])
 ),
 by_price AS (
     SELECT h.killmail_id, bool_and(h.unpriced AND m.now_priced) AS now_priced
