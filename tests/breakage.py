@@ -62,7 +62,7 @@ CASES = [
     ),
     (
         "sql/book_store.sql",
-        "ORDER BY s.price_date, s.type_id\n",
+        "    ORDER BY n.price_date, n.type_id\n",
         "\n",
         "tests/engine/test_book.py::test_a_jobs_rows_are_written_in_the_order_batches_read_them",
     ),
@@ -101,6 +101,31 @@ CASES = [
         "        doc = jsontext.loads(text)",
         "        doc = json.loads(text)",
         "tests/test_jsontext.py",
+    ),
+    # Issue 27: valuation stamps and the stale mode.
+    (
+        "sql/value_book.sql",
+        "SET book = {book}, version = (SELECT bv.version FROM book_version AS bv),",
+        "SET book = {book}, version = 0,",
+        "tests/test_stamps.py::test_stale_rewrites_exactly_the_killmails_whose_prices_changed[tool-sql]",
+    ),
+    (
+        "sql/update_batch.sql",
+        "    WHERE w.killmail_id NOT IN (SELECT r.killmail_id FROM restamped AS r)",
+        "    WHERE false",
+        "tests/test_stamps.py::test_every_write_stamps_its_killmails_with_the_book[tool-numpy]",
+    ),
+    (
+        "sql/stale_moved.sql",
+        "        ORDER BY o.version\n",
+        "        ORDER BY o.version DESC\n",
+        "tests/test_stamps.py::test_small_moves_add_up_against_the_stamp",
+    ),
+    (
+        "bulk/engine/modes.py",
+        '" AND vs.version >= coalesce(',
+        '" AND vs.version > coalesce(',
+        "tests/test_stamps.py::test_the_guard_skips_a_killmail_revalued_since",
     ),
 ]
 results = []
