@@ -180,12 +180,8 @@ def absent_tables(conn: psycopg.Connection, tables: tuple[str, ...]) -> list[str
 
 
 def tool_tables_outdated(conn: psycopg.Connection) -> bool:
-    """Whether the book's table predates its `usable` column (an older version's init-db)."""
-    (outdated,) = conn.execute(
-        "SELECT to_regclass(%s) IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute"
-        " WHERE attrelid = to_regclass(%s) AND attname = 'usable' AND NOT attisdropped)",
-        [BOOK_TABLE, BOOK_TABLE],
-    ).fetchone()
+    """Whether a tool table lacks a column this version added (an older init-db)."""
+    (outdated,) = conn.execute(sqlfiles.load("tool_tables_outdated")).fetchone()
     return bool(outdated)
 
 

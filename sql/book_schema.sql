@@ -54,11 +54,15 @@ $$;
 -- The book's version: a build that changes a row's prices raises its book's
 -- version by one, in the build's transaction. A batch reads the version in the
 -- snapshot it reads the book's rows in, so a stamp's version names exactly the
--- rows its values came from.
+-- rows its values came from. floor: the first version of the book's rows as
+-- they are (a build that finds the book empty starts above every stamp): a
+-- stamp below it names prices that are gone, and is stale.
 CREATE TABLE IF NOT EXISTS bulk_book_versions (
     book    text COLLATE "C" PRIMARY KEY,
-    version bigint           NOT NULL
+    version bigint           NOT NULL,
+    floor   bigint           NOT NULL
 );
+ALTER TABLE bulk_book_versions ADD COLUMN IF NOT EXISTS floor bigint NOT NULL DEFAULT 0;
 
 -- The prices a row held before each change: the row's columns as they were up
 -- to `version` (the version whose build changed them). The value a killmail

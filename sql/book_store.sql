@@ -44,9 +44,23 @@ cents AS (
            s.usable
     FROM shaped AS s
 ),
+-- A book with no rows yet starts a new lineage: above every version its stamps
+-- hold (the tool's tables may have been dropped and made again), with its
+-- floor there, so no stamp of the lost rows is taken for current.
+lineage AS (
+    SELECT NOT EXISTS (SELECT 1 FROM bulk_price_book AS p WHERE p.book = {book})
+           OR NOT EXISTS (SELECT 1 FROM bulk_book_versions AS v WHERE v.book = {book})
+           AS fresh
+),
 next_version AS (
-    SELECT coalesce((SELECT v.version FROM bulk_book_versions AS v WHERE v.book = {book}), 0)
-           + 1 AS version
+    SELECT CASE
+               WHEN (SELECT l.fresh FROM lineage AS l)
+                   THEN greatest(
+                       (SELECT v.version FROM bulk_book_versions AS v WHERE v.book = {book}),
+                       (SELECT max(s.version) FROM bulk_valuations AS s WHERE s.book = {book}),
+                       0)
+               ELSE (SELECT v.version FROM bulk_book_versions AS v WHERE v.book = {book})
+           END + 1 AS version
 ),
 stored AS (
     INSERT INTO bulk_price_book AS p
@@ -99,10 +113,12 @@ logged AS (
     RETURNING 1
 ),
 bumped AS (
-    INSERT INTO bulk_book_versions AS v (book, version)
-    SELECT {book}, nv.version
+    INSERT INTO bulk_book_versions AS v (book, version, floor)
+    SELECT {book}, nv.version, nv.version
     FROM next_version AS nv
-    WHERE EXISTS (SELECT 1 FROM logged)
-    ON CONFLICT (book) DO UPDATE SET version = excluded.version
+    WHERE EXISTS (SELECT 1 FROM logged) OR (SELECT l.fresh FROM lineage AS l)
+    ON CONFLICT (book) DO UPDATE
+    SET version = excluded.version,
+        floor = CASE WHEN (SELECT l.fresh FROM lineage AS l) THEN excluded.floor ELSE v.floor END
 )
 SELECT count(*) FROM stored

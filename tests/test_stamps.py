@@ -362,3 +362,75 @@ def test_a_worker_killed_mid_batch_leaves_no_value_without_its_stamp(fresh_db):
     _run(url, "--mode", "null")
     _consistent(url)
     assert mismatches(url) == []
+
+
+def test_stale_takes_the_selection_filters(demo_db, tmp_path):
+    _run(demo_db, "--mode", "null")
+    chosen = _types_for_share(demo_db, 0.20)
+    prices = _sell_prices(demo_db)
+    _import_prices(demo_db, tmp_path, {t: prices[t] * 1.5 for t in chosen})
+    (since,) = _rows(
+        demo_db, "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY killmail_time) FROM killmails"
+    )[0]
+    late = {
+        r[0]
+        for r in _rows(
+            demo_db, "SELECT killmail_id FROM killmails WHERE killmail_time >= %s", [since]
+        )
+    }
+    before = _now(demo_db)
+    _run(demo_db, "--mode", "stale", "--since", since.isoformat())
+    assert _rewritten_since(demo_db, before) == _holders(demo_db, chosen) & late
+
+
+def test_a_killmail_whose_value_was_removed_is_stale(demo_db):
+    _run(demo_db, "--mode", "null")
+    kid = _rows(demo_db, "SELECT min(killmail_id) FROM victims")[0][0]
+    with psycopg.connect(demo_db) as conn:
+        # Deleted and loaded again by the killboard: its stamp stays, its value is gone.
+        conn.execute("UPDATE killmails SET total_value = NULL WHERE killmail_id = %s", [kid])
+    status = json.loads(cli("status", "--no-queue", "--json", url=demo_db).stdout)
+    no_victim = status["database"]["no_victim"]
+    assert status["valuations"]["stale"]["never_valued"] == no_victim + 1
+    before = _now(demo_db)
+    _run(demo_db, "--mode", "stale")
+    assert _rewritten_since(demo_db, before) == {kid}
+    assert mismatches(demo_db) == []
+
+
+def test_a_book_made_again_leaves_no_stamp_taken_for_current(demo_db):
+    """The tool's tables dropped and made again: versions would start over below the
+    stamps, which would then look current under prices that are gone."""
+    _run(demo_db, "--mode", "null")
+    with psycopg.connect(demo_db) as conn:
+        conn.execute("DROP TABLE bulk_price_book, bulk_book_versions, bulk_price_book_changes")
+        conn.execute("UPDATE market_prices SET sell = sell * 3")
+    assert cli("init-db", url=demo_db).returncode == 0
+    status = json.loads(cli("status", "--no-queue", "--json", url=demo_db).stdout)
+    valued = status["database"]["valued"]
+    out = _run(demo_db, "--mode", "stale")
+    assert summary_count(out.stdout, "updated") == valued
+    assert mismatches(demo_db) == []
+    status = json.loads(cli("status", "--no-queue", "--json", url=demo_db).stdout)
+    assert status["valuations"]["stale"]["book_rebuilt"] == 0
+
+
+@pytest.mark.parametrize("text", ["1", "1%%", "abc", "-1%", "1e9%", "1_0%", "\u0663%", ""])
+def test_min_change_refuses_what_is_not_a_plain_percentage(demo_db, text):
+    out = cli("run", "--mode", "stale", "--min-change", text, url=demo_db)
+    assert out.returncode != 0
+    assert out.stderr.startswith("bulk-backfill: error: --min-change")
+    assert "Traceback" not in out.stderr
+
+
+def test_verify_says_which_stamps_it_cannot_read(demo_db):
+    _run(demo_db, "--mode", "null")
+    with psycopg.connect(demo_db) as conn:
+        conn.execute(
+            "UPDATE bulk_valuations SET book = 'seed:volume'"
+            " WHERE killmail_id = (SELECT min(killmail_id) FROM bulk_valuations)"
+        )
+    out = cli("verify", "--all", "--json", url=demo_db)
+    report = json.loads(out.stdout)
+    assert out.returncode == 0 and report["mismatches"] == 0
+    assert report["unstamped"] == 1 and "seed:volume" in report["notes"][0]

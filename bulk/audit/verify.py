@@ -68,6 +68,14 @@ def _other_rules_matching(conn, shown, rules: str, price_column: str) -> str | N
     return None
 
 
+def _known_book(key: str) -> bool:
+    try:
+        rule_sets.book_rules(key)
+    except (ValueError, UserError):
+        return False
+    return True
+
+
 def require_history_tables(conn: psycopg.Connection) -> None:
     """A UserError where the kill-date price tables are missing (they are never created here)."""
     missing = [r[0] for r in conn.execute(sqlfiles.load("missing_history_tables"))]
@@ -118,10 +126,15 @@ def verify(
         checked = len(chosen)
     groups: dict[str, list[int]] = {}
     unstamped = 0
+    unknown: dict[str, int] = {}
     picked = None if chosen is None else set(chosen)
     for killmail_id, book in written:
         if picked is not None and killmail_id not in picked:
             continue
+        if book is not None and not _known_book(book):
+            # A stamp no version of the tool writes: audited as unstamped, and said.
+            unknown[book] = unknown.get(book, 0) + 1
+            book = None
         unstamped += book is None
         groups.setdefault(book or default_book, []).append(killmail_id)
     if any(rule_sets.reads_history(rule_sets.book_rules(b)[0]) for b in groups):
@@ -161,6 +174,11 @@ def verify(
         report.notes.append(
             f"the mismatching values shown match the {hint} rules: a job under --rules {hint}"
             f" wrote them? bulk-backfill verify --rules {hint} audits them"
+        )
+    for book, n in sorted(unknown.items()):
+        report.notes.append(
+            f"{n:,} stamps name an unknown book {book!r}: those killmails were audited"
+            f" under {default_book}, as if unstamped"
         )
     if chosen is not None:
         report.sample_size, report.seed, report.sample_digest = sample, seed, digest(chosen)

@@ -303,6 +303,8 @@ def queue_cmd(
         click.echo(
             "start the workers (on this machine or on several):\n"
             f"  bulk-backfill work --procs 2{render.queue_flag(queue)}"
+            # The stale killmails were found under this column: the workers' must match.
+            + (f" --price-column {price_column}" if price_column != "sell" else "")
         )
 
 

@@ -54,6 +54,7 @@ _REASON_LABELS = {
     "never_valued": "never valued",
     "no_stamp": "valued, no stamp",
     "other_rules": "other rules",
+    "book_rebuilt": "book rebuilt",
     "now_priced": "now priced",
     "prices_changed": "prices changed",
 }

@@ -14,16 +14,16 @@ MODE_PREDICATES: dict[str, str] = {
     "null": "k.total_value IS NULL",
     "zero": "k.total_value = 0",
     "all": "TRUE",
-    # Not already stamped with the job's book ({book}, a literal from
-    # bulk.engine.rules) at its current version. Which killmails a stale job
+    # No value, or not already stamped with the job's book ({book}, a literal
+    # from bulk.engine.rules) at its current version. Which killmails a stale job
     # selects is bulk.engine.stale's to find; in a batch this is the guard: a
     # killmail another process revalued since with today's book is skipped, and
     # a stale job run twice writes nothing the second time.
     "stale": (
-        "NOT EXISTS (SELECT 1 FROM bulk_valuations AS vs"
+        "(k.total_value IS NULL OR NOT EXISTS (SELECT 1 FROM bulk_valuations AS vs"
         " WHERE vs.killmail_id = k.killmail_id AND vs.book = {book}"
         " AND vs.version >= coalesce((SELECT bv.version FROM bulk_book_versions AS bv"
-        " WHERE bv.book = {book}), 0))"
+        " WHERE bv.book = {book}), 0)))"
     ),
 }
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -91,23 +92,24 @@ def count(conn: psycopg.Connection, selection: Selection) -> int:
 
 
 class ListScan:
-    """Batches of a list of IDs found up front (a found mode), with Scan's interface:
-    nothing to reconnect, since the list is in memory."""
+    """Batches of a list of IDs found up front (a found mode), ascending, with Scan's
+    interface: nothing to reconnect, since the list is in memory."""
 
-    def __init__(self, ids: list[int], batch_size: int, after_id: int | None = None):
+    def __init__(self, ids: Sequence[int], batch_size: int, after_id: int | None = None):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self._ids = [i for i in ids if after_id is None or i > after_id]
+        self._ids = ids
+        self._start = 0 if after_id is None else bisect.bisect_right(ids, after_id)
         self._batch_size = batch_size
         self.after = after_id
         self.reconnects = 0
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._ids) - self._start
 
     def __iter__(self) -> Iterator[list[int]]:
-        for start in range(0, len(self._ids), self._batch_size):
-            ids = self._ids[start : start + self._batch_size]
+        for start in range(self._start, len(self._ids), self._batch_size):
+            ids = list(self._ids[start : start + self._batch_size])
             self.after = ids[-1]
             yield ids
 

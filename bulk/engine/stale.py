@@ -4,8 +4,12 @@ another book, or older than a change of their prices (sql/stale_ids.sql)."""
 from __future__ import annotations
 
 import dataclasses
+import re
+from array import array
 from collections import Counter
-from decimal import Decimal, InvalidOperation
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
 
 import psycopg
 
@@ -17,39 +21,44 @@ REASONS: tuple[str, ...] = (
     "never_valued",
     "no_stamp",
     "other_rules",
+    "book_rebuilt",
     "now_priced",
     "prices_changed",
 )
+
+_PERCENT = re.compile(r"([0-9]{1,6}(\.[0-9]{1,6})?)%?")
 
 
 def parse_min_change(text: str) -> Decimal:
     """`--min-change`: a percentage ("1%", "0.5%") as a fraction; "0" or "0%" is any cent."""
     value = text.strip()
-    relative = value.endswith("%")
-    try:
-        number = Decimal(value[:-1] if relative else value)
-    except InvalidOperation:
-        number = None
-    if number is None or not number.is_finite() or number < 0 or (number and not relative):
+    match = _PERCENT.fullmatch(value)
+    number = Decimal(match.group(1)) if match else None
+    if number is None or (number and not value.endswith("%")):
         raise UserError(f"--min-change {text!r}: give a percentage such as 1% (0 means any cent)")
     return number / 100
 
 
-def _rows(conn, rule_set, column, selection, min_change) -> list[tuple[int, str]]:
-    """(killmail_id, reason) of every stale killmail of the selection, by ID."""
-    # The search's cost estimates pass jit_above_cost, and compiling took 0.6 s,
-    # more than the search.
-    # Nested loops off: the stamps' statistics lag their versions (every job
-    # rewrites them), and a plan that expected one stamp of a version probed
-    # the lines of 256,000 killmails one by one. The probes the search wants
-    # are LATERAL subqueries, which stay nested loops.
+@contextmanager
+def _searching(conn: psycopg.Connection) -> Iterator[None]:
+    """The search's own settings, in a transaction of its own.
+
+    jit off: its cost estimates pass jit_above_cost, and compiling took 0.6 s,
+    more than the search. Nested loops off: the stamps' statistics lag their
+    versions (every job rewrites them), and a plan that expected one stamp of a
+    version probed the lines of 256,000 killmails one by one; the probes the
+    search wants are LATERAL subqueries, which stay nested loops. No statement
+    timeout: one meant for batches must not refuse the job (builds do the same).
+    """
     with conn.transaction():
         conn.execute("SET LOCAL jit = off")
         conn.execute("SET LOCAL enable_nestloop = off")
-        return _search(conn, rule_set, column, selection, min_change)
+        conn.execute("SET LOCAL statement_timeout = 0")
+        yield
 
 
-def _search(conn, rule_set, column, selection, min_change) -> list[tuple[int, str]]:
+def _statement(conn, rule_set, column, selection, min_change) -> tuple[str, dict]:
+    """sql/stale_ids.sql and its parameters, after sql/stale_moved.sql found what moved."""
     fill = rules.book_placeholders(rule_set, column)
     moved = conn.execute(
         sqlfiles.load("stale_moved").format(book=fill["book"]),
@@ -65,20 +74,21 @@ def _search(conn, rule_set, column, selection, min_change) -> list[tuple[int, st
     )
     since, dates, types, now_priced = (list(c) for c in zip(*moved)) if moved else ([],) * 4
     by_type, by_killmail = _routes(conn, fill["book"], moved)
+    # Prefixed: the job's filters bind names of their own (--since is "since").
     params = {
         **params,
-        "since": since,
-        "dates": dates,
-        "types": types,
-        "now_priced": now_priced,
-        "moved_types": sorted(set(types)),
-        "sinces": sorted(set(since)),
-        "by_type_versions": sorted(by_type),
-        "by_type_types": sorted({t for v in by_type for t in by_type[v]}),
-        "by_killmail_versions": sorted(by_killmail),
-        "by_killmail_types": sorted({t for v in by_killmail for t in by_killmail[v]}),
+        "stale_since": since,
+        "stale_dates": dates,
+        "stale_types": types,
+        "stale_now_priced": now_priced,
+        "stale_moved_types": sorted(set(types)),
+        "stale_sinces": sorted(set(since)),
+        "stale_by_type_versions": sorted(by_type),
+        "stale_by_type_types": sorted({t for v in by_type for t in by_type[v]}),
+        "stale_by_killmail_versions": sorted(by_killmail),
+        "stale_by_killmail_types": sorted({t for v in by_killmail for t in by_killmail[v]}),
     }
-    return conn.execute(text, params, prepare=False).fetchall()
+    return text, params
 
 
 def _routes(conn, book_literal: str, moved) -> tuple[dict, dict]:
@@ -109,11 +119,23 @@ def find(
     column: str,
     selection: scan.Selection,
     min_change: Decimal = Decimal(0),
-) -> list[int]:
+) -> array:
     """The IDs, ascending, of the selection's killmails that are stale under the book
-    of (`rule_set`, `column`). The book's changed rows must be built first."""
-    ids = [killmail_id for killmail_id, _ in _rows(conn, rule_set, column, selection, min_change)]
-    return ids if selection.limit is None else ids[: selection.limit]
+    of (`rule_set`, `column`), 8 bytes each. The book's changed rows must be built first."""
+    ids = array("q")
+    with _searching(conn):
+        text, params = _statement(conn, rule_set, column, selection, min_change)
+        # A cursor on the server: millions of IDs arrive in pages, never as
+        # millions of Python tuples at once.
+        with conn.cursor(name="bulk_stale_ids") as cur:
+            cur.itersize = 50_000
+            cur.execute(text, params)
+            while rows := cur.fetchmany(cur.itersize):
+                ids.extend(row[0] for row in rows)
+                if selection.limit is not None and len(ids) >= selection.limit:
+                    del ids[selection.limit :]
+                    break
+    return ids
 
 
 def count(
@@ -123,13 +145,19 @@ def count(
     min_change: Decimal = Decimal(0),
 ) -> Counter:
     """How many killmails are stale under the book, by reason (REASONS)."""
-    rows = _rows(conn, rule_set, column, scan.Selection(mode="all"), min_change)
-    return Counter(reason for _, reason in rows)
+    with _searching(conn):
+        text, params = _statement(conn, rule_set, column, scan.Selection(mode="all"), min_change)
+        rows = conn.execute(
+            f"SELECT s.reason, count(*) FROM ({text}) AS s (killmail_id, reason) GROUP BY 1",
+            params,
+            prepare=False,
+        ).fetchall()
+    return Counter(dict(rows))
 
 
 def build_and_find(
     conn: psycopg.Connection, rule_set: str, column: str, selection: scan.Selection
-) -> tuple[list[int], int, str | None]:
+) -> tuple[array, int, str | None]:
     """A stale job's start: the book rebuilt where its sources changed (so that every
     change is in the book's changes), then the stale killmails found, then the
     prices they need built. (their IDs, book rows written, book.build_before_batches's
@@ -138,7 +166,7 @@ def build_and_find(
     ids = find(conn, rule_set, column, selection, selection.min_change)
     if ids and not rules.job_wants_every_type(rule_set) and note is None:
         more, note = book.build_before_batches(
-            conn, rule_set, column, "k.killmail_id = ANY(%(found)s::int[])", {"found": ids}
+            conn, rule_set, column, "k.killmail_id = ANY(%(found)s::int8[])", {"found": list(ids)}
         )
         built += more
     return ids, built, note
