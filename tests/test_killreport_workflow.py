@@ -76,7 +76,13 @@ def _fingerprints(url: str) -> dict[str, str]:
         ).fetchall()
         tables: dict[str, list[str]] = {}
         for table, column in columns:
-            if table == "bulk_price_book":  # the tool's own: every job writes its prices
+            # The tool's own tables: every job writes its prices, versions and stamps.
+            if table in (
+                "bulk_price_book",
+                "bulk_book_versions",
+                "bulk_price_book_changes",
+                "bulk_valuations",
+            ):
                 continue
             if column not in _WRITTEN.get(table, ()):
                 tables.setdefault(table, []).append(f'"{column}"')
