@@ -277,6 +277,33 @@ def test_stale_through_the_queue(demo_db, queue_name, tmp_path):
     assert mismatches(demo_db) == []
 
 
+def test_a_stale_batch_keeps_the_price_column_it_was_found_under(demo_db, queue_name):
+    _run(demo_db, "--mode", "null")  # stamped seed:sell: every one is stale under buy
+    out = cli(
+        "queue", "--mode", "stale", "--price-column", "buy", "--queue", queue_name, url=demo_db
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"work --procs 2 --queue {queue_name} --price-column buy" in out.stdout
+    # A worker of another column refuses every batch, with the reason.
+    work = cli("work", "--until-empty", "--queue", queue_name, url=demo_db, process=True)
+    assert "queued as stale under --price-column buy" in work.stderr + work.stdout
+    assert {s[0] for s in _stamps(demo_db).values()} == {"seed:sell"}
+    assert cli("dead", "requeue", "--queue", queue_name, url=demo_db).returncode == 0
+    work = cli(
+        "work",
+        "--until-empty",
+        "--price-column",
+        "buy",
+        "--queue",
+        queue_name,
+        url=demo_db,
+        process=True,
+    )
+    assert work.returncode == 0, work.stderr
+    assert {s[0] for s in _stamps(demo_db).values()} == {"seed:buy"}
+    assert mismatches(demo_db, price_column="buy") == []
+
+
 @needs_realdata
 def test_values_made_before_the_prices_are_fixed_by_a_stale_job(schema_db, schema_kind, tmp_path):
     """The issue's scenario: value the real killmails before any price is loaded, load

@@ -305,7 +305,15 @@ class Worker:
                 _REDELIVERED, ids, message.mode, message.attempts, headers, [tag], message.rules
             )
             return
-        self._do(ids, message.mode, message.attempts, headers, [tag], message.rules)
+        self._do(
+            ids,
+            message.mode,
+            message.attempts,
+            headers,
+            [tag],
+            message.rules,
+            found_under=message.price_column,
+        )
 
     def _set_prefetch(self, count: int) -> None:
         if count != self.prefetch:
@@ -337,18 +345,31 @@ class Worker:
         headers: dict,
         tags: list[int],
         rules: str = DEFAULT_RULES,
+        *,
+        found_under: str | None = None,
     ) -> None:
         """Value one batch and ack its messages, or hand it on (retry, split, dead letter).
 
         The rule set travels on with the batch: a retry, a half or a dead letter
-        is valued under the rules it was queued with.
+        is valued under the rules it was queued with. `found_under` is the price
+        column a stale batch was selected under; a worker of another column
+        dead-letters it rather than stamp it under its own, which the next
+        `queue --mode stale` would find stale again.
         """
         unusable = self._rules_unusable(rules)
+        reason = None
         if unusable is not None:
+            reason = f"rule set {rules} cannot run on this database: {unusable}"
+        elif found_under is not None and found_under != self.s.valuation.price_column:
+            reason = (
+                f"the batch was queued as stale under --price-column {found_under} and this"
+                f" worker values with {self.s.valuation.price_column}: run work"
+                f" --price-column {found_under}, then bulk-backfill dead requeue"
+            )
+        if reason is not None:
             # Stopping would stop every worker that takes this message, on every host,
             # and the message would go back to the head of the queue for the next one.
             body = messages.encode_batch(sorted(set(ids)), mode, self._source(), rules=rules)
-            reason = f"rule set {rules} cannot run on this database: {unusable}"
             self._dead_letter(body, {}, reason=reason, attempts=attempts, tags=tags)
             count = len(set(ids))
             self.report(("written", count, 0, count, 0, count))

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from bulk.engine.modes import MODE_PREDICATES
+from bulk.engine.modes import MODE_PREDICATES, PRICE_COLUMNS
 from bulk.engine.rules import DEFAULT_RULES, RULES
 from bulk.jsontext import shallow_recursion
 
@@ -35,6 +35,9 @@ class Batch:
     queued_at: str | None = None
     source: str | None = None
     rules: str = DEFAULT_RULES
+    # A stale batch of seed's rules: the price column its killmails were found
+    # stale under; a worker with another --price-column refuses it.
+    price_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,15 @@ def encode_batch(
     attempts: int = 0,
     queued_at: str | None = None,
     rules: str = DEFAULT_RULES,
+    price_column: str | None = None,
 ) -> bytes:
-    """A v1 batch body; `rules` travels in every message, beside the mode."""
+    """A v1 batch body; `rules` travels in every message, beside the mode, and the
+    price column in a stale batch of seed's."""
     if rules not in RULES:  # a programming error: the CLI only offers RULES
         raise ValueError(f"unknown rules {rules!r}")
     body: dict = {"v": 1, "ids": list(ids), "mode": mode, "rules": rules}
+    if price_column is not None:
+        body["price_column"] = price_column
     body["queued_at"] = queued_at or now_iso()
     body["source"] = source
     if attempts:
@@ -128,7 +135,18 @@ def _decode(body: bytes) -> Batch | Single:
         queued_at=data.get("queued_at") if isinstance(data.get("queued_at"), str) else None,
         source=data.get("source") if isinstance(data.get("source"), str) else None,
         rules=_rules(data),
+        price_column=_price_column(data),
     )
+
+
+def _price_column(data: dict) -> str | None:
+    column = data.get("price_column")
+    if column is not None and (not isinstance(column, str) or column not in PRICE_COLUMNS):
+        raise InvalidMessage(
+            f"unknown price_column {_cut(repr(column))}"
+            f" (expected one of {', '.join(PRICE_COLUMNS)})"
+        )
+    return column
 
 
 def _cut(text: str, limit: int = 60) -> str:

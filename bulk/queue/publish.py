@@ -162,6 +162,8 @@ def queue_killmails(
     # The scan's own connection, named so it can be told apart, reopened when lost.
     # It goes on after the last batch it handed out, which was published (or
     # counted as unconfirmed) before the next page is read.
+    # A stale batch of seed's carries the column it was found stale under.
+    found_under = price_column if found is not None and rule_sets.uses_price_column(rules) else None
     if found is not None:
         batches = scan.ListScan(found, batch_size, selection.after_id)
     else:
@@ -176,7 +178,9 @@ def queue_killmails(
     try:
         for ids in batches:
             if link is not None:
-                body = messages.encode_batch(ids, selection.mode, source, rules=rules)
+                body = messages.encode_batch(
+                    ids, selection.mode, source, rules=rules, price_column=found_under
+                )
                 try:
                     link.publish(body, sleep)
                 except broker.PublishFailed:
