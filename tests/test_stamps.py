@@ -62,20 +62,24 @@ def _holders(url: str, type_ids: list[int]) -> set[int]:
 def _types_for_share(url: str, share: float) -> list[int]:
     """Types priced above 100 ISK (a small move still moves their cents), rarest
     first, until about `share` of the killmails hold one."""
-    rows = _rows(
+    pairs = _rows(
         url,
-        "SELECT u.type_id, count(DISTINCT u.killmail_id) FROM ("
+        "SELECT u.type_id, u.killmail_id FROM ("
         "  SELECT killmail_id, item_type_id AS type_id FROM killmail_items"
-        "  UNION ALL SELECT killmail_id, ship_type_id FROM victims) AS u"
+        "  UNION SELECT killmail_id, ship_type_id FROM victims) AS u"
         " JOIN market_prices AS m ON m.type_id = u.type_id AND m.sell > 100"
-        " WHERE u.type_id <> 670"
-        " GROUP BY u.type_id ORDER BY 2, 1",
+        " WHERE u.type_id <> 670",
     )
     (total,) = _rows(url, "SELECT count(*) FROM killmails")[0]
+    holders: dict[int, set[int]] = {}
+    for type_id, killmail_id in pairs:
+        holders.setdefault(type_id, set()).add(killmail_id)
     chosen: list[int] = []
-    for type_id, _ in rows:
+    reached: set[int] = set()
+    for type_id in sorted(holders, key=lambda t: (len(holders[t]), t)):
         chosen.append(type_id)
-        if len(_holders(url, chosen)) >= share * total:
+        reached |= holders[type_id]
+        if len(reached) >= share * total:
             break
     return chosen
 
