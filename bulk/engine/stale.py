@@ -118,13 +118,13 @@ def find(
     rule_set: str,
     column: str,
     selection: scan.Selection,
-    min_change: Decimal = Decimal(0),
 ) -> array:
     """The IDs, ascending, of the selection's killmails that are stale under the book
-    of (`rule_set`, `column`), 8 bytes each. The book's changed rows must be built first."""
+    of (`rule_set`, `column`) by the selection's min_change, 8 bytes each. The book's
+    changed rows must be built first."""
     ids = array("q")
     with _searching(conn):
-        text, params = _statement(conn, rule_set, column, selection, min_change)
+        text, params = _statement(conn, rule_set, column, selection, selection.min_change)
         # A cursor on the server: millions of IDs arrive in pages, never as
         # millions of Python tuples at once.
         with conn.cursor(name="bulk_stale_ids") as cur:
@@ -163,7 +163,7 @@ def build_and_find(
     prices they need built. (their IDs, book rows written, book.build_before_batches's
     note or None)."""
     built, note = book.build_before_batches(conn, rule_set, column, "FALSE", {})
-    ids = find(conn, rule_set, column, selection, selection.min_change)
+    ids = find(conn, rule_set, column, selection)
     if ids and not rules.job_wants_every_type(rule_set) and note is None:
         more, note = book.build_before_batches(
             conn, rule_set, column, "k.killmail_id = ANY(%(found)s::int8[])", {"found": list(ids)}
