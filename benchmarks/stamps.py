@@ -34,33 +34,16 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from benchmarks.command import run_command
-from benchmarks.suite import reusable
+from benchmarks.suite import database_for
 from bulk import db
 from bulk.audit import reference
-from bulk.demo.load import load_demo_data
-from bulk.engine import book, scan, stale
+from bulk.engine import scan, stale
 
 SERVER = "postgresql://postgres@127.0.0.1:5432"
 NEW = str(Path(sys.prefix) / "bin" / "bulk-backfill")
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def database_for(server: str, killmails: int, say) -> str:
-    """bulk_backfill_stamps_<N>: built once (init-db, demo-data without history), reused."""
-    name = f"bulk_backfill_stamps_{killmails}"
-    url = make_conninfo(server, dbname=name)
-    if reusable(server, name, killmails, lambda conn: not book.missing_table(conn)):
-        return url
-    say(f"building {name} ({killmails:,} killmails)")
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    with psycopg.connect(url) as conn:
-        db.init_db(conn)
-        load_demo_data(conn, killmails, 1, progress=False, history=False)
-    return url
 
 
 def _q(url: str, query, params=None) -> list[tuple]:
@@ -170,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", default=SERVER)
     parser.add_argument("--out", type=Path, default=RESULTS / "stamps.json")
     args = parser.parse_args(argv)
-    url = database_for(args.server, args.killmails, print)
+    url = database_for(
+        args.server, args.killmails, print, prefix="bulk_backfill_stamps", history=False
+    )
     tmp = Path("/tmp") / f"bench_stamps_{args.killmails}.csv"
     results: dict = {"killmails": args.killmails, "rounds": args.rounds, "runs": []}
 

@@ -88,19 +88,30 @@ def reusable(
     return False
 
 
-def database_for(server_url: str, killmails: int, say) -> str:
-    """A generated database of this size (seed 1), built once and reused after."""
-    name = f"bulk_backfill_bench_{killmails}"
+def database_for(
+    server_url: str,
+    killmails: int,
+    say,
+    *,
+    prefix: str = "bulk_backfill_bench",
+    history: bool | None = None,
+) -> str:
+    """A generated database of this size (seed 1), built once as <prefix>_<N> and reused
+    after; `history` as demo-data's (None: where init-db made the tables)."""
+    name = f"{prefix}_{killmails}"
     url = make_conninfo(server_url, dbname=name)
     if reusable(server_url, name, killmails, lambda conn: True):
         say(f"reusing database {name} ({killmails:,} killmails)")
+        # init-db adds what a newer version's tool tables lack (it never touches rows).
+        with psycopg.connect(url) as conn:
+            db.init_db(conn)
         return url
     say(f"building database {name}: demo-data --killmails {killmails} --seed {SEED}")
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     with psycopg.connect(url) as conn:
         db.init_db(conn)
-        load_demo_data(conn, killmails, SEED, progress=False)
+        load_demo_data(conn, killmails, SEED, progress=False, history=history)
     return url
 
 
