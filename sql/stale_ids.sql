@@ -39,9 +39,16 @@ moved AS (
 held AS (
     SELECT s.killmail_id, s.version, s.unpriced, i.item_type_id AS type_id
     FROM killmail_items AS i
-    JOIN bulk_valuations AS s ON s.killmail_id = i.killmail_id
+    CROSS JOIN LATERAL (
+        -- A probe of the stamps' key per line: a hash of every stamp cost
+        -- more than the lines of the few types this route is chosen for.
+        SELECT s.killmail_id, s.version, s.unpriced
+        FROM bulk_valuations AS s
+        WHERE s.killmail_id = i.killmail_id
+          AND s.book = {book} AND s.version = ANY(%(stale_by_type_versions)s::int8[])
+        OFFSET 0
+    ) AS s
     WHERE i.item_type_id = ANY(%(stale_by_type_types)s::int4[])
-      AND s.book = {book} AND s.version = ANY(%(stale_by_type_versions)s::int8[])
     UNION ALL
     SELECT s.killmail_id, s.version, s.unpriced, i.item_type_id
     FROM bulk_valuations AS s
@@ -57,9 +64,14 @@ held AS (
     UNION ALL
     SELECT s.killmail_id, s.version, s.unpriced, v.ship_type_id
     FROM victims AS v
-    JOIN bulk_valuations AS s ON s.killmail_id = v.killmail_id
+    CROSS JOIN LATERAL (
+        SELECT s.killmail_id, s.version, s.unpriced
+        FROM bulk_valuations AS s
+        WHERE s.killmail_id = v.killmail_id
+          AND s.book = {book} AND s.version = ANY(%(stale_by_type_versions)s::int8[])
+        OFFSET 0
+    ) AS s
     WHERE v.ship_type_id = ANY(%(stale_by_type_types)s::int4[])
-      AND s.book = {book} AND s.version = ANY(%(stale_by_type_versions)s::int8[])
     UNION ALL
     SELECT s.killmail_id, s.version, s.unpriced, v.ship_type_id
     FROM bulk_valuations AS s
