@@ -152,10 +152,14 @@ class _Pool:
             progress=bar,
             on_message=self._record,
             on_exit=self._exited,
-            say=lambda text: print(text, file=bar.stream, flush=True),
+            say=lambda text: print(text, file=self.progress.stream, flush=True),
             noun="child process",
             lost_work=" and feeding its batch again",
         )
+
+    def show(self, bar: Progress) -> None:
+        """Display on `bar` from now on (the children may start before the job's size is known)."""
+        self.progress = self.children.progress = bar
 
     @staticmethod
     def in_hand(child: Child) -> deque:
@@ -248,6 +252,70 @@ def _feed(pool: _Pool, batches: Iterator[list[int]], stopper: Stopper) -> None:
             pool.metrics.in_hand.set(sum(len(pool.in_hand(c)) for c in pool.children.children))
 
 
+def _prepare(
+    url,
+    selection,
+    summary,
+    started,
+    procs,
+    price_column,
+    touch_updated_at,
+    engine,
+    rules,
+    allow_empty_prices,
+    allow_incomplete,
+    db_patience,
+    bar,
+    metrics,
+) -> tuple:
+    """Check the database, build the book and start the children: (the stale IDs or
+    None, the pool). The children start before a stale job's search, so that their
+    start-up (an interpreter, numpy, a connection each) overlaps it. On a database
+    error summary.stopped_early says why (the pool may then be None)."""
+    pool = None
+    with db.connect(url, autocommit=True) as conn:
+        db.require_schema(conn)
+        summary.with_gaps = readiness.require_gaps(
+            conn, rules, price_column, allow_incomplete, allow_unpriced=allow_empty_prices
+        )
+        db.require_rule_prices(conn, rules, allow_empty_prices)
+        book.require_table(conn)
+        found = None
+        if not selection.found():
+            summary.selected = scan.count(conn, selection)
+        # Before the first batch: the children then find every price ready.
+        book_started = time.monotonic()
+        try:
+            if selection.found():
+                summary.book_rows, summary.book_note = stale.build_first(conn, rules, price_column)
+            else:
+                summary.book_rows, summary.book_note = book.build_before_batches(
+                    conn, rules, price_column, *selection.killmails_sql()
+                )
+            job = (
+                selection.mode,
+                Valuation(
+                    price_column,
+                    touch_updated_at,
+                    engine,
+                    # Where the parent built the book, the children need no recheck.
+                    None if summary.book_note else book.BUILT_BY_JOB,
+                    rules,
+                ),
+            )
+            pool = _Pool(url, job, db_patience, procs, summary, bar, metrics)
+            if selection.found():
+                found, more, summary.book_note = stale.find_and_build(
+                    conn, rules, price_column, selection, summary.book_note
+                )
+                summary.book_rows += more
+                summary.selected = len(found)
+        except psycopg.Error as exc:
+            summary.stopped_early = f"the database cannot take this job: {describe(exc)}"
+        summary.book_seconds = time.monotonic() - book_started
+    return found, pool
+
+
 def run_local(
     url: str,
     selection: scan.Selection,
@@ -278,43 +346,12 @@ def run_local(
         raise ValueError("batch size must be at least 1")
     modes.engine(engine)
     started = time.monotonic()
-    with db.connect(url, autocommit=True) as conn:
-        db.require_schema(conn)
-        gaps = readiness.require_gaps(
-            conn, rules, price_column, allow_incomplete, allow_unpriced=allow_empty_prices
-        )
-        db.require_rule_prices(conn, rules, allow_empty_prices)
-        book.require_table(conn)
-        found = None
-        summary = RunSummary(
-            selected=0 if selection.found() else scan.count(conn, selection), with_gaps=gaps
-        )
-        # Before the first batch: the children then find every price ready.
-        book_started = time.monotonic()
-        try:
-            if selection.found():
-                found, summary.book_rows, summary.book_note = stale.build_and_find(
-                    conn, rules, price_column, selection
-                )
-                summary.selected = len(found)
-            else:
-                summary.book_rows, summary.book_note = book.build_before_batches(
-                    conn, rules, price_column, *selection.killmails_sql()
-                )
-        except psycopg.Error as exc:
-            summary.stopped_early = f"the database cannot take this job: {describe(exc)}"
-            summary.elapsed = time.monotonic() - started
-            return summary
-        summary.book_seconds = time.monotonic() - book_started
     metrics = None
     if metrics_at is not None:
         from bulk.metrics import RunMetrics
 
         metrics = RunMetrics()
         metrics.serve(metrics_at[1], metrics_at[0])
-    if announce is not None:
-        announce(summary.selected)
-    bar = Progress(summary.selected, desc=f"run {selection.mode}", enabled=progress)
 
     def on_first_signal() -> None:
         print(
@@ -326,11 +363,37 @@ def run_local(
     def note(text: str) -> None:
         print(text, file=bar.stream, flush=True)
 
+    # Nothing is shown until the job's size is known; the children start before that.
+    bar = Progress(None, enabled=False)
+    summary = RunSummary(selected=0)
     pool = None
     killed = False
     batches = None
     try:
         with Stopper(on_first_signal) as stopper:
+            found, pool = _prepare(
+                url,
+                selection,
+                summary,
+                started,
+                procs,
+                price_column,
+                touch_updated_at,
+                engine,
+                rules,
+                allow_empty_prices,
+                allow_incomplete,
+                db_patience,
+                bar,
+                metrics,
+            )
+            if summary.stopped_early is not None:
+                summary.elapsed = time.monotonic() - started
+                return summary
+            if announce is not None:
+                announce(summary.selected)
+            bar = Progress(summary.selected, desc=f"run {selection.mode}", enabled=progress)
+            pool.show(bar)
             # The scan has a connection of its own, named so an operator (or a
             # test) can tell it from the children's, and reopened when it is lost.
             if found is not None:
@@ -346,18 +409,6 @@ def run_local(
                     should_stop=lambda: stopper.requested,
                     note=note,
                 )
-            job = (
-                selection.mode,
-                Valuation(
-                    price_column,
-                    touch_updated_at,
-                    engine,
-                    # Where the parent built the book, the children need no recheck.
-                    None if summary.book_note else book.BUILT_BY_JOB,
-                    rules,
-                ),
-            )
-            pool = _Pool(url, job, db_patience, procs, summary, bar, metrics)
             _feed(pool, iter(batches), stopper)
             summary.interrupted = stopper.requested
     except KeyboardInterrupt:

@@ -155,18 +155,35 @@ def count(
     return Counter(dict(rows))
 
 
+def build_first(conn: psycopg.Connection, rule_set: str, column: str) -> tuple[int, str | None]:
+    """A stale job's first step: the book rebuilt where its sources changed, so that
+    every change is in the book's changes before the search. (rows written,
+    book.build_before_batches's note or None)."""
+    return book.build_before_batches(conn, rule_set, column, "FALSE", {})
+
+
+def find_and_build(
+    conn: psycopg.Connection,
+    rule_set: str,
+    column: str,
+    selection: scan.Selection,
+    note: str | None,
+) -> tuple[array, int, str | None]:
+    """After build_first: the stale killmails found, then the prices they need built.
+    (their IDs, book rows written, the note of the builds so far or None)."""
+    ids = find(conn, rule_set, column, selection)
+    built = 0
+    if ids and not rules.job_wants_every_type(rule_set) and note is None:
+        built, note = book.build_before_batches(
+            conn, rule_set, column, "k.killmail_id = ANY(%(found)s::int8[])", {"found": list(ids)}
+        )
+    return ids, built, note
+
+
 def build_and_find(
     conn: psycopg.Connection, rule_set: str, column: str, selection: scan.Selection
 ) -> tuple[array, int, str | None]:
-    """A stale job's start: the book rebuilt where its sources changed (so that every
-    change is in the book's changes), then the stale killmails found, then the
-    prices they need built. (their IDs, book rows written, book.build_before_batches's
-    note or None)."""
-    built, note = book.build_before_batches(conn, rule_set, column, "FALSE", {})
-    ids = find(conn, rule_set, column, selection)
-    if ids and not rules.job_wants_every_type(rule_set) and note is None:
-        more, note = book.build_before_batches(
-            conn, rule_set, column, "k.killmail_id = ANY(%(found)s::int8[])", {"found": list(ids)}
-        )
-        built += more
-    return ids, built, note
+    """build_first, then find_and_build: (the stale IDs, book rows written, note or None)."""
+    built, note = build_first(conn, rule_set, column)
+    ids, more, note = find_and_build(conn, rule_set, column, selection, note)
+    return ids, built + more, note
