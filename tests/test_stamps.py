@@ -465,3 +465,26 @@ def test_verify_says_which_stamps_it_cannot_read(demo_db):
     report = json.loads(out.stdout)
     assert out.returncode == 0 and report["mismatches"] == 0
     assert report["unstamped"] == 1 and "seed:volume" in report["notes"][0]
+
+
+def test_the_prepared_write_and_a_server_connection_without_it(demo_db):
+    """The numpy write is prepared once per connection, its VALUES padded to a
+    multiple of 50 rows with ids that match nothing. Behind a pooler a later batch
+    may reach a server connection that lacks it (DEALLOCATE ALL stands in for
+    that): the batch is written anyway, unprepared. Every batch writes its own
+    killmails and stamps, and no other."""
+    ids = [r[0] for r in _rows(demo_db, "SELECT killmail_id FROM victims ORDER BY 1 LIMIT 150")]
+    parts = [ids[:37], ids[37:120], ids[120:]]  # 37 and 30 share the 50-row statement
+    with psycopg.connect(demo_db, autocommit=True) as conn:
+        written = [batch.process_batch(conn, parts[0], "null").updated]
+        conn.execute("DEALLOCATE ALL")
+        written.append(batch.process_batch(conn, parts[1], "null").updated)
+        conn.execute("DEALLOCATE ALL")
+        written.append(batch.process_batch(conn, parts[2], "null").updated)
+        prepared = conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0]
+    assert written == [len(p) for p in parts]
+    assert prepared == 0  # the last batch ran unprepared, as it had to
+    valued = {k for k, v in values(demo_db).items() if v[0] is not None}
+    assert valued == set(ids)
+    assert set(_stamps(demo_db)) == set(ids)
+    assert mismatches(demo_db, ids=ids) == []

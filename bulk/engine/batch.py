@@ -62,9 +62,10 @@ _INT4_OID, _INT8_OID, _BOOL_OID = 23, 20, 16
 _ROW_TYPES = (_INT4_OID, _INT8_OID, _INT8_OID, _INT8_OID, _BOOL_OID)
 
 
-def _binary_params(cents: pricing.KillmailCents, stamp: Stamp) -> list[bytes]:
+def _binary_params(cents: pricing.KillmailCents, stamp: Stamp, rows: int) -> list[bytes | None]:
     """The book's version (int8), then each killmail's id (int4), three cent sums
-    (int8) and whether a line was unpriced (bool), big-endian as libpq sends them.
+    (int8) and whether a line was unpriced (bool), big-endian as libpq sends them;
+    then rows with a NULL id (which match no killmail) up to `rows`.
 
     Building these with numpy and sending them through libpq directly skips
     psycopg's per-value adaptation, which costs more than the rest of the
@@ -76,7 +77,7 @@ def _binary_params(cents: pricing.KillmailCents, stamp: Stamp) -> list[bytes]:
     sums[:, 0], sums[:, 1], sums[:, 2] = cents.total, cents.destroyed, cents.dropped
     raw = sums.tobytes()
     flags = stamp.flags(cents.killmail_ids).astype(np.uint8).tobytes()
-    params: list[bytes] = [stamp.version.to_bytes(8, "big", signed=True)]
+    params: list[bytes | None] = [stamp.version.to_bytes(8, "big", signed=True)]
     for i in range(n):
         at = 24 * i
         params += (
@@ -86,7 +87,50 @@ def _binary_params(cents: pricing.KillmailCents, stamp: Stamp) -> list[bytes]:
             raw[at + 16 : at + 24],
             flags[i : i + 1],
         )
+    params += (None, _ZERO8, _ZERO8, _ZERO8, _FALSE) * (rows - n)
     return params
+
+
+_ZERO8, _FALSE = bytes(8), b"\x00"
+
+
+def write_rows(n: int) -> int:
+    """The VALUES rows of the write for `n` killmails: n rounded up to a multiple of 50
+    (of 500 above 500). The write is a prepared statement per connection (its
+    planning cost as much as the stamps' writes); rounding keeps them a handful
+    rather than one per number of killmails a batch happens to write."""
+    step = 50 if n <= 500 else 500
+    return -(-n // step) * step
+
+
+# The write statements prepared on each connection, by name. A reconnect is a new key.
+_PREPARED: weakref.WeakKeyDictionary[psycopg.Connection, set[bytes]] = weakref.WeakKeyDictionary()
+_NO_SUCH_STATEMENT, _STATEMENT_EXISTS = b"26000", b"42P05"
+
+
+def _sqlstate(result: pq.abc.PGresult) -> bytes | None:
+    return result.error_field(pq.DiagnosticField.SQLSTATE)
+
+
+def _exec_prepared(conn: psycopg.Connection, text: bytes, params, types, formats):
+    """Run `text` as a statement prepared on this connection (prepared at its first use).
+
+    Behind a pooler that hands each transaction another server connection, the
+    statement may be missing there: it then runs unprepared, as before.
+    """
+    name = sqlfiles.statement_name(text)
+    prepared = _PREPARED.setdefault(conn, set())
+    pg = conn.pgconn
+    if name not in prepared:
+        made = pg.prepare(name, text, types)
+        if made.status != pq.ExecStatus.COMMAND_OK and _sqlstate(made) != _STATEMENT_EXISTS:
+            return made
+        prepared.add(name)
+    result = pg.exec_prepared(name, params, formats, pq.Format.BINARY)
+    if result.status == pq.ExecStatus.FATAL_ERROR and _sqlstate(result) == _NO_SUCH_STATEMENT:
+        prepared.discard(name)
+        result = pg.exec_params(text, params, types, formats, pq.Format.BINARY)
+    return result
 
 
 # The type of killmails.updated_at per connection ("" for none), read once:
@@ -120,12 +164,13 @@ def _write(
         statement = sqlfiles.update_batch_sql(mode, n, updated_at, rules, column)
         cur.execute(statement, _update_params(cents, stamp), prepare=False)
         return int(cur.fetchone()[0])
-    result = conn.pgconn.exec_params(
-        sqlfiles.update_batch_raw(mode, n, updated_at, rules, column),
-        _binary_params(cents, stamp),
-        (_INT8_OID,) + _ROW_TYPES * n,
-        [pq.Format.BINARY] * (1 + 5 * n),
-        pq.Format.BINARY,
+    rows = write_rows(n)
+    result = _exec_prepared(
+        conn,
+        sqlfiles.update_batch_raw(mode, rows, updated_at, rules, column),
+        _binary_params(cents, stamp, rows),
+        (_INT8_OID,) + _ROW_TYPES * rows,
+        [pq.Format.BINARY] * (1 + 5 * rows),
     )
     if result.status != pq.ExecStatus.TUPLES_OK:
         if conn.pgconn.status == pq.ConnStatus.BAD:

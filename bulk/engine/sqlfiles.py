@@ -6,6 +6,7 @@ ever pasted into SQL text; every user value is a bound parameter.
 
 from __future__ import annotations
 
+import hashlib
 from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
@@ -132,6 +133,12 @@ def update_batch_raw(
         "(" + ", ".join(f"${5 * i + j}" for j in range(2, 7)) + ")" for i in range(n_rows)
     )
     return _update_batch(rows, "$1::int8", mode, updated_at, rules_name, column).encode()
+
+
+@lru_cache(maxsize=16)
+def statement_name(text: bytes) -> bytes:
+    """A prepared statement's name from its text: the same text, the same name."""
+    return b"bulk_" + hashlib.blake2b(text, digest_size=8).hexdigest().encode()
 
 
 def _update_batch(
