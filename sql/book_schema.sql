@@ -98,4 +98,17 @@ CREATE TABLE IF NOT EXISTS bulk_valuations (
     version     bigint           NOT NULL,
     valued_at   timestamptz      NOT NULL,
     unpriced    boolean          NOT NULL
-) WITH (fillfactor = 90);
+) WITH (fillfactor = 50);
+-- fillfactor 50: every job that revalues a killmail rewrites its stamp. With half
+-- of each page free, a rewrite is a HOT update beside the old row from the first
+-- job on; at 90 the first rewrites moved most rows to new pages, with a new
+-- index entry each, until the table had grown to about this size anyway.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_class
+                   WHERE oid = 'bulk_valuations'::regclass
+                     AND 'fillfactor=50' = ANY(reloptions)) THEN
+        ALTER TABLE bulk_valuations SET (fillfactor = 50);
+    END IF;
+END
+$$;
