@@ -3,8 +3,8 @@
 Each formulation builds the book rows the job needs (every (type, price date)
 pair of the killmails to value, or for seed every known type) into the tool's
 own table bulk_price_book with the engine's own statements (the job's pairs
-gathered by sqlfiles.book_job_pairs_sql, then the rule set's builder
-sqlfiles.book_build_sql(rules, "sell", "job"), sql/book_build_<rules>.sql), and
+gathered by statements.book_job_pairs_sql, then the rule set's builder
+statements.book_build_sql(rules, "sell", "job"), sql/book_build_<rules>.sql), and
 then values every killmail by one set-based UPDATE per keyset chunk of 500 IDs
 that joins the book by equality (benchmarks/sql/book_ceiling_value.sql). The
 build is inside the time. All of it is SQL; Python only sends the statements
@@ -46,7 +46,7 @@ from pathlib import Path
 import psycopg
 
 from benchmarks.ceiling import chunk_bounds
-from bulk.engine import book, rules, sqlfiles
+from bulk.engine import book, rules, statements
 from bulk.engine.scan import Selection
 
 _DIR = Path(__file__).parent / "sql"
@@ -84,13 +84,13 @@ def _build_part(
     processes that share dates must all have gathered before any build commits
     (`gathered`: a barrier), or a later one would skip those dates."""
     with conn.transaction():
-        conn.execute(sqlfiles.book_job_pairs_sql(rules_name, killmails), params, prepare=False)
+        conn.execute(statements.book_job_pairs_sql(rules_name, killmails), params, prepare=False)
         if types is not None:
             conn.execute(f"DELETE FROM pg_temp.bulk_book_job WHERE NOT ({types})")
         conn.execute("ANALYZE pg_temp.bulk_book_job")
         if gathered is not None:
             gathered()
-        conn.execute(sqlfiles.book_build_sql(rules_name, "sell", "job"), prepare=False)
+        conn.execute(statements.book_build_sql(rules_name, "sell", "job"), prepare=False)
     conn.execute("ANALYZE bulk_price_book")
 
 

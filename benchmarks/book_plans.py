@@ -7,7 +7,7 @@ On a generated database (the one benchmarks/book.py builds and reuses:
 bulk_backfill_bench_<N>_d<D>, or --database-url), for batches of 500 killmails
 from the middle of the table, prints the wall time of, per rule set: the
 batch's build on an empty book (sql/book_build_<rules>.sql for the batch's
-pairs, bulk.engine.sqlfiles.book_build_sql(rules, "sell", "batch")), the same
+pairs, bulk.engine.statements.book_build_sql(rules, "sell", "batch")), the same
 build again (every pair present: what a batch pays to find nothing missing),
 the build of the next batch (its pairs partly there), the load of the numpy
 engine (sql/load_book.sql) and the sql engine's statement (sql/value_book.sql,
@@ -26,7 +26,7 @@ import psycopg
 
 from benchmarks import server_url
 from benchmarks.book import database_for, empty_book
-from bulk.engine import sqlfiles
+from bulk.engine import statements
 from bulk.engine.rules import RULES
 
 
@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> None:
             f" {lines[2]:%Y-%m-%d %H:%M} to {lines[3]:%Y-%m-%d %H:%M}"
         )
         for rules in RULES:
-            build = sqlfiles.book_build_sql(rules, "sell", "batch")
-            load = sqlfiles.load_book_sql("all", rules, "sell")
-            value = sqlfiles.value_book_sql("all", rules, "sell", None, "int8")
+            build = statements.book_build_sql(rules, "sell", "batch")
+            load = statements.load_book_sql("all", rules, "sell")
+            value = statements.value_book_sql("all", rules, "sell", None, "int8")
 
             def empty(rules=rules):
                 empty_book(url, rules)

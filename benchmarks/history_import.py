@@ -36,7 +36,7 @@ from psycopg.conninfo import make_conninfo
 
 from benchmarks import server_url
 from bulk import db
-from bulk.demo.copy_binary import FLOAT8, INT4, INT8, Column, copy_columns
+from bulk.copy_binary import FLOAT8, INT4, INT8, Column, copy_columns
 
 HEADER = "average,date,highest,lowest,order_count,volume,http_last_modified,region_id,type_id"
 REGION = 10000002

@@ -24,7 +24,7 @@ from benchmarks import baseline, ceiling
 from benchmarks.command import run_command
 from bulk import db
 from bulk.demo.load import load_demo_data
-from bulk.engine import sqlfiles
+from bulk.engine import statements
 from bulk.engine.modes import ENGINES
 from bulk.queue import broker
 
@@ -152,7 +152,7 @@ def reference_table(url: str, rules: str = "seed") -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0]:
             return
-        statement = sqlfiles.reference_sql("sell", rules)
+        statement = statements.reference_sql("sell", rules)
         conn.execute(
             sql.SQL("CREATE TABLE {} AS {}").format(sql.Identifier(table), sql.SQL(statement)),
             {"ids": None},

@@ -1,4 +1,4 @@
-"""Settings from flags and the environment, and masking of secrets in URLs."""
+"""Settings from flags and the environment: the database URL, checked before use."""
 
 from __future__ import annotations
 
@@ -8,21 +8,6 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bulk import redact
 from bulk.errors import UserError
-
-mask_url = redact.mask_url
-
-
-def password_of(url: str) -> str | None:
-    """The password libpq reads from the URL or keyword string, if any."""
-    try:
-        return conninfo_to_dict(url).get("password")
-    except Exception:  # not readable by libpq: no password it would use
-        return None
-
-
-def scrub(message: str, url: str | None = None) -> str:
-    """A message with every password masked, in case a library echoed the URL or its password."""
-    return redact.scrub(message, url)
 
 
 def database_url(flag: str | None) -> str:
@@ -35,7 +20,7 @@ def database_url(flag: str | None) -> str:
         )
     redact.remember(url)
     if "://" in url and not url.startswith(("postgresql://", "postgres://")):
-        raise UserError(f"not a PostgreSQL URL: {mask_url(url)}")
+        raise UserError(f"not a PostgreSQL URL: {redact.mask_url(url)}")
     check_libpq_url(url)
     return url
 

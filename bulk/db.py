@@ -7,11 +7,10 @@ import os
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from bulk import redact
-from bulk.config import check_libpq_url, mask_url, scrub
-from bulk.engine import rules as rule_sets
-from bulk.engine import sqlfiles
+from bulk import redact, sqlfiles
+from bulk.config import check_libpq_url
 from bulk.errors import UserError, one_line
+from bulk.redact import mask_url, scrub
 
 REQUIRED_TABLES = (
     "killmails",
@@ -194,14 +193,15 @@ def require_schema(conn: psycopg.Connection) -> None:
         )
 
 
-def require_rule_prices(conn: psycopg.Connection, rules: str, allow_empty: bool) -> None:
-    """The prices a rule set reads are there: market_prices for seed, the history tables else."""
-    if rule_sets.reads_history(rules):
-        from bulk.audit.verify import require_history_tables
-
-        require_history_tables(conn)
-    elif not allow_empty:
-        require_prices(conn)
+def require_history_tables(conn: psycopg.Connection) -> None:
+    """A UserError where the kill-date price tables are missing (they are never created here)."""
+    missing = [r[0] for r in conn.execute(sqlfiles.load("missing_history_tables"))]
+    if missing:
+        raise UserError(
+            f"the database lacks {' and '.join(missing)}, which the kill-date rule sets read:"
+            " create them with `bulk-backfill init-db` or load history with"
+            " `bulk-backfill prices history import`"
+        )
 
 
 def require_prices(conn: psycopg.Connection) -> None:

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from bulk import db
+from bulk import db, sqlfiles
 from bulk.engine import rules as rule_sets
-from bulk.engine import sqlfiles
 from bulk.engine.modes import PRICE_COLUMNS
 from bulk.engine.rules import THE_FORGE
 from bulk.errors import UserError
@@ -132,7 +131,7 @@ def check(conn: psycopg.Connection, rules: str, price_column: str = "sell") -> R
                 priced_in[column].add(type_id)
     (has_source,) = conn.execute(sqlfiles.load("price_source_present"), {"seed": seed}).fetchone()
     if not has_source:
-        # No prices at all (or no history tables): db.require_rule_prices says so,
+        # No prices at all (or no history tables): require_rule_prices says so,
         # with its own remedy; coverage is not this check's to report.
         priced = set(types)
     elif seed:
@@ -178,3 +177,11 @@ def killmails_with_gaps(conn: psycopg.Connection, result: Readiness) -> int:
     (count,) = conn.execute(sqlfiles.load("killmails_with_types"), {"type_ids": gaps}).fetchone()
     db.end_read(conn)
     return count
+
+
+def require_rule_prices(conn: psycopg.Connection, rules: str, allow_empty: bool) -> None:
+    """The prices a rule set reads are there: market_prices for seed, the history tables else."""
+    if rule_sets.reads_history(rules):
+        db.require_history_tables(conn)
+    elif not allow_empty:
+        db.require_prices(conn)

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from bulk import db, readiness
-from bulk.config import scrub
 from bulk.engine import book, modes, scan, stale
 from bulk.engine import rules as rule_sets
 from bulk.engine.batch import Valuation
@@ -26,6 +25,7 @@ from bulk.engine.retry import ConnectionHolder, DatabaseGone, EnvironmentFailure
 from bulk.errors import describe
 from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
 from bulk.progress import Progress
+from bulk.redact import scrub
 
 if TYPE_CHECKING:
     from bulk.metrics import RunMetrics
@@ -278,7 +278,7 @@ def _prepare(
         summary.with_gaps = readiness.require_gaps(
             conn, rules, price_column, allow_incomplete, allow_unpriced=allow_empty_prices
         )
-        db.require_rule_prices(conn, rules, allow_empty_prices)
+        readiness.require_rule_prices(conn, rules, allow_empty_prices)
         book.require_table(conn)
         found = None
         if not selection.found():

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from bulk.engine import sqlfiles
+from bulk import sqlfiles
 from bulk.errors import UserError
 
 # The timestamps an ORM sets itself: filled with the load's time where the

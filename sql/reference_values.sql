@@ -1,7 +1,8 @@
 -- Independent reference valuation, in exact numeric ISK, of the rules in
--- DESIGN.md. It shares no code with the engine (the price book, load_book.sql, pricing.py):
--- it is written per killmail with correlated sums, in ISK rather than cents,
--- so a mistake in one is not silently repeated in the other.
+-- docs/prices.md ("Valuation rules"). It shares no code with the engine (the
+-- price book, load_book.sql, pricing.py): it is written per killmail with
+-- correlated sums, in ISK rather than cents, so a mistake in one is not
+-- silently repeated in the other.
 --
 -- Parameters: %(ids)s int[] or NULL for every killmail.
 -- Placeholder: {price_column} (sell | buy | average), from a fixed table.

@@ -1,4 +1,6 @@
--- The killboard tables bulk-backfill works on (see DESIGN.md, "Data").
+-- The killboard tables bulk-backfill works on, as init-db and demo-data make
+-- them (docs/commands.md). The tool runs on killreport's own too, whose types
+-- and extra columns differ: tests/schemas/killreport.sql.
 -- Every statement is IF NOT EXISTS: running this on a live killboard that
 -- already has these tables changes nothing and never touches its rows.
 

@@ -13,7 +13,7 @@
 --                   not at all.
 -- {book}            the job's book as a literal (bulk/engine/rules.py)
 -- The one row returned: the number of killmails written (each with its stamp).
--- {mode_predicate}  on alias k, from the fixed table in bulk/sqlfiles.py;
+-- {mode_predicate}  on alias k, from the fixed table in bulk/engine/modes.py;
 --                   repeating it here makes the guard atomic: a row another
 --                   worker wrote since the load no longer matches and is skipped.
 -- {touch}           empty, or ", updated_at = <the statement's time>" where the

@@ -7,12 +7,16 @@ both with a Decimal oracle of their own.
 
 from __future__ import annotations
 
+import tempfile
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
+from pathlib import Path
 
 import psycopg
 
-from bulk.engine import batch, pricing, sqlfiles
+from bulk import sqlfiles
+from bulk.engine import batch, pricing, statements
+from bulk.prices import history
 
 CENT = Decimal("0.01")
 
@@ -147,6 +151,25 @@ def insert_history(conn: psycopg.Connection, type_id: int, rows, region: int = 1
                 copy.write_row((region, type_id, *full))
 
 
+_EVEREF_HEADER = (
+    "average,date,highest,lowest,order_count,volume,http_last_modified,region_id,type_id"
+)
+
+
+def import_history_rows(conn: psycopg.Connection, rows) -> None:
+    """Rows (region_id, type_id, date, average, highest, lowest, volume, order_count)
+    imported as an operator would, from an EVE Ref file (every region), in the
+    caller's transaction."""
+    lines = [
+        f"{avg},{day.isoformat()},{high},{low},{orders},{volume},,{region},{type_id}\n"
+        for region, type_id, day, avg, high, low, volume, orders in rows
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "history.csv"
+        path.write_text(_EVEREF_HEADER + "\n" + "".join(lines))
+        history.import_history_files(conn, [path], all_regions=True)
+
+
 def insert_override(
     conn: psycopg.Connection,
     type_id: int,
@@ -185,7 +208,7 @@ def reference_values(url: str, ids, rules: str) -> Values:
     """What the rule set's independent SQL reference computes (numeric ISK)."""
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            sqlfiles.reference_sql("sell", rules), {"ids": None if ids is None else list(ids)}
+            statements.reference_sql("sell", rules), {"ids": None if ids is None else list(ids)}
         ).fetchall()
     return {r[0]: (r[1], r[2], r[3]) for r in rows}
 

@@ -41,7 +41,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from bulk.engine import sqlfiles
+from bulk.engine import statements
 from tests import netlab, rabbit
 from tests.conftest import (
     COMMAND,
@@ -132,7 +132,7 @@ def _expect(url: str, ids: list[int]) -> None:
     with psycopg.connect(url) as conn:
         conn.execute(
             "INSERT INTO bbt_expected SELECT killmail_id, total::float8, destroyed::float8,"
-            f" dropped::float8 FROM ({sqlfiles.reference_sql('sell')}) AS r",
+            f" dropped::float8 FROM ({statements.reference_sql('sell')}) AS r",
             {"ids": ids},
         )
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import psycopg
 
+from bulk import sqlfiles
 from bulk.engine import rules as rule_sets
-from bulk.engine import sqlfiles
+from bulk.engine import statements
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def mismatches(
     written_only leaves out killmails with no value yet (NULL is otherwise a mismatch).
     `rules` is the rule set the values were computed under (price_column is seed's only).
     """
-    statement = sqlfiles.reference_mismatches_sql(price_column, rules)
+    statement = statements.reference_mismatches_sql(price_column, rules)
     params = {"ids": None if ids is None else list(ids), "written_only": written_only}
     if not rule_sets.reads_history(rules):
         rows = conn.execute(statement, params).fetchall()

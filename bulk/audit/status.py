@@ -19,8 +19,8 @@ from datetime import datetime, timedelta, timezone
 import pika
 import psycopg
 
-from bulk import readiness, redact
-from bulk.engine import book, modes, sqlfiles, stale
+from bulk import readiness, redact, sqlfiles
+from bulk.engine import book, modes, stale
 from bulk.engine import rules as rule_sets
 from bulk.queue import broker, messages
 

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from bulk import db
+from bulk import db, sqlfiles
 from bulk.audit import reference
 from bulk.engine import rules as rule_sets
-from bulk.engine import sqlfiles
 from bulk.errors import UserError
 
 SHOWN = 20  # mismatches listed in full
@@ -76,17 +75,6 @@ def _known_book(key: str) -> bool:
     return True
 
 
-def require_history_tables(conn: psycopg.Connection) -> None:
-    """A UserError where the kill-date price tables are missing (they are never created here)."""
-    missing = [r[0] for r in conn.execute(sqlfiles.load("missing_history_tables"))]
-    if missing:
-        raise UserError(
-            f"the database lacks {' and '.join(missing)}, which the kill-date rule sets read:"
-            " create them with `bulk-backfill init-db` or load history with"
-            " `bulk-backfill prices history import`"
-        )
-
-
 def choose_sample(ids: list[int], size: int, seed: int) -> list[int]:
     """A reproducible sample: the same IDs, size and seed always give the same killmails."""
     if size >= len(ids):
@@ -115,7 +103,7 @@ def verify(
     """
     default_book = rule_sets.book_key(rules, price_column)  # a UserError for unknown rules
     if rule_sets.reads_history(rules):
-        require_history_tables(conn)
+        db.require_history_tables(conn)
     written = _written(conn, by_stamps)
     ids = [killmail_id for killmail_id, _ in written]
     if sample is None:
@@ -138,7 +126,7 @@ def verify(
         unstamped += book is None
         groups.setdefault(book or default_book, []).append(killmail_id)
     if any(rule_sets.reads_history(rule_sets.book_rules(b)[0]) for b in groups):
-        require_history_tables(conn)
+        db.require_history_tables(conn)
     found: list[reference.Mismatch] = []
     for book, group in groups.items():
         group_rules, group_column = rule_sets.book_rules(book)

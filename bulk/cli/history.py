@@ -11,8 +11,8 @@ import click
 from bulk import config, db
 from bulk.cli import options, render
 from bulk.cli.prices import esi_client, esi_options
-from bulk.config import mask_url
 from bulk.prices import esi, history, history_fetch, overrides
+from bulk.redact import mask_url
 
 _REGION_HELP = "10000002 is The Forge, Jita's region"
 

@@ -12,9 +12,9 @@ import click
 
 from bulk import config
 from bulk.cli import options, render
-from bulk.config import mask_url
 from bulk.engine import rules as rule_sets
 from bulk.queue import publish, supervise
+from bulk.redact import mask_url
 from bulk.run import run_local
 
 

@@ -10,10 +10,10 @@ import click
 from bulk import config, db, importer
 from bulk.audit import reference
 from bulk.cli import options, render
-from bulk.config import mask_url
 from bulk.demo import generate
 from bulk.demo import run as demo
 from bulk.demo.load import load_demo
+from bulk.redact import mask_url
 
 
 @click.command("init-db")

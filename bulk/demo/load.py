@@ -8,10 +8,9 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from bulk import db
+from bulk import db, sqlfiles
 from bulk import target as target_tables
-from bulk.demo import generate
-from bulk.demo.copy_binary import (
+from bulk.copy_binary import (
     FLOAT8,
     INT4,
     INT8,
@@ -20,7 +19,7 @@ from bulk.demo.copy_binary import (
     copy_columns,
     timestamp_values,
 )
-from bulk.engine import sqlfiles
+from bulk.demo import generate
 from bulk.errors import UserError
 from bulk.progress import Progress
 

@@ -12,11 +12,11 @@ from psycopg.conninfo import make_conninfo
 
 from bulk import db
 from bulk.audit import reference
-from bulk.config import mask_url
 from bulk.demo.load import load_demo_data
 from bulk.engine import rules as rule_sets
 from bulk.engine.scan import Selection
 from bulk.errors import UserError
+from bulk.redact import mask_url
 from bulk.run import RunSummary, run_local
 
 DEFAULT_DATADIR = Path(".bulk-backfill-demo") / "pgdata"

@@ -1,1 +1,1 @@
-"""The valuation engine: pricing sums, batch write, keyset scan, SQL files, error classes."""
+"""The valuation engine: pricing, batch writes, scans, the stale search, statements, retries."""

@@ -17,7 +17,8 @@ import psycopg
 import psycopg.errors
 from psycopg import pq
 
-from bulk.engine import book, modes, pricing, sqlfiles
+from bulk import sqlfiles
+from bulk.engine import book, modes, pricing, statements
 from bulk.engine import rules as rule_sets
 
 
@@ -161,13 +162,13 @@ def _write(
     """The one guarded UPDATE ... FROM (VALUES ...) with its stamps; the rows it changed."""
     n = int(cents.killmail_ids.size)
     if cents.total.dtype == object:  # sums beyond int8: numeric text through psycopg
-        statement = sqlfiles.update_batch_sql(mode, n, updated_at, rules, column)
+        statement = statements.update_batch_sql(mode, n, updated_at, rules, column)
         cur.execute(statement, _update_params(cents, stamp), prepare=False)
         return int(cur.fetchone()[0])
     rows = write_rows(n)
     result = _exec_prepared(
         conn,
-        sqlfiles.update_batch_raw(mode, rows, updated_at, rules, column),
+        statements.update_batch_raw(mode, rows, updated_at, rules, column),
         _binary_params(cents, stamp, rows),
         (_INT8_OID,) + _ROW_TYPES * rows,
         [pq.Format.BINARY] * (1 + 5 * rows),
@@ -295,7 +296,7 @@ def _load(conn, batch_ids: list[int], mode: str, rules: str, column: str):
     with conn.cursor(binary=True) as cur:
         # prepare=False: a prepared generic plan of this join can be many
         # times slower than the custom plan for the batch's actual IDs.
-        statement = sqlfiles.load_book_sql(mode, rules, column)
+        statement = statements.load_book_sql(mode, rules, column)
         cur.execute(statement, {"ids": batch_ids}, prepare=False)
         row = cur.fetchone()
     if row[5]:
@@ -340,7 +341,7 @@ def _value_in_sql(conn, batch_ids: list[int], mode: str, rules: str, column: str
     updated_at = updated_at_type(conn) if touch else None
 
     def run(product: str):
-        text = sqlfiles.value_book_sql(mode, rules, column, updated_at, product)
+        text = statements.value_book_sql(mode, rules, column, updated_at, product)
         updated, no_victim, missing = conn.execute(
             text, {"ids": batch_ids}, prepare=False
         ).fetchone()
@@ -364,7 +365,7 @@ _ENGINES = {"numpy": _load_price_write, "sql": _value_in_sql}
 def _unusable_prices(conn, batch_ids: list[int], mode: str, rules: str, column: str) -> list:
     """(type_id, price_date, unit ISK) of the batch's prices that cannot be cents;
     asked after the valuation failed."""
-    statement = sqlfiles.book_unusable_sql(mode, rules, column)
+    statement = statements.book_unusable_sql(mode, rules, column)
     if conn.autocommit:
         return conn.execute(statement, {"ids": batch_ids}, prepare=False).fetchall()
     with conn.transaction():

@@ -26,8 +26,8 @@ from datetime import date
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from bulk import db
-from bulk.engine import rules, sqlfiles
+from bulk import db, sqlfiles
+from bulk.engine import rules, statements
 from bulk.engine.errors import ErrorKind, classify
 from bulk.errors import UserError, one_line
 
@@ -112,7 +112,7 @@ def _run(conn: psycopg.Connection, statements: Iterable[tuple[str, dict, bool]])
 
 def build_for_batch(conn: psycopg.Connection, rule_set: str, column: str, ids: list[int]) -> int:
     """Build the prices the killmails `ids` need that the book lacks or holds stale."""
-    statement = sqlfiles.book_build_sql(rule_set, column, "batch")
+    statement = statements.book_build_sql(rule_set, column, "batch")
     return _run(conn, [(statement, {"ids": ids}, True)])
 
 
@@ -127,16 +127,16 @@ def build_for_job(
     (type, price date) pairs of the job's killmails, and every stale row of the book.
     """
     if rules.job_wants_every_type(rule_set):
-        statements = [(sqlfiles.book_build_sql(rule_set, column, "known"), {}, True)]
+        steps = [(statements.book_build_sql(rule_set, column, "known"), {}, True)]
     else:
-        statements = [
-            (sqlfiles.book_build_sql(rule_set, column, "stale"), {}, True),
+        steps = [
+            (statements.book_build_sql(rule_set, column, "stale"), {}, True),
             # The job's pairs first, in a statement PostgreSQL may run in parallel.
-            (sqlfiles.book_job_pairs_sql(rule_set, killmails), params, False),
+            (statements.book_job_pairs_sql(rule_set, killmails), params, False),
             ("ANALYZE pg_temp.bulk_book_job", {}, False),
-            (sqlfiles.book_build_sql(rule_set, column, "job"), {}, True),
+            (statements.book_build_sql(rule_set, column, "job"), {}, True),
         ]
-    built = _run(conn, statements)
+    built = _run(conn, steps)
     _RECHECKED[_key(conn, rule_set, column)] = time.monotonic()
     return built
 
@@ -184,7 +184,7 @@ def recheck(conn: psycopg.Connection, rule_set: str, column: str, every: float |
     if at is not None and (every is None or now - at < every):
         return
     _RECHECKED.pop(key, None)
-    _run(conn, [(sqlfiles.book_build_sql(rule_set, column, "known"), {}, True)])
+    _run(conn, [(statements.book_build_sql(rule_set, column, "known"), {}, True)])
     _RECHECKED[key] = now
 
 

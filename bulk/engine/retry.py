@@ -26,8 +26,8 @@ from bulk import db
 from bulk.backoff import Backoff
 from bulk.engine.batch import BatchResult, Valuation, value_batch
 from bulk.engine.errors import ErrorKind, classify
+from bulk.engine.policy import Action, decide
 from bulk.errors import describe
-from bulk.queue.policy import Action, decide
 
 
 class EnvironmentFailure(Exception):

@@ -11,9 +11,9 @@ from decimal import Decimal
 
 import psycopg
 
-from bulk import db
+from bulk import db, sqlfiles
 from bulk.backoff import Backoff
-from bulk.engine import modes, sqlfiles
+from bulk.engine import modes
 from bulk.engine.errors import ErrorKind, classify
 from bulk.errors import describe, one_line
 

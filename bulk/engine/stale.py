@@ -13,7 +13,8 @@ from decimal import Decimal
 
 import psycopg
 
-from bulk.engine import book, rules, scan, sqlfiles
+from bulk import sqlfiles
+from bulk.engine import book, rules, scan
 from bulk.errors import UserError
 
 # Why a killmail is stale, in the order status shows them (sql/stale_ids.sql).

@@ -22,9 +22,9 @@ import psycopg
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
-from bulk import db
-from bulk.demo.copy_binary import FLOAT8, INT4, INT8, SIGNATURE, TRAILER, Column, encode_rows
-from bulk.engine import book, sqlfiles
+from bulk import db, sqlfiles
+from bulk.copy_binary import FLOAT8, INT4, INT8, SIGNATURE, TRAILER, Column, encode_rows
+from bulk.engine import book
 from bulk.engine import rules as rule_sets
 from bulk.errors import UserError
 from bulk.prices import history_files as hf
@@ -143,23 +143,6 @@ def import_history_files(
     summary.written.unchanged = summary.rows - summary.written.new - summary.written.changed
     summary.elapsed = time.monotonic() - started
     return summary
-
-
-def import_history(conn: psycopg.Connection, rows: Iterable[tuple]) -> Written:
-    """Upsert rows (region_id, type_id, date, average, highest, lowest, volume,
-    order_count) in the caller's transaction, all or nothing.
-
-    Each row is checked by the file rules (UserError names the row, 1-based);
-    a (region, type, date) given twice is refused. Creates the tables if missing.
-    """
-    try:
-        checked = hf.rows_from_tuples(rows, newest_allowed())
-    except PriceFileError as exc:
-        raise UserError(f"history row {str(exc).removeprefix('line ')}") from None
-    db.ensure_history_tables(conn)
-    with conn.transaction():
-        written = upsert_rows(conn, checked)
-    return written
 
 
 def newest_allowed(today: date | None = None) -> date:

@@ -79,8 +79,3 @@ def read_book(type_id: int, orders: Iterable) -> tuple[MarketPrice | None, int]:
     buy = max(buys) if buys else 0.0
     sell = min(sells) if sells else 0.0
     return MarketPrice(type_id, buy, sell, (buy + sell) / 2, volume), skipped
-
-
-def summarize(type_id: int, orders: Iterable) -> MarketPrice | None:
-    """The type's prices from all its usable orders; None when there are none."""
-    return read_book(type_id, orders)[0]

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import psycopg
 
-from bulk import db
-from bulk.engine import book, sqlfiles
+from bulk import db, sqlfiles
+from bulk.engine import book
 from bulk.errors import UserError
 from bulk.prices.files import PriceFileError
 from bulk.prices.market import MAX_PRICE

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from bulk.engine import book, modes, sqlfiles
+from bulk import sqlfiles
+from bulk.engine import book, modes
 from bulk.errors import UserError
 from bulk.prices.market import PRICE_FIELDS
 

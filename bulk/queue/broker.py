@@ -18,8 +18,8 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from bulk import redact
-from bulk.config import mask_url, scrub
 from bulk.errors import UserError, one_line
+from bulk.redact import mask_url, scrub
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_QUEUE = "backfill_killmail_values_queue"

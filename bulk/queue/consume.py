@@ -36,15 +36,15 @@ from dataclasses import dataclass, replace
 
 import psycopg
 
-from bulk import db
+from bulk import db, readiness
 from bulk.backoff import Backoff, jitter
 from bulk.engine.batch import BatchResult, Valuation, value_batch
 from bulk.engine.errors import ErrorKind, classify
+from bulk.engine.policy import Action, decide
 from bulk.engine.retry import ConnectionHolder
 from bulk.engine.rules import DEFAULT_RULES
 from bulk.errors import UserError, describe
 from bulk.queue import broker, messages
-from bulk.queue.policy import Action, decide
 
 _IDLE_AFTER = 0.05  # seconds without a message before the worker counts as idle
 _GATHER = 0.5  # longest wait for more old single-killmail messages to fill a batch
@@ -626,7 +626,7 @@ class Worker:
         if seen is not None and time.monotonic() - seen[0] < _RULES_RECHECK:
             return seen[1]
         try:
-            db.require_rule_prices(self.db.get(), rules, allow_empty=True)
+            readiness.require_rule_prices(self.db.get(), rules, allow_empty=True)
             reason = None
         except UserError as exc:
             reason = str(exc)

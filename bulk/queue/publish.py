@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 from bulk import db, readiness
 from bulk.backoff import Backoff
-from bulk.config import scrub
 from bulk.engine import book, scan, stale
 from bulk.engine import rules as rule_sets
 from bulk.errors import one_line
 from bulk.progress import Progress
 from bulk.queue import broker, messages
+from bulk.redact import scrub
 
 SCAN_APPLICATION = "bulk-backfill queue scan"
 
@@ -131,7 +131,7 @@ def queue_killmails(
             allow_incomplete,
             allow_unpriced=allow_empty_prices or rule_sets.uses_price_column(rules),
         )
-        db.require_rule_prices(conn, rules, allow_empty_prices)
+        readiness.require_rule_prices(conn, rules, allow_empty_prices)
         book.require_table(conn)
         found = None
         if selection.found():

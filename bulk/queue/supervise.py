@@ -300,7 +300,7 @@ def work(
             allow_incomplete,
             allow_unpriced=allow_empty_prices,
         )
-        db.require_rule_prices(conn, settings.rules, allow_empty_prices)
+        readiness.require_rule_prices(conn, settings.rules, allow_empty_prices)
         book.require_table(conn)
     connection = broker.connect(settings.amqp_url)
     try:

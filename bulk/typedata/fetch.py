@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from bulk import db
-from bulk.engine import sqlfiles
+from bulk import db, sqlfiles
 from bulk.prices import esi
 from bulk.prices.fetch import for_each_type
 from bulk.progress import Progress

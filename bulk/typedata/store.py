@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import psycopg
 
+from bulk import sqlfiles
 from bulk import target as target_tables
-from bulk.engine import book, sqlfiles
+from bulk.engine import book
 from bulk.typedata.files import TypeData
 
 # table -> (kind, parent column): the only identifiers the statements are filled with.

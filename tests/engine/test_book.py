@@ -17,7 +17,7 @@ import pytest
 from bulk import db
 from bulk.engine import book, rules, scan
 from bulk.engine.batch import process_batch
-from bulk.prices import history, overrides
+from bulk.prices import overrides
 from bulk.prices import store as price_store
 from bulk.typedata import store as type_store
 from bulk.typedata.files import TypeData
@@ -200,7 +200,7 @@ def test_a_history_import_makes_the_rows_it_reaches_stale(history_db, rule_set):
             " order_count FROM market_price_history WHERE date >= (SELECT max(date) - 15"
             " FROM market_price_history) AND average > 0"
         ).fetchall()
-        history.import_history(conn, rows)
+        dated.import_history_rows(conn, rows)
 
     _value_then(history_db, rule_set, change)
 
@@ -372,7 +372,7 @@ def test_a_price_is_one_state_of_the_history_never_a_mix(schema_db):
                 (10000002, GUN, date(2025, 6, 1) + timedelta(days=d), 109.51 + d % 3, 1, 1, 1, 1)
                 for d in range(20)
             ]
-            history.import_history(conn, rows)
+            dated.import_history_rows(conn, rows)
         assert job.wait(60) == 0
     new = dated.reference_values(url, [second], "zkillboard")[second][0]
     assert old != new
@@ -476,6 +476,6 @@ def test_history_of_a_region_no_rule_set_reads_marks_nothing_stale(history_db):
             "SELECT 10000043, type_id, date, average * 2, highest, lowest, volume, order_count"
             " FROM market_price_history WHERE average > 0 LIMIT 500"
         ).fetchall()
-        history.import_history(conn, rows)
+        dated.import_history_rows(conn, rows)
         (stale,) = conn.execute("SELECT count(*) FROM bulk_price_book WHERE stale").fetchone()
     assert stale == 0

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bulk.engine import rules, sqlfiles
+from bulk.engine import rules, statements
 from bulk.errors import UserError
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -48,14 +48,16 @@ def test_the_issues_numbers_are_the_data():
 
 @pytest.mark.parametrize("name", ["seed", "evekill", "zkillboard"])
 def test_every_placeholder_of_the_book_sql_is_filled(name):
-    texts = [sqlfiles.book_build_sql(name, "buy", wanted) for wanted in ("batch", "stale", "known")]
-    texts.append(sqlfiles.book_build_sql(name, "buy", "job"))
-    texts.append(sqlfiles.book_job_pairs_sql(name, "k.killmail_id > %(after)s"))
+    texts = [
+        statements.book_build_sql(name, "buy", wanted) for wanted in ("batch", "stale", "known")
+    ]
+    texts.append(statements.book_build_sql(name, "buy", "job"))
+    texts.append(statements.book_job_pairs_sql(name, "k.killmail_id > %(after)s"))
     for mode in ("null", "zero", "all"):
-        texts.append(sqlfiles.load_book_sql(mode, name, "buy"))
-        texts.append(sqlfiles.value_book_sql(mode, name, "buy", "timestamp", "int8"))
-        texts.append(sqlfiles.book_unusable_sql(mode, name, "buy"))
-    texts.append(sqlfiles.reference_sql("buy", name))
+        texts.append(statements.load_book_sql(mode, name, "buy"))
+        texts.append(statements.value_book_sql(mode, name, "buy", "timestamp", "int8"))
+        texts.append(statements.book_unusable_sql(mode, name, "buy"))
+    texts.append(statements.reference_sql("buy", name))
     for text in texts:
         assert "{" not in text.replace("'{}'::jsonb", "") and "}" not in text.replace(
             "'{}'::jsonb", ""
@@ -63,9 +65,9 @@ def test_every_placeholder_of_the_book_sql_is_filled(name):
 
 
 def test_the_book_sql_takes_each_rule_sets_own_data():
-    assert "3601 seconds" in sqlfiles.load_book_sql("all", "zkillboard", "sell")
-    assert "'infinity'::date" in sqlfiles.load_book_sql("all", "seed", "sell")
-    assert "mp.buy::numeric" in sqlfiles.book_build_sql("seed", "buy", "known")
+    assert "3601 seconds" in statements.load_book_sql("all", "zkillboard", "sell")
+    assert "'infinity'::date" in statements.load_book_sql("all", "seed", "sell")
+    assert "mp.buy::numeric" in statements.book_build_sql("seed", "buy", "known")
     # The escape bay has its own price only under zkillboard; copies under every rule set.
     assert rules.shape_fixed_sql("evekill", "bay") == "NULL::numeric"
     assert "0.01::numeric" in rules.shape_fixed_sql("zkillboard", "bay")
@@ -85,7 +87,7 @@ def test_unknown_rules_are_a_user_error():
     with pytest.raises(UserError, match="no kill-date prices"):
         rules.dated("seed")
     with pytest.raises(UserError, match="unknown rules"):
-        sqlfiles.book_build_sql("'; DROP TABLE killmails; --", "sell", "stale")
+        statements.book_build_sql("'; DROP TABLE killmails; --", "sell", "stale")
 
 
 def test_only_plain_numbers_reach_the_sql():

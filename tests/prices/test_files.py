@@ -3,7 +3,7 @@
 import pytest
 
 from bulk.prices.files import PriceFileError, parse_csv, parse_esi_json
-from bulk.prices.market import MarketPrice, summarize
+from bulk.prices.market import MarketPrice, read_book
 
 
 def test_order_book_definitions():
@@ -13,10 +13,10 @@ def test_order_book_definitions():
         {"is_buy_order": False, "price": 14.0, "volume_remain": 2},
         {"is_buy_order": False, "price": 13.0, "volume_remain": 3},
     ]
-    assert summarize(7, orders) == MarketPrice(7, 12.5, 13.0, 12.75, 11.0)
-    assert summarize(7, orders[:2]) == MarketPrice(7, 12.5, 0.0, 6.25, 6.0)
-    assert summarize(7, orders[2:]) == MarketPrice(7, 0.0, 13.0, 6.5, 5.0)
-    assert summarize(7, []) is None
+    assert read_book(7, orders)[0] == MarketPrice(7, 12.5, 13.0, 12.75, 11.0)
+    assert read_book(7, orders[:2])[0] == MarketPrice(7, 12.5, 0.0, 6.25, 6.0)
+    assert read_book(7, orders[2:])[0] == MarketPrice(7, 0.0, 13.0, 6.5, 5.0)
+    assert read_book(7, [])[0] is None
 
 
 def test_esi_json_keeps_line_numbers_and_maps_fields():

@@ -1,15 +1,13 @@
-"""Loads the sql/*.sql files shipped in the package and fills their fixed placeholders.
+"""The engine's statements: sql/*.sql files filled with their fixed placeholders.
 
-Only identifiers and predicates from the fixed tables of bulk.engine.modes are
-ever pasted into SQL text; every user value is a bound parameter.
+Only identifiers and predicates from the fixed tables of bulk.engine.modes and
+bulk.engine.rules are ever pasted into SQL text; every user value is a bound
+parameter.
 """
 
 from __future__ import annotations
 
-import hashlib
 from functools import cache, lru_cache
-from importlib import resources
-from pathlib import Path
 
 from bulk.engine import rules
 from bulk.engine.modes import (
@@ -19,26 +17,7 @@ from bulk.engine.modes import (
     price_column,
     touch_clause,
 )
-
-
-def _sql_dir():
-    try:
-        return resources.files("bulk.sql")
-    except ModuleNotFoundError:
-        # Imported from a source checkout (tests run in the repo): sql/ sits beside bulk/.
-        return Path(__file__).resolve().parents[2] / "sql"
-
-
-@cache
-def load(name: str) -> str:
-    """The statement in sql/NAME.sql, without its whole-line comments.
-
-    The comments document placeholders and parameters by name; dropping them
-    keeps those names from being filled in or counted as parameters.
-    """
-    text = _sql_dir().joinpath(f"{name}.sql").read_text(encoding="utf-8")
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
-
+from bulk.sqlfiles import load
 
 # --- the price book (bulk/engine/book.py): every placeholder from rules.py's data ----
 
@@ -133,12 +112,6 @@ def update_batch_raw(
         "(" + ", ".join(f"${5 * i + j}" for j in range(2, 7)) + ")" for i in range(n_rows)
     )
     return _update_batch(rows, "$1::int8", mode, updated_at, rules_name, column).encode()
-
-
-@lru_cache(maxsize=16)
-def statement_name(text: bytes) -> bytes:
-    """A prepared statement's name from its text: the same text, the same name."""
-    return b"bulk_" + hashlib.blake2b(text, digest_size=8).hexdigest().encode()
 
 
 def _update_batch(

@@ -1,9 +1,9 @@
-"""bulk.queue.policy: every retry decision of work and run, without a broker or a database."""
+"""bulk.engine.policy: every retry decision of work and run, without a broker or a database."""
 
 import pytest
 
 from bulk.engine.errors import ErrorKind
-from bulk.queue.policy import CONTENTION_TRIES, INVALID, REFUSED, Action, decide
+from bulk.engine.policy import CONTENTION_TRIES, INVALID, REFUSED, Action, decide
 
 
 def test_success_is_acked():
