@@ -73,13 +73,27 @@ def test_work_counts_messages_and_batches_apart(demo_db, queue_name):
     ids = _ids(demo_db)[:300]
     rabbit.publish_raw(queue_name, [{"killmailId": k} for k in ids])
     done = cli(
-        "work", "--queue", queue_name, "--until-empty", "--procs", "1", "--batch-size", "100",
+        "work", "--queue", queue_name, "--until-empty", "--procs", "1",
+        "--singles-per-batch", "100",
         url=demo_db, env=_ENV,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert summary_count(done.stdout, "messages") == 300
     assert 3 <= summary_count(done.stdout, "batches") < 300
     assert summary_count(done.stdout, "processed") == 300
+
+
+def test_work_still_takes_its_old_name_for_the_singles_per_batch(demo_db, queue_name):
+    ids = _ids(demo_db)[:40]
+    rabbit.publish_raw(queue_name, [{"killmailId": k} for k in ids])
+    done = cli(
+        "work", "--queue", queue_name, "--until-empty", "--procs", "1", "--batch-size", "10",
+        url=demo_db, env=_ENV,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "work's --batch-size is now --singles-per-batch" in done.stderr
+    assert summary_count(done.stdout, "processed") == 40
+    assert summary_count(done.stdout, "batches") >= 4  # at most 10 killmails a batch
 
 
 def test_the_no_victim_line_gives_the_real_count(fresh_db):

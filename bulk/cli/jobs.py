@@ -336,12 +336,15 @@ def queue_cmd(
     help="Batch messages each process holds ahead of the one it works on.",
 )
 @click.option(
-    "--batch-size",
+    "--singles-per-batch",
     type=click.IntRange(1, 10_000),
     default=500,
     show_default=True,
     help="Old single-killmail messages are gathered into batches of up to this many.",
 )
+# work's old name of --singles-per-batch, kept for scripts that pass it; in run and
+# queue --batch-size is the killmails per batch, which work never chooses.
+@click.option("--batch-size", "old_batch_size", type=click.IntRange(1, 10_000), hidden=True)
 @click.option("--until-empty", is_flag=True, help="Exit once the queue is drained.")
 @click.option(
     "--stall-timeout",
@@ -365,7 +368,8 @@ def work_cmd(
     price_refresh,
     touch_updated_at,
     prefetch,
-    batch_size,
+    singles_per_batch,
+    old_batch_size,
     until_empty,
     stall_timeout,
     metrics_port,
@@ -380,12 +384,19 @@ def work_cmd(
     Example:
         bulk-backfill work --procs 2 --until-empty
     """
+    if old_batch_size is not None:
+        click.echo(
+            "note: work's --batch-size is now --singles-per-batch (the gathering of old"
+            " single-killmail messages); the old name still works",
+            err=True,
+        )
+        singles_per_batch = old_batch_size
     settings = supervise.WorkSettings(
         db_url=config.database_url(database_url),
         amqp_url=rabbitmq_url,
         queue=queue,
         prefetch=prefetch,
-        batch_size=batch_size,
+        singles_per_batch=singles_per_batch,
         price_column=price_column,
         touch_updated_at=touch_updated_at,
         engine=engine,

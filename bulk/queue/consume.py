@@ -68,7 +68,7 @@ class WorkSettings:
     # Batch messages held beyond the one in hand. One: a worker that dies gives back
     # only its own batch, so a redelivery counts against the batch that was in hand.
     prefetch: int = 1
-    batch_size: int = 500
+    singles_per_batch: int = 500  # old single-killmail messages gathered into one batch
     price_column: str = "sell"
     touch_updated_at: bool = True
     max_attempts: int = 3  # tries of a whole batch before it is split
@@ -239,7 +239,7 @@ class Worker:
             self._guarded(self._handle, method.delivery_tag, headers, body, method.redelivered)
             self.handled = True
             if self.singles and (
-                sum(map(len, self.singles.values())) >= self.s.batch_size
+                sum(map(len, self.singles.values())) >= self.s.singles_per_batch
                 or time.monotonic() - self.singles_since >= _GATHER
             ):
                 self._guarded(self._flush_singles)
@@ -290,7 +290,7 @@ class Worker:
             if not self.singles:
                 self.singles_since = time.monotonic()
             self.singles.setdefault(message.mode, []).append((tag, message.killmail_id))
-            self._set_prefetch(max(self.s.prefetch, self.s.batch_size))
+            self._set_prefetch(max(self.s.prefetch, self.s.singles_per_batch))
             return
         self._set_prefetch(self.s.prefetch)
         ids = list(message.ids)
