@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from bulk import events
 from bulk.errors import UserError
 
 PREFIX = "bulk_backfill"
@@ -124,32 +125,30 @@ def serve(registry: CollectorRegistry, port: int, address: str) -> None:
         raise UserError(f"cannot serve metrics on {address}:{port}: {reason}") from None
 
 
-def count_event(metrics: WorkMetrics | None, event: tuple, busy: Callable[[], int]) -> None:
-    """Turn one child event (bulk.queue.consume's report tuples) into metrics."""
+def count_event(metrics: WorkMetrics | None, event: object, busy: Callable[[], int]) -> None:
+    """Turn one child event (bulk.events, from bulk.queue.consume) into metrics."""
     if metrics is None:
         return
-    kind, *rest = event
-    if kind == "written":
-        killmails, updated, skipped, no_victim, dead = rest
-        if dead:
+    if isinstance(event, events.Written):
+        if event.dead:
             metrics.dead.inc()  # one batch (or one killmail of a split) dead-lettered
         else:
-            metrics.killmails.inc(killmails)
+            metrics.killmails.inc(event.killmails)
             metrics.committed()
             metrics.database_up.set(1)
-    elif kind == "acked":
-        metrics.acked.inc(rest[0])
-    elif kind == "timed":
-        metrics.batch_seconds.observe(rest[0])
-    elif kind == "split":
+    elif isinstance(event, events.Acked):
+        metrics.acked.inc(event.messages)
+    elif isinstance(event, events.Timed):
+        metrics.batch_seconds.observe(event.seconds)
+    elif isinstance(event, events.Split):
         metrics.split.inc()
-    elif kind == "invalid":
-        metrics.dead.inc(rest[0])  # dead-lettered as invalid
-    elif kind == "redelivered":
-        metrics.redelivered.inc(rest[0])
-    elif kind == "retry":
-        metrics.retries.labels(error=rest[0]).inc()
-    elif kind == "database":
-        metrics.database_up.set(1 if rest[0] else 0)
-    elif kind == "idle":
+    elif isinstance(event, events.Invalid):
+        metrics.dead.inc(event.messages)  # dead-lettered as invalid
+    elif isinstance(event, events.Redelivered):
+        metrics.redelivered.inc(event.batches)
+    elif isinstance(event, events.Retry):
+        metrics.retries.labels(error=event.kind).inc()
+    elif isinstance(event, events.DatabaseUp):
+        metrics.database_up.set(1 if event.up else 0)
+    elif isinstance(event, events.Idle):
         metrics.in_hand.set(busy())

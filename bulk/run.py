@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from bulk import db, readiness
+from bulk import db, events, readiness
 from bulk.engine import book, modes, scan, stale
 from bulk.engine import rules as rule_sets
 from bulk.engine.batch import Valuation
@@ -84,11 +84,14 @@ def _child(url: str, job: tuple[str, Valuation], patience: float, pipe) -> None:
                 task = pipe.recv()
             except (EOFError, OSError):
                 return
-            if task is None:
+            if isinstance(task, events.Stop):
                 return
-            result = ("stop", stopped) if stopped else _value(holder, task, job, patience)
-            if result[0] == "stop":
-                stopped = result[1]
+            if stopped:
+                result = events.JobStopped(stopped)
+            else:
+                result = _value(holder, task.ids, job, patience)
+            if isinstance(result, events.JobStopped):
+                stopped = result.reason
             # A parent gone by now leaves the batch committed: the next run skips it.
             if not send(pipe, result):
                 return
@@ -98,26 +101,23 @@ def _child(url: str, job: tuple[str, Valuation], patience: float, pipe) -> None:
 
 def _value(
     holder: ConnectionHolder, ids: list[int], job: tuple[str, Valuation], patience: float
-) -> tuple:
-    """One batch as ("done", ids, updated, skipped, no_victim, sample, failures),
-    or ("stop", reason) when no retry can help and the job must stop before it."""
+) -> events.BatchDone | events.JobStopped:
+    """One batch, done; or JobStopped when no retry can help and the job must stop before it."""
     try:
         mode, valuation = job
         outcome = run_batch(holder, ids, mode, valuation, patience=patience)
     except EnvironmentFailure as exc:
-        return ("stop", f"the database cannot take this job: {exc}")
+        return events.JobStopped(f"the database cannot take this job: {exc}")
     except DatabaseGone as exc:
-        return ("stop", str(exc))
+        return events.JobStopped(str(exc))
     r = outcome.result
-    failures = [(f.killmail_id, f.error) for f in outcome.failures]
-    return (
-        "done",
-        len(set(ids)),
-        r.updated,
-        r.skipped,
-        r.no_victim,
-        r.no_victim_ids[:_SAMPLE],
-        failures,
+    return events.BatchDone(
+        killmails=len(set(ids)),
+        updated=r.updated,
+        skipped=r.skipped,
+        no_victim=r.no_victim,
+        no_victim_sample=r.no_victim_ids[:_SAMPLE],
+        failures=[(f.killmail_id, f.error) for f in outcome.failures],
     )
 
 
@@ -179,31 +179,36 @@ class _Pool:
         self.last_id[seq] = ids[-1]
         self.in_hand(child).append((seq, ids))
         try:
-            child.pipe.send(ids)
+            child.pipe.send(events.ValueBatch(ids))
         except OSError:
             pass  # the child just died: collect() sees it and feeds the batch again
 
-    def _record(self, child: Child, result: tuple) -> None:
+    def _record(self, child: Child, result: events.BatchDone | events.JobStopped) -> None:
         seq = self.in_hand(child).popleft()[0]
-        if result[0] == "stop":
+        if isinstance(result, events.JobStopped):
             # The batch stays unfinished, so the resume point stays before it.
-            self.summary.stopped_early = self.summary.stopped_early or result[1]
+            self.summary.stopped_early = self.summary.stopped_early or result.reason
             if self.metrics is not None:
                 self.metrics.database_up.set(0)
             return
-        _, n, updated, skipped, no_victim, sample, failed = result
         self.finished.add(seq)
         s = self.summary
-        s.processed += n
-        s.updated += updated
-        s.skipped += skipped
-        s.no_victim += no_victim
+        s.processed += result.killmails
+        s.updated += result.updated
+        s.skipped += result.skipped
+        s.no_victim += result.no_victim
         # The lowest IDs, whatever order the batches end in: the same run, the same list.
-        s.no_victim_sample = sorted({*s.no_victim_sample, *sample})[:_SAMPLE]
+        s.no_victim_sample = sorted({*s.no_victim_sample, *result.no_victim_sample})[:_SAMPLE]
+        failed = result.failures
         s.failures += [Failure(i, e) for i, e in failed]
         if self.metrics is not None:
-            self.metrics.batch_done(n, len(failed))
-        self.progress.add(n, updated=updated, skipped=skipped - len(failed), failed=len(failed))
+            self.metrics.batch_done(result.killmails, len(failed))
+        self.progress.add(
+            result.killmails,
+            updated=result.updated,
+            skipped=result.skipped - len(failed),
+            failed=len(failed),
+        )
 
     def _exited(self, child: Child, code: int | None) -> bool:
         self.requeue.extend(self.in_hand(child))
@@ -418,7 +423,7 @@ def run_local(
             batches.close()
             summary.scan_reconnects = batches.reconnects
         if pool is not None:
-            pool.children.close(None, kill=killed)
+            pool.children.close(events.Stop(), kill=killed)
             summary.restarts = pool.children.restarts
         bar.close()
     if (summary.interrupted or summary.stopped_early) and pool is not None:

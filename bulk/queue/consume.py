@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 
 import psycopg
 
-from bulk import db, readiness
+from bulk import db, events, readiness
 from bulk.backoff import Backoff, jitter
 from bulk.engine.batch import BatchResult, Valuation, value_batch
 from bulk.engine.errors import ErrorKind, classify
@@ -121,12 +121,12 @@ def _text_header(headers: dict, name: str) -> str | None:
 
 
 class Worker:
-    """The consume loop of one process. `report` receives counters for the parent."""
+    """The consume loop of one process; `report` takes its events (bulk.events) to the parent."""
 
     def __init__(
         self,
         settings: WorkSettings,
-        report: Callable[[tuple], None],
+        report: Callable[[object], None],
         should_stop: Callable[[], bool],
     ):
         self.s = settings
@@ -183,7 +183,7 @@ class Worker:
                     if self.handled:
                         backoff.reset()
                     if isinstance(exc, _DatabaseLost):
-                        self.report(("database", False))
+                        self.report(events.DatabaseUp(False))
                         self._say_now_and_then(
                             "database",
                             f"database unreachable ({exc}); taking no batch until it answers",
@@ -255,7 +255,7 @@ class Worker:
             step(*args)
         except _Refused as exc:
             self.refusals += 1
-            self.report(("retry", "refused"))
+            self.report(events.Retry("refused"))
             self._say_now_and_then(
                 "refused", f"{exc}; the message went back to the queue, retrying with backoff"
             )
@@ -270,7 +270,7 @@ class Worker:
     def _set_idle(self, idle: bool) -> None:
         if idle != self.idle:
             self.idle = idle
-            self.report(("idle", idle))
+            self.report(events.Idle(idle))
 
     def _handle(self, tag: int, headers: dict, body: bytes, redelivered: bool = False) -> None:
         try:
@@ -283,7 +283,7 @@ class Worker:
                 attempts=0,
                 tags=[tag],
             )
-            self.report(("invalid", 1))
+            self.report(events.Invalid(1))
             self._ack([tag])
             return
         if isinstance(message, messages.Single):
@@ -300,7 +300,7 @@ class Worker:
             # the message: republished with one attempt more, a batch that keeps
             # coming back (it kills or freezes whoever takes it) is split, then
             # dead-lettered, like any batch that keeps failing.
-            self.report(("redelivered", 1))
+            self.report(events.Redelivered(1))
             self._hand_on(
                 _REDELIVERED, ids, message.mode, message.attempts, headers, [tag], message.rules
             )
@@ -372,20 +372,19 @@ class Worker:
             body = messages.encode_batch(sorted(set(ids)), mode, self._source(), rules=rules)
             self._dead_letter(body, {}, reason=reason, attempts=attempts, tags=tags)
             count = len(set(ids))
-            self.report(("written", count, 0, count, 0, count))
+            self.report(events.Written(count, 0, count, 0, count))
             self._say_now_and_then(f"rules {rules}", f"dead-lettered a batch of {count}: {reason}")
             self._ack(tags)
             return
         started = time.monotonic()
         outcome = self._value(ids, mode, tags, rules)
         if isinstance(outcome, BatchResult):
-            self.report(("timed", time.monotonic() - started))
+            self.report(events.Timed(time.monotonic() - started))
             # Reported at COMMIT, before the ack: if the ack is lost with the
             # connection, the redelivered batch finds its rows written and counts
             # them as skipped, so "updated" stays the number of rows changed.
             self.report(
-                (
-                    "written",
+                events.Written(
                     outcome.updated + outcome.skipped,
                     outcome.updated,
                     outcome.skipped,
@@ -424,9 +423,9 @@ class Worker:
         )
         if action is Action.REQUEUE:
             self._republish([unique], mode, attempts, failure_headers, tags, rules)
-            self.report(("retry", ErrorKind.BATCH.value))
+            self.report(events.Retry(ErrorKind.BATCH.value))
         elif action is Action.SPLIT:
-            self.report(("split",))
+            self.report(events.Split())
             middle = len(unique) // 2
             halves = [unique[:middle], unique[middle:]]
             self._republish(halves, mode, self.s.max_attempts - 1, failure_headers, tags, rules)
@@ -445,10 +444,10 @@ class Worker:
                 attempts=failure_headers["x-attempts"],
                 tags=tags,
             )
-            self.report(("written", 1, 0, 1, 0, 1))
+            self.report(events.Written(1, 0, 1, 0, 1))
             self._ack(tags)
             return
-        self.report(("retried", len(unique)))
+        self.report(events.Retried(len(unique)))
         self._ack(tags)
 
     def _stop_consuming(self) -> None:
@@ -463,7 +462,7 @@ class Worker:
         for tag in tags:
             self.held.pop(tag, None)
             self.channel.basic_ack(tag)
-        self.report(("acked", len(tags)))
+        self.report(events.Acked(len(tags)))
 
     def _nack(self, tags: list[int]) -> None:
         for tag in tags:
@@ -513,11 +512,11 @@ class Worker:
                     raise FatalError(describe(exc)) from None
                 if action is not Action.RETRY:
                     return describe(exc)  # a batch error: _do decides what comes next
-                self.report(("retry", kind.value))
+                self.report(events.Retry(kind.value))
                 if kind is ErrorKind.CONNECTION:
                     self.db.discard()
                     if lost:
-                        self.report(("database", False))
+                        self.report(events.DatabaseUp(False))
                         # A new connection failed as well. Holding the batches while the
                         # database is out of reach would only keep them from other hosts.
                         self._give_back(tags)
@@ -609,7 +608,7 @@ class Worker:
         self._publish(broker.dead_letter_queue(self.s.queue), body, dead_headers, tags)
 
     def _note(self, text: str) -> None:
-        self.report(("note", f"worker {os.getpid()}: {text}"))
+        self.report(events.Note(f"worker {os.getpid()}: {text}"))
 
     def _say_now_and_then(self, kind: str, text: str) -> None:
         """A note, unless one of this kind was said less than _SAY_EVERY seconds ago."""
@@ -650,7 +649,7 @@ class Worker:
             now = time.monotonic()
             if now - alive_at >= _ALIVE_EVERY:
                 alive_at = now
-                self.report(("alive",))  # waiting out an outage is not a stall
+                self.report(events.Alive())  # waiting out an outage is not a stall
             left = deadline - now
             if left <= 0:
                 return

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bulk import db, readiness
+from bulk import db, events, readiness
 from bulk.engine import book
 from bulk.metrics import WorkMetrics, count_event
 from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
@@ -77,20 +77,20 @@ def _child(settings: WorkSettings, pipe) -> None:
         nonlocal stop
         if not stop:
             try:
-                stop = parent_gone(parent) or (pipe.poll() and pipe.recv() == "stop")
+                stop = parent_gone(parent) or (pipe.poll() and isinstance(pipe.recv(), events.Stop))
             except (EOFError, OSError):
                 stop = True
         return stop
 
-    def report(event: tuple) -> None:
+    def report(event: object) -> None:
         send(pipe, event)  # a parent gone is seen by should_stop() next
 
     # Imports are done: from here on the parent's stall clock applies.
-    report(("started",))
+    report(events.Started())
     try:
         Worker(settings, report, should_stop).run()
     except FatalError as exc:
-        report(("fatal", str(exc)))
+        report(events.Fatal(str(exc)))
         raise SystemExit(_EXIT_FATAL) from None
 
 
@@ -129,39 +129,43 @@ class _Fleet:
     def all_idle(self) -> bool:
         return all(c.idle for c in self.children.children)
 
-    def _record(self, child: Child, event: tuple) -> None:
-        kind, *rest = event
+    def _record(self, child: Child, event: object) -> None:
         s = self.summary
-        if kind == "idle":
-            child.idle = rest[0]
+        if isinstance(event, events.Idle):
+            child.idle = event.idle
         count_event(self.metrics, event, self.busy)
-        if kind == "written":
-            killmails, updated, skipped, no_victim, dead = rest
+        if isinstance(event, events.Written):
             self.events += 1
             s.batches += 1
-            s.processed += killmails
-            s.updated += updated
-            s.skipped += skipped
-            s.no_victim += no_victim
-            s.dead += dead
-            self.bar.add(0, killmails=killmails, updated=updated, skipped=skipped, failed=dead)
-        elif kind == "acked":
+            s.processed += event.killmails
+            s.updated += event.updated
+            s.skipped += event.skipped
+            s.no_victim += event.no_victim
+            s.dead += event.dead
+            self.bar.add(
+                0,
+                killmails=event.killmails,
+                updated=event.updated,
+                skipped=event.skipped,
+                failed=event.dead,
+            )
+        elif isinstance(event, events.Acked):
             self.events += 1
-            s.messages += rest[0]
-            self.bar.add(rest[0])
-        elif kind == "retried":
+            s.messages += event.messages
+            self.bar.add(event.messages)
+        elif isinstance(event, events.Retried):
             self.events += 1
-            s.retried += rest[0]
-        elif kind == "invalid":
+            s.retried += event.killmails
+        elif isinstance(event, events.Invalid):
             self.events += 1
-            s.invalid += rest[0]
-            self.bar.add(0, invalid=rest[0])
-        elif kind == "redelivered":
-            s.redelivered += rest[0]
-        elif kind == "note":
-            self.say(rest[0])
-        elif kind == "fatal":
-            s.fatal = rest[0]
+            s.invalid += event.messages
+            self.bar.add(0, invalid=event.messages)
+        elif isinstance(event, events.Redelivered):
+            s.redelivered += event.batches
+        elif isinstance(event, events.Note):
+            self.say(event.text)
+        elif isinstance(event, events.Fatal):
+            s.fatal = event.reason
 
     def say(self, text: str) -> None:
         """A note for the operator, printed now and kept for the summary."""
@@ -343,7 +347,7 @@ def work(
             _supervise(fleet, depth, stopper, until_empty, bar)
             summary.interrupted = stopper.requested
             children = fleet.children
-            children.stop("stop")
+            children.stop(events.Stop())
             while children.children:
                 children.collect(_POLL, restart=False)
                 children.kill_stalled(stopping=True)
