@@ -300,12 +300,12 @@ def _prepare(
             job = (
                 selection.mode,
                 Valuation(
-                    price_column,
-                    touch_updated_at,
-                    engine,
+                    price_column=price_column,
+                    touch_updated_at=touch_updated_at,
+                    engine=engine,
                     # Where the parent built the book, the children need no recheck.
-                    None if summary.book_note else book.BUILT_BY_JOB,
-                    rules,
+                    price_refresh=None if summary.book_note else book.BUILT_BY_JOB,
+                    rules=rules,
                 ),
             )
             pool = _Pool(url, job, db_patience, procs, summary, bar, metrics)

@@ -13,7 +13,8 @@ import psycopg
 import pytest
 
 from bulk import db
-from bulk.engine.batch import process_batch
+from bulk.engine.batch import Valuation, process_batch
+from bulk.engine.session import Session
 from tests import dated
 from tests.conftest import cli, mismatches
 from tests.test_i25_prices import EVEREF, local_esi  # noqa: F401 (a fixture)
@@ -48,12 +49,15 @@ def small_board(schema_db, schema_kind):
 
 def _changed_by(url: str, rules: str, *command: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        process_batch(conn, [1, 2, 3], "all", rules=rules, price_refresh=3600)
+        # One session, whose recheck of seed is not due again for an hour: the
+        # command's own invalidation must bring the new prices.
+        session, job = Session(conn), Valuation(rules=rules, price_refresh=3600)
+        process_batch(session, [1, 2, 3], "all", job)
         assert mismatches(url, rules=rules) == []
         done = cli(*command, url=url)
         assert done.returncode == 0, done.stderr
         assert mismatches(url, rules=rules) != []  # the command moved some reference value
-        process_batch(conn, [1, 2, 3], "all", rules=rules, price_refresh=3600)
+        process_batch(session, [1, 2, 3], "all", job)
     assert mismatches(url, rules=rules) == []
 
 

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from bulk.engine import batch
+from bulk.engine.session import Session
 from tests.conftest import (
     REALDATA,
     child_pids,
@@ -260,10 +261,10 @@ def test_the_guard_skips_a_killmail_revalued_since(demo_db):
         conn.execute("UPDATE bulk_valuations SET book = 'evekill'")
         ids = [r[0] for r in conn.execute("SELECT killmail_id FROM victims ORDER BY 1 LIMIT 50")]
         # Another process revalues the first ten under today's seed book.
-        assert batch.process_batch(conn, ids[:10], "all").updated == 10
-        result = batch.process_batch(conn, ids, "stale")
+        assert batch.process_batch(Session(conn), ids[:10], "all").updated == 10
+        result = batch.process_batch(Session(conn), ids, "stale")
         assert result.updated == 40
-        assert batch.process_batch(conn, ids, "stale").updated == 0
+        assert batch.process_batch(Session(conn), ids, "stale").updated == 0
 
 
 def test_stale_through_the_queue(demo_db, queue_name, tmp_path):
@@ -476,11 +477,12 @@ def test_the_prepared_write_and_a_server_connection_without_it(demo_db):
     ids = [r[0] for r in _rows(demo_db, "SELECT killmail_id FROM victims ORDER BY 1 LIMIT 150")]
     parts = [ids[:37], ids[37:120], ids[120:]]  # 37 and 30 share the 50-row statement
     with psycopg.connect(demo_db, autocommit=True) as conn:
-        written = [batch.process_batch(conn, parts[0], "null").updated]
+        session = Session(conn)
+        written = [batch.process_batch(session, parts[0], "null").updated]
         conn.execute("DEALLOCATE ALL")
-        written.append(batch.process_batch(conn, parts[1], "null").updated)
+        written.append(batch.process_batch(session, parts[1], "null").updated)
         conn.execute("DEALLOCATE ALL")
-        written.append(batch.process_batch(conn, parts[2], "null").updated)
+        written.append(batch.process_batch(session, parts[2], "null").updated)
         prepared = conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0]
     assert written == [len(p) for p in parts]
     assert prepared == 0  # the last batch ran unprepared, as it had to

@@ -12,7 +12,8 @@ import datetime as dt
 import psycopg
 import pytest
 
-from bulk.engine.batch import process_batch, updated_at_type
+from bulk.engine.batch import process_batch
+from bulk.engine.session import Session
 from tests import rabbit
 from tests.conftest import cli, make_demo_db, mismatches, values, victimless
 from tests.test_valuation_rules import BEYOND_INT64, KILLMAILS, rules_db  # noqa: F401
@@ -166,11 +167,13 @@ def test_both_write_paths_stamp_in_the_same_update(rules_db):  # noqa: F811
     assert 8 in BEYOND_INT64 and 7 in KILLMAILS  # 7 has no victim
     _add_column(rules_db)
     before = _clock(rules_db)
-    with psycopg.connect(rules_db) as conn:
-        assert updated_at_type(conn) == "timestamp"
-        binary = process_batch(conn, [1, 2, 7], "null")
-        numeric = process_batch(conn, [3, 8], "null")
-        again = process_batch(conn, [1, 8], "null")  # written already: the guard skips them
+    with psycopg.connect(rules_db, autocommit=True) as conn:
+        assert Session(conn).updated_at_type() == "timestamp"
+        binary = process_batch(Session(conn), [1, 2, 7], "null")
+        numeric = process_batch(Session(conn), [3, 8], "null")
+        again = process_batch(
+            Session(conn), [1, 8], "null"
+        )  # written already: the guard skips them
     after = _clock(rules_db)
     assert (binary.updated, numeric.updated, again.updated) == (2, 2, 0)
     _check(rules_db, {1, 2, 3, 8}, before, after)
@@ -178,5 +181,5 @@ def test_both_write_paths_stamp_in_the_same_update(rules_db):  # noqa: F811
 
 
 def test_the_tool_schema_has_no_column_to_stamp(schema_db):
-    with psycopg.connect(schema_db) as conn:
-        assert updated_at_type(conn) is None
+    with psycopg.connect(schema_db, autocommit=True) as conn:
+        assert Session(conn).updated_at_type() is None

@@ -6,7 +6,8 @@ from decimal import ROUND_HALF_UP, Decimal
 import psycopg
 import pytest
 
-from bulk.engine.batch import process_batch
+from bulk.engine.batch import Valuation, process_batch
+from bulk.engine.session import Session
 from tests.conftest import mismatches, values
 
 BLUEPRINT_CATEGORY = 9
@@ -113,8 +114,8 @@ def rules_db(schema_db):
 
 
 def test_engine_values_follow_the_rules_to_the_cent(rules_db, engine):
-    with psycopg.connect(rules_db) as conn:
-        result = process_batch(conn, list(KILLMAILS), "null", engine=engine)
+    with psycopg.connect(rules_db, autocommit=True) as conn:
+        result = process_batch(Session(conn), list(KILLMAILS), "null", Valuation(engine=engine))
     assert (result.updated, result.skipped, result.no_victim) == (8, 1, 1)
     assert result.no_victim_ids == [7]
     stored = values(rules_db)
@@ -128,8 +129,8 @@ def test_engine_values_follow_the_rules_to_the_cent(rules_db, engine):
 
 
 def test_half_cent_and_huge_values_are_exact(rules_db, engine):
-    with psycopg.connect(rules_db) as conn:
-        process_batch(conn, list(KILLMAILS), "null", engine=engine)
+    with psycopg.connect(rules_db, autocommit=True) as conn:
+        process_batch(Session(conn), list(KILLMAILS), "null", Valuation(engine=engine))
     stored = values(rules_db)
     # 1234.565 -> 1234.57, 0.125 -> 0.13 (half away from zero)
     assert stored[1][0] == float(Decimal("55.50") + Decimal("1234.57") + 3 * Decimal("0.13"))
@@ -145,7 +146,7 @@ def test_doubles_just_below_the_half_cent_round_up_like_postgresql(rules_db, eng
         below = Decimal(price) < Decimal(rounded) - half_cent
         assert below == (type_id in BELOW_HALF_CENT), (price, Decimal(price))
         assert cents(price) == Decimal(rounded)
-    with psycopg.connect(rules_db) as conn:
+    with psycopg.connect(rules_db, autocommit=True) as conn:
         in_sql = dict(
             conn.execute(
                 "SELECT type_id, round(sell::numeric, 2) FROM market_prices"
@@ -154,7 +155,7 @@ def test_doubles_just_below_the_half_cent_round_up_like_postgresql(rules_db, eng
             ).fetchall()
         )
         assert in_sql == {t: Decimal(r) for t, r in {**BELOW_HALF_CENT, **ABOVE_HALF_CENT}.items()}
-        process_batch(conn, [9, 10], "null", engine=engine)
+        process_batch(Session(conn), [9, 10], "null", Valuation(engine=engine))
     stored = values(rules_db)
     up = {t: Decimal(r) for t, r in BELOW_HALF_CENT.items()}
     destroyed, dropped = up[110] + up[111] + up[113], up[112] + up[114]
@@ -169,8 +170,8 @@ def test_sums_beyond_int64_are_written_exactly(rules_db, engine):
     # mix small ints with numerics. Killmail 8 sits mid-batch, not in the typed row.
     batch = sorted({**KILLMAILS, **BEYOND_INT64})
     assert batch[0] != 8 and batch[-1] != 8
-    with psycopg.connect(rules_db) as conn:
-        result = process_batch(conn, batch, "null", engine=engine)
+    with psycopg.connect(rules_db, autocommit=True) as conn:
+        result = process_batch(Session(conn), batch, "null", Valuation(engine=engine))
     assert (result.updated, result.skipped) == (len(batch) - 1, 1)
     total, destroyed, dropped = _expected(*BEYOND_INT64[8])
     assert total * 100 > 2**63
@@ -185,8 +186,8 @@ def test_sums_beyond_int64_are_written_exactly(rules_db, engine):
 
 
 def test_reference_catches_a_wrong_value(rules_db, engine):
-    with psycopg.connect(rules_db) as conn:
-        process_batch(conn, list(KILLMAILS), "null", engine=engine)
+    with psycopg.connect(rules_db, autocommit=True) as conn:
+        process_batch(Session(conn), list(KILLMAILS), "null", Valuation(engine=engine))
         conn.execute(
             "UPDATE killmails SET dropped_value = dropped_value + 0.01 WHERE killmail_id = 1"
         )
@@ -194,7 +195,9 @@ def test_reference_catches_a_wrong_value(rules_db, engine):
 
 
 def test_price_column_choice(rules_db, engine):
-    with psycopg.connect(rules_db) as conn:
-        process_batch(conn, list(KILLMAILS), "null", price_column="buy", engine=engine)
+    with psycopg.connect(rules_db, autocommit=True) as conn:
+        process_batch(
+            Session(conn), list(KILLMAILS), "null", Valuation(price_column="buy", engine=engine)
+        )
     assert mismatches(rules_db, "buy", ids=list(KILLMAILS)) == []
     assert mismatches(rules_db, "sell", ids=list(KILLMAILS)) != []

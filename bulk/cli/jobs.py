@@ -13,6 +13,7 @@ import click
 from bulk import config
 from bulk.cli import options, render
 from bulk.engine import rules as rule_sets
+from bulk.engine.batch import Valuation
 from bulk.queue import publish, supervise
 from bulk.redact import mask_url
 from bulk.run import run_local
@@ -397,11 +398,13 @@ def work_cmd(
         queue=queue,
         prefetch=prefetch,
         singles_per_batch=singles_per_batch,
-        price_column=price_column,
-        touch_updated_at=touch_updated_at,
-        engine=engine,
-        price_refresh=price_refresh,
-        rules=rules,
+        valuation=Valuation(
+            price_column=price_column,
+            touch_updated_at=touch_updated_at,
+            engine=engine,
+            price_refresh=price_refresh,
+            rules=rules,
+        ),
     )
 
     def announce(ready: int) -> None:

@@ -5,8 +5,6 @@ A batch is written whole or not at all: by one UPDATE statement.
 
 from __future__ import annotations
 
-import contextlib
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -20,6 +18,7 @@ from psycopg import pq
 from bulk import sqlfiles
 from bulk.engine import book, modes, pricing, statements
 from bulk.engine import rules as rule_sets
+from bulk.engine.session import Session
 
 
 @dataclass
@@ -104,8 +103,6 @@ def write_rows(n: int) -> int:
     return -(-n // step) * step
 
 
-# The write statements prepared on each connection, by name. A reconnect is a new key.
-_PREPARED: weakref.WeakKeyDictionary[psycopg.Connection, set[bytes]] = weakref.WeakKeyDictionary()
 _NO_SUCH_STATEMENT, _STATEMENT_EXISTS = b"26000", b"42P05"
 
 
@@ -113,44 +110,29 @@ def _sqlstate(result: pq.abc.PGresult) -> bytes | None:
     return result.error_field(pq.DiagnosticField.SQLSTATE)
 
 
-def _exec_prepared(conn: psycopg.Connection, text: bytes, params, types, formats):
-    """Run `text` as a statement prepared on this connection (prepared at its first use).
+def _exec_prepared(session: Session, text: bytes, params, types, formats):
+    """Run `text` as a statement prepared on the session's connection (prepared at
+    its first use there).
 
     Behind a pooler that hands each transaction another server connection, the
     statement may be missing there: it then runs unprepared, as before.
     """
     name = sqlfiles.statement_name(text)
-    prepared = _PREPARED.setdefault(conn, set())
-    pg = conn.pgconn
-    if name not in prepared:
+    pg = session.conn.pgconn
+    if name not in session.prepared:
         made = pg.prepare(name, text, types)
         if made.status != pq.ExecStatus.COMMAND_OK and _sqlstate(made) != _STATEMENT_EXISTS:
             return made
-        prepared.add(name)
+        session.prepared.add(name)
     result = pg.exec_prepared(name, params, formats, pq.Format.BINARY)
     if result.status == pq.ExecStatus.FATAL_ERROR and _sqlstate(result) == _NO_SUCH_STATEMENT:
-        prepared.discard(name)
+        session.prepared.discard(name)
         result = pg.exec_params(text, params, types, formats, pq.Format.BINARY)
     return result
 
 
-# The type of killmails.updated_at per connection ("" for none), read once:
-# a connection's tables do not change under a job, and a reconnect is a new key.
-_UPDATED_AT: weakref.WeakKeyDictionary[psycopg.Connection, str] = weakref.WeakKeyDictionary()
-
-
-def updated_at_type(conn: psycopg.Connection) -> str | None:
-    """The type name of killmails.updated_at on this connection, or None without the column."""
-    try:
-        known = _UPDATED_AT[conn]
-    except KeyError:
-        row = conn.execute(sqlfiles.load("updated_at_type")).fetchone()
-        known = _UPDATED_AT[conn] = row[0] if row else ""
-    return known or None
-
-
 def _write(
-    conn: psycopg.Connection,
+    session: Session,
     cur: psycopg.Cursor,
     cents,
     stamp: Stamp,
@@ -165,9 +147,10 @@ def _write(
         statement = statements.update_batch_sql(mode, n, updated_at, rules, column)
         cur.execute(statement, _update_params(cents, stamp), prepare=False)
         return int(cur.fetchone()[0])
+    conn = session.conn
     rows = write_rows(n)
     result = _exec_prepared(
-        conn,
+        session,
         statements.update_batch_raw(mode, rows, updated_at, rules, column),
         _binary_params(cents, stamp, rows),
         (_INT8_OID,) + _ROW_TYPES * rows,
@@ -214,79 +197,52 @@ class Valuation:
 
 
 def process_batch(
-    conn: psycopg.Connection,
-    ids: Iterable[int],
-    mode: str,
-    price_column: str = "sell",
-    touch_updated_at: bool = True,
-    *,
-    engine: str = "numpy",
-    price_refresh: float | None = None,
-    rules: str = rule_sets.DEFAULT_RULES,
+    session: Session, ids: Iterable[int], mode: str, valuation: Valuation = Valuation()
 ) -> BatchResult:
     """Value and write the killmails of `ids` that match `mode`, all or nothing.
 
     Where killmails has an updated_at column, the rows written get the
-    statement's time in it (unless `touch_updated_at` is False); rows not
-    written keep theirs.
+    statement's time in it (unless the valuation's touch_updated_at is False);
+    rows not written keep theirs.
 
     Unit prices come from the price book (bulk.engine.book), joined by
     equality: a batch that finds a (type, price date) of its lines missing
     from the book, or stale, builds it and is valued again.
 
-    On an autocommit connection the write is its own transaction: it is one
-    statement, so it commits whole or not at all, and the BEGIN/COMMIT pair
-    (two round trips a batch) is saved; the read needs no transaction, since
-    the UPDATE re-checks the mode itself. Otherwise both run in one
-    transaction of the caller's connection.
+    The write is one statement, its own transaction on the session's autocommit
+    connection: it commits whole or not at all, with no BEGIN/COMMIT round trips;
+    the read needs no transaction, since the UPDATE re-checks the mode itself.
     """
     batch_ids = sorted({int(i) for i in ids})
-    step = _ENGINES[modes.engine(engine)]
-    rule_sets.book_key(rules, price_column)  # a UserError for an unknown rule set or column
-    book.recheck(conn, rules, price_column, price_refresh)
-    args = (batch_ids, mode, rules, price_column, touch_updated_at)
+    v = valuation
+    step = _ENGINES[modes.engine(v.engine)]
+    rule_sets.book_key(v.rules, v.price_column)  # a UserError for an unknown rule set or column
+    book.recheck(session, v.rules, v.price_column, v.price_refresh)
+    args = (batch_ids, mode, v.rules, v.price_column, v.touch_updated_at)
     try:
         for attempt in range(3):
-            if conn.autocommit:
-                updated, no_victim, missing = step(conn, *args)
-            else:
-                with conn.transaction():
-                    updated, no_victim, missing = step(conn, *args)
+            updated, no_victim, missing = step(session, *args)
             if not missing:
                 break
             if attempt == 2:
                 raise RuntimeError(
                     f"the price book still lacks {missing} prices after building them"
                 )
-            book.build_for_batch(conn, rules, price_column, batch_ids)
+            book.build_for_batch(session.conn, v.rules, v.price_column, batch_ids)
     except _CENTS_CAST_ERRORS as exc:
         if isinstance(exc, PriceOutOfRange):
             raise
-        named = _unusable_prices(conn, batch_ids, mode, rules, price_column)
+        named = _unusable_prices(session.conn, batch_ids, mode, v.rules, v.price_column)
         if not named:
             raise
-        raise PriceOutOfRange("; ".join(_describe(rules, price_column, *n) for n in named)) from exc
+        raise PriceOutOfRange(
+            "; ".join(_describe(v.rules, v.price_column, *n) for n in named)
+        ) from exc
     return BatchResult(
         updated=updated,
         skipped=len(batch_ids) - updated,
         no_victim=int(no_victim.size),
         no_victim_ids=no_victim.tolist(),
-    )
-
-
-def value_batch(
-    conn: psycopg.Connection, ids: Iterable[int], mode: str, valuation: Valuation
-) -> BatchResult:
-    """process_batch with a job's Valuation."""
-    return process_batch(
-        conn,
-        ids,
-        mode,
-        valuation.price_column,
-        valuation.touch_updated_at,
-        engine=valuation.engine,
-        price_refresh=valuation.price_refresh,
-        rules=valuation.rules,
     )
 
 
@@ -322,36 +278,38 @@ def load_lines(
     raise RuntimeError(f"the price book lacks {missing} prices after building them")
 
 
-def _load_price_write(conn, batch_ids: list[int], mode: str, rules: str, column: str, touch: bool):
+def _load_price_write(
+    session: Session, batch_ids: list[int], mode: str, rules: str, column: str, touch: bool
+):
     """The numpy engine: load the batch's lines, sum them, write them with one UPDATE."""
+    conn = session.conn
     lines, stamp = _load(conn, batch_ids, mode, rules, column)
     if lines is None:
         return 0, np.empty(0, dtype=np.int64), stamp
-    updated_at = updated_at_type(conn) if touch else None
+    updated_at = session.updated_at_type() if touch else None
     cents, no_victim = pricing.price_batch(lines)
     if not cents.killmail_ids.size:
         return 0, no_victim, 0
     with conn.cursor(binary=True) as cur:
-        written = _write(conn, cur, cents, stamp, mode, updated_at, rules, column)
+        written = _write(session, cur, cents, stamp, mode, updated_at, rules, column)
         return written, no_victim, 0
 
 
-def _value_in_sql(conn, batch_ids: list[int], mode: str, rules: str, column: str, touch: bool):
+def _value_in_sql(
+    session: Session, batch_ids: list[int], mode: str, rules: str, column: str, touch: bool
+):
     """The set-based engine: one statement values and writes the batch."""
-    updated_at = updated_at_type(conn) if touch else None
+    updated_at = session.updated_at_type() if touch else None
 
     def run(product: str):
         text = statements.value_book_sql(mode, rules, column, updated_at, product)
-        updated, no_victim, missing = conn.execute(
+        updated, no_victim, missing = session.conn.execute(
             text, {"ids": batch_ids}, prepare=False
         ).fetchone()
         return int(updated), np.asarray(no_victim, dtype=np.int64), int(missing)
 
     try:
-        # Inside the caller's transaction this is a savepoint, so a failure
-        # leaves the transaction usable for the second statement.
-        with contextlib.nullcontext() if conn.autocommit else conn.transaction():
-            return run("int8")
+        return run("int8")
     except psycopg.errors.NumericValueOutOfRange:
         # An int8 line product overflowed (or a price cannot be cents: then the
         # numeric statement fails the same way and the caller names the price).
@@ -366,10 +324,7 @@ def _unusable_prices(conn, batch_ids: list[int], mode: str, rules: str, column: 
     """(type_id, price_date, unit ISK) of the batch's prices that cannot be cents;
     asked after the valuation failed."""
     statement = statements.book_unusable_sql(mode, rules, column)
-    if conn.autocommit:
-        return conn.execute(statement, {"ids": batch_ids}, prepare=False).fetchall()
-    with conn.transaction():
-        return conn.execute(statement, {"ids": batch_ids}, prepare=False).fetchall()
+    return conn.execute(statement, {"ids": batch_ids}, prepare=False).fetchall()
 
 
 def _describe(rules: str, column: str, type_id: int, price_date: date, price: Decimal) -> str:

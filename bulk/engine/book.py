@@ -29,13 +29,10 @@ from psycopg.pq import TransactionStatus
 from bulk import db, sqlfiles
 from bulk.engine import rules, statements
 from bulk.engine.errors import ErrorKind, classify
+from bulk.engine.session import Session
 from bulk.errors import UserError, one_line
 
 TABLE = db.BOOK_TABLE
-
-# When each book of each database was last rechecked by this process
-# (time.monotonic(), read before the build's snapshot was taken).
-_RECHECKED: dict[tuple, float] = {}
 
 
 def missing_table(conn: psycopg.Connection) -> bool:
@@ -136,9 +133,7 @@ def build_for_job(
             ("ANALYZE pg_temp.bulk_book_job", {}, False),
             (statements.book_build_sql(rule_set, column, "job"), {}, True),
         ]
-    built = _run(conn, steps)
-    _RECHECKED[_key(conn, rule_set, column)] = time.monotonic()
-    return built
+    return _run(conn, steps)
 
 
 def build_before_batches(
@@ -166,31 +161,26 @@ def build_before_batches(
 BUILT_BY_JOB = math.inf
 
 
-def recheck(conn: psycopg.Connection, rule_set: str, column: str, every: float | None) -> None:
+def recheck(session: Session, rule_set: str, column: str, every: float | None) -> None:
     """Rebuild the book's rows whose sources may have changed behind the price commands.
 
     Only a rule set that rechecks (seed: a killboard's own fetcher may write
-    market_prices) does anything, once per process and database, then again
-    when the last recheck is `every` seconds old (None: never again;
-    BUILT_BY_JOB: not even once).
+    market_prices) does anything, once per session (and the sessions that share
+    its `rechecked`), then again when the last recheck is `every` seconds old
+    (None: never again; BUILT_BY_JOB: not even once).
     The clock is read before the build's snapshot is taken, so a batch that
     starts more than `every` seconds after a price change committed sees it.
     """
     if not rules.recheck(rule_set) or every == BUILT_BY_JOB:
         return
-    key = _key(conn, rule_set, column)
-    at = _RECHECKED.get(key)
+    key = rules.book_key(rule_set, column)
+    at = session.rechecked.get(key)
     now = time.monotonic()
     if at is not None and (every is None or now - at < every):
         return
-    _RECHECKED.pop(key, None)
-    _run(conn, [(statements.book_build_sql(rule_set, column, "known"), {}, True)])
-    _RECHECKED[key] = now
-
-
-def _key(conn: psycopg.Connection, rule_set: str, column: str) -> tuple:
-    info = conn.info
-    return (info.host, info.port, info.dbname, rules.book_key(rule_set, column))
+    session.rechecked.pop(key, None)
+    _run(session.conn, [(statements.book_build_sql(rule_set, column, "known"), {}, True)])
+    session.rechecked[key] = now
 
 
 # --- invalidation: the price commands, in the transaction of their change ---------

@@ -24,9 +24,10 @@ import psycopg
 
 from bulk import db
 from bulk.backoff import Backoff
-from bulk.engine.batch import BatchResult, Valuation, value_batch
+from bulk.engine.batch import BatchResult, Valuation, process_batch
 from bulk.engine.errors import ErrorKind, classify
 from bulk.engine.policy import Action, decide
+from bulk.engine.session import Session
 from bulk.errors import describe
 
 
@@ -52,21 +53,32 @@ class Outcome:
 
 
 class ConnectionHolder:
-    """One PostgreSQL connection, reopened after it breaks."""
+    """One PostgreSQL connection, reopened after it breaks, and its engine Session.
+
+    The sessions of one holder share when each book was last rechecked: a
+    reconnect starts a new session (nothing prepared on the new connection yet)
+    but does not recheck the prices before their time.
+    """
 
     def __init__(self, connect: Callable[[], psycopg.Connection]):
         self._connect = connect
-        self._conn: psycopg.Connection | None = None
+        self._session: Session | None = None
+        self._rechecked: dict[str, float] = {}
 
     def get(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
+        return self.session().conn
+
+    def session(self) -> Session:
+        conn = None if self._session is None else self._session.conn
+        if conn is None or conn.closed or conn.broken:
             self.discard()
-            self._conn = self._connect()
-        return self._conn
+            self._session = Session(self._connect(), rechecked=self._rechecked)
+        return self._session
 
     def discard(self) -> None:
-        db.close_quietly(self._conn)
-        self._conn = None
+        if self._session is not None:
+            db.close_quietly(self._session.conn)
+        self._session = None
 
 
 def run_batch(
@@ -108,8 +120,9 @@ def _attempt(holder, part, mode, valuation, patience, sleep, outcome) -> str | N
     while True:
         conn = None
         try:
-            conn = holder.get()
-            outcome.result.add(value_batch(conn, part, mode, valuation))
+            session = holder.session()
+            conn = session.conn
+            outcome.result.add(process_batch(session, part, mode, valuation))
             return None
         except psycopg.Error as exc:
             kind = classify(exc, conn)

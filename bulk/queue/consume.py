@@ -38,7 +38,7 @@ import psycopg
 
 from bulk import db, events, readiness
 from bulk.backoff import Backoff, jitter
-from bulk.engine.batch import BatchResult, Valuation, value_batch
+from bulk.engine.batch import BatchResult, Valuation, process_batch
 from bulk.engine.errors import ErrorKind, classify
 from bulk.engine.policy import Action, decide
 from bulk.engine.retry import ConnectionHolder
@@ -69,18 +69,12 @@ class WorkSettings:
     # only its own batch, so a redelivery counts against the batch that was in hand.
     prefetch: int = 1
     singles_per_batch: int = 500  # old single-killmail messages gathered into one batch
-    price_column: str = "sell"
-    touch_updated_at: bool = True
     max_attempts: int = 3  # tries of a whole batch before it is split
-    engine: str = "numpy"
-    # Seconds after which a worker re-reads the prices before its next batch.
-    price_refresh: float = 10.0
-    # The rule set of old single-killmail messages, which name none.
-    rules: str = DEFAULT_RULES
-
-    @property
-    def valuation(self) -> Valuation:
-        return Valuation(self.price_column, self.touch_updated_at, self.engine, self.price_refresh)
+    # How batches are valued; a message's rule set replaces its rules, and old
+    # single-killmail messages, which name none, are valued under these.
+    # price_refresh: seconds after which a worker re-reads the prices before its
+    # next batch.
+    valuation: Valuation = Valuation(price_refresh=10.0)
 
 
 class FatalError(Exception):
@@ -326,9 +320,8 @@ class Worker:
         for n, mode in enumerate(modes):
             entries = pending[mode]
             try:
-                self._do(
-                    [i for _, i in entries], mode, 0, {}, [tag for tag, _ in entries], self.s.rules
-                )
+                ids, tags = [i for _, i in entries], [tag for tag, _ in entries]
+                self._do(ids, mode, 0, {}, tags, self.s.valuation.rules)
             except _Refused:
                 # The other modes' messages go back too, not held until a reconnect.
                 for later in modes[n + 1 :]:
@@ -500,9 +493,10 @@ class Worker:
         while True:
             conn = None
             try:
-                conn = self.db.get()
+                session = self.db.session()
+                conn = session.conn
                 valuation = replace(self.s.valuation, rules=rules)
-                return self._serving_broker(value_batch, conn, ids, mode, valuation)
+                return self._serving_broker(process_batch, session, ids, mode, valuation)
             except psycopg.Error as exc:
                 kind = classify(exc, conn)
                 contention += kind is ErrorKind.CONTENTION
@@ -619,7 +613,7 @@ class Worker:
 
     def _rules_unusable(self, rules: str) -> str | None:
         """Why this database cannot run `rules` (its tables are missing), or None."""
-        if rules == self.s.rules:
+        if rules == self.s.valuation.rules:
             return None  # work checked its own rule set before it started
         seen = self.rules_seen.get(rules)
         if seen is not None and time.monotonic() - seen[0] < _RULES_RECHECK:

@@ -299,12 +299,12 @@ def work(
         # Under work's rule set (the one of old single messages; a batch names its own).
         gaps = readiness.require_gaps(
             conn,
-            settings.rules,
-            settings.price_column,
+            settings.valuation.rules,
+            settings.valuation.price_column,
             allow_incomplete,
             allow_unpriced=allow_empty_prices,
         )
-        readiness.require_rule_prices(conn, settings.rules, allow_empty_prices)
+        readiness.require_rule_prices(conn, settings.valuation.rules, allow_empty_prices)
         book.require_table(conn)
     connection = broker.connect(settings.amqp_url)
     try:

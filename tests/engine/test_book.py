@@ -16,7 +16,8 @@ import pytest
 
 from bulk import db
 from bulk.engine import book, rules, scan
-from bulk.engine.batch import process_batch
+from bulk.engine.batch import Valuation, process_batch
+from bulk.engine.session import Session
 from bulk.prices import overrides
 from bulk.prices import store as price_store
 from bulk.typedata import store as type_store
@@ -172,12 +173,14 @@ def _value_then(url: str, rule_set: str, change, engine: str = "numpy") -> None:
     in the same process with no recheck: only the book's invalidation can show the change."""
     ids = _ids(url)
     with psycopg.connect(url, autocommit=True) as conn:
-        process_batch(conn, ids, "all", rules=rule_set, engine=engine, price_refresh=3600)
+        session = Session(conn)
+        job = Valuation(rules=rule_set, engine=engine, price_refresh=3600)
+        process_batch(session, ids, "all", job)
         before = mismatches(url, rules=rule_set)
         assert before == []
         change(conn)
         assert mismatches(url, rules=rule_set) != []  # the change moved some reference value
-        process_batch(conn, ids, "all", rules=rule_set, engine=engine, price_refresh=3600)
+        process_batch(session, ids, "all", job)
     assert mismatches(url, rules=rule_set) == []
 
 
@@ -240,12 +243,13 @@ def test_without_the_tools_commands_a_change_waits_for_the_recheck(demo_db):
     ids = _ids(demo_db)
     first, second = ids[:200], ids[200:400]
     with psycopg.connect(demo_db, autocommit=True) as conn:
-        process_batch(conn, first, "null", price_refresh=None)
+        session = Session(conn)
+        process_batch(session, first, "null", Valuation(price_refresh=None))
         conn.execute("UPDATE market_prices SET sell = sell * 2 + 1")
-        process_batch(conn, second, "null", price_refresh=None)
+        process_batch(session, second, "null", Valuation(price_refresh=None))
         assert mismatches(demo_db, ids=second) != []
         time.sleep(0.3)
-        process_batch(conn, second, "all", price_refresh=0.2)
+        process_batch(session, second, "all", Valuation(price_refresh=0.2))
     assert mismatches(demo_db, ids=second) == []
 
 
@@ -258,12 +262,11 @@ def test_runs_children_leave_the_recheck_to_the_jobs_build(demo_db):
         cond, params = scan.Selection(mode="all").killmails_sql()
         book.build_for_job(conn, "seed", "sell", cond, params)
         conn.execute("UPDATE market_prices SET sell = sell * 2 + 1")
-        book._RECHECKED.clear()
-        process_batch(conn, ids[:200], "all", price_refresh=book.BUILT_BY_JOB)
+        # A fresh session: this process has not rechecked the book yet.
+        process_batch(Session(conn), ids[:200], "all", Valuation(price_refresh=book.BUILT_BY_JOB))
         assert mismatches(demo_db, ids=ids[:200]) != []
         # ...where once per process (None, as work does) checks it at its first batch.
-        book._RECHECKED.clear()
-        process_batch(conn, ids[:200], "all", price_refresh=None)
+        process_batch(Session(conn), ids[:200], "all", Valuation(price_refresh=None))
     assert mismatches(demo_db, ids=ids[:200]) == []
     # And a run, whose parent builds the book, values by the prices of its start.
     assert cli("run", "--mode", "all", url=demo_db).returncode == 0

@@ -14,6 +14,8 @@ import pytest
 from bulk.audit import reference, verify
 from bulk.engine import batch, book
 from bulk.engine import rules as rule_sets
+from bulk.engine.batch import Valuation
+from bulk.engine.session import Session
 from bulk.errors import UserError
 from tests import dated as helpers
 from tests.conftest import mismatches
@@ -236,7 +238,7 @@ def test_seed_ignores_history_and_overrides(schema_db, schema_kind):
         expected[n] = (destroyed + dropped, destroyed, dropped)
     assert helpers.reference_values(schema_db, None, "seed") == expected
     with psycopg.connect(schema_db, autocommit=True) as conn:
-        batch.process_batch(conn, list(expected), "all")
+        batch.process_batch(Session(conn), list(expected), "all")
     assert mismatches(schema_db) == []
     assert mismatches(schema_db, rules="seed") == []
 
@@ -387,9 +389,10 @@ def test_only_killmails_matching_the_mode_are_loaded(schema_db, schema_kind):
 
 
 @pytest.mark.both_schemas
-def test_inside_the_callers_transactions(schema_db, schema_kind):
-    """Without autocommit: a batch whose price cannot be cents fails naming it, and the
-    connection values the next batch; the book's rows were built in transactions of their own."""
+def test_a_bad_price_fails_its_batch_and_the_session_values_the_next(schema_db, schema_kind):
+    """A batch whose price cannot be cents fails naming it, and the session values the
+    next batch; the book's rows were built in transactions of their own. The engine
+    values on autocommit connections only: each write is its own transaction."""
     day = date(2021, 5, 5)
     with psycopg.connect(schema_db) as conn:
         helpers.create_history_tables(conn)
@@ -398,13 +401,15 @@ def test_inside_the_callers_transactions(schema_db, schema_kind):
         helpers.insert_killmail(conn, schema_kind, 1, _noon(day), GOOD, [(BAD_HUGE, 5, 1, 0, 0)])
         helpers.insert_killmail(conn, schema_kind, 2, _noon(day), GOOD, [])
     with psycopg.connect(schema_db) as conn:  # not autocommit
+        with pytest.raises(ValueError, match="autocommit"):
+            Session(conn)
+    with psycopg.connect(schema_db, autocommit=True) as conn:
+        session, job = Session(conn), Valuation(rules="evekill")
         with pytest.raises(
             batch.PriceOutOfRange, match=f"type {BAD_HUGE} on {day} is 1.00000e\\+300 ISK"
         ):
-            batch.process_batch(conn, [1, 2], "all", rules="evekill")
-        conn.rollback()
-        assert batch.process_batch(conn, [2], "all", rules="evekill").updated == 1
-        conn.commit()
+            batch.process_batch(session, [1, 2], "all", job)
+        assert batch.process_batch(session, [2], "all", job).updated == 1
     assert helpers.reference_values(schema_db, [2], "evekill")[2][0] == Decimal("12.35")
     with psycopg.connect(schema_db) as conn:
         assert (
