@@ -399,7 +399,7 @@ def _invoke_isolated(args, changes: dict):
     from bulk.cli import invoke
 
     # What a command changes for its whole process, which its own process would take
-    # with it: the recursion limit a broker connection raises for pika
+    # with it: the recursion limit the readers of messages raise for pika
     # (bulk.queue.broker), and the passwords redact has seen and masks from then on.
     recursion_limit = sys.getrecursionlimit()
     seen = set(redact._seen)

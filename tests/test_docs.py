@@ -375,3 +375,8 @@ if __name__ == "__main__":
             count, new = fresh[index]
             lines[index + 1 : index + 1 + count] = new
         doc.path.write_text("\n".join(lines) + "\n")
+
+
+def test_the_readme_stays_short():
+    """The README is the front door: 150 lines at most; the rest lives in docs/."""
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 150

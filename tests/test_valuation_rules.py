@@ -1,5 +1,5 @@
 """The engine and the SQL reference on hand-made killmails whose values are worked out
-here in Python Decimal arithmetic, straight from the valuation rules of the README."""
+here in Python Decimal arithmetic, straight from the valuation rules of docs/prices.md."""
 
 from decimal import ROUND_HALF_UP, Decimal
 

@@ -181,6 +181,7 @@ def _iso(moment: datetime | None) -> str | None:
 def queue_status(amqp_url: str, queue: str, management_url: str | None) -> QueueStatus:
     """The queue's figures; a BrokerError for a name the broker cannot take as it is."""
     broker.check_queue_name(queue)
+    broker.allow_deep_header_tables()  # it reads messages anyone may have written
     connection = broker.connect(amqp_url)
     try:
         depth = _existing_depth(connection.channel(), queue)

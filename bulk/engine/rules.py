@@ -6,7 +6,7 @@ price_overrides. Every fixed price, region, offset and window size is listed
 once, in SEED and DATED below: the price book's builders
 (sql/book_build_<rules>.sql, bulk.engine.book) and the dated references
 (sql/reference_evekill.sql, sql/reference_zkillboard.sql) get their numbers
-from here, and the README's rules table is checked against table_rows(). This
+from here, and docs/prices.md's rules table is checked against table_rows(). This
 is the only module that knows a rule set by name: everything else asks it.
 Only identifiers and numbers from these fixed tables are ever pasted into SQL
 text, never user text.
@@ -418,7 +418,7 @@ def book_placeholders(name: str, price_column: str = "sell") -> dict[str, str]:
     return fill
 
 
-# --- the README's table --------------------------------------------------------
+# --- docs/prices.md's table ----------------------------------------------------
 
 
 def _isk(price: Decimal) -> str:
@@ -430,10 +430,10 @@ def _fixed(rules: RuleSet, fixed: TypePrice | LinePrice, otherwise: str = "marke
 
 
 def table_rows() -> list[tuple[str, str, str, str]]:
-    """(part, seed, evekill, zkillboard): the rule sets side by side, as the README shows them.
+    """(part, seed, evekill, zkillboard): the rule sets side by side, as docs/prices.md shows them.
 
-    tests/engine/test_rules.py checks that the README holds exactly this table, so
-    the README cannot drift from the data above.
+    tests/engine/test_rules.py checks that docs/prices.md holds exactly this table, so
+    the doc cannot drift from the data above.
     """
     ek, zk = DATED["evekill"], DATED["zkillboard"]
     assert zk.window is not None

@@ -149,9 +149,7 @@ def count(
     with _searching(conn):
         text, params = _statement(conn, rule_set, column, scan.Selection(mode="all"), min_change)
         rows = conn.execute(
-            f"SELECT s.reason, count(*) FROM ({text}) AS s (killmail_id, reason) GROUP BY 1",
-            params,
-            prepare=False,
+            sqlfiles.load("stale_count").format(stale=text), params, prepare=False
         ).fetchall()
     return Counter(dict(rows))
 

@@ -97,7 +97,8 @@ def dead_letter_queue(queue: str) -> str:
 
 
 def allow_deep_header_tables() -> None:
-    """Let pika read any header table a frame can hold.
+    """Let pika read any header table a frame can hold: called by the code that reads
+    messages (work, dead, status), before its connection reads one.
 
     pika decodes a header table recursively in Python; one nested a few
     thousand levels deep (about 19,000 fit in a 128 KB frame) raised
@@ -118,7 +119,6 @@ def connect(url: str) -> pika.BlockingConnection:
     timeouts of CONNECTION_DEFAULTS likewise (`?socket_timeout=5`...).
     """
     redact.remember(url)
-    allow_deep_header_tables()
     try:
         params = pika.URLParameters(url)
     except Exception:  # pika raises several types for a malformed URL

@@ -206,6 +206,7 @@ class Worker:
     def _open(self) -> None:
         self.held = {}  # deliveries of a closed connection go back by themselves
         self.singles = {}  # unacked singles come back from the broker on reconnect
+        broker.allow_deep_header_tables()  # it reads messages anyone may have written
         self.connection = broker.connect(self.s.amqp_url)
         self.channel = self.connection.channel()
         # The queues this worker publishes to may have been deleted since it

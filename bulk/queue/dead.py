@@ -101,6 +101,7 @@ def _existing_depth(channel, queue: str) -> int:
 def list_dead(amqp_url: str, queue: str, limit: int | None = None) -> tuple[int, list[DeadLetter]]:
     """(messages in the dead-letter queue, the first `limit` of them), leaving them in place."""
     dead = broker.dead_letter_queue(queue)
+    broker.allow_deep_header_tables()  # it reads messages anyone may have written
     connection = broker.connect(amqp_url)
     try:
         channel = connection.channel()
@@ -136,6 +137,7 @@ def requeue_dead(
     if not 1 <= batch_size <= messages.MAX_IDS:
         raise ValueError(f"batch size must be between 1 and {messages.MAX_IDS}")
     dead = broker.dead_letter_queue(queue)
+    broker.allow_deep_header_tables()  # it reads messages anyone may have written
     connection = broker.connect(amqp_url)
     summary = RequeueSummary()
     try:

@@ -1,4 +1,4 @@
-"""The rule sets as fixed data: what the SQL is made from, and the README's table of them."""
+"""The rule sets as fixed data: what the SQL is made from, and docs/prices.md's table of them."""
 
 from decimal import Decimal
 from pathlib import Path
@@ -8,11 +8,11 @@ import pytest
 from bulk.engine import rules, statements
 from bulk.errors import UserError
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PRICES_DOC = Path(__file__).resolve().parents[2] / "docs" / "prices.md"
 
 
 def test_the_readme_shows_the_rule_sets_exactly_as_the_data_has_them():
-    assert rules.table_markdown() in README.read_text()
+    assert rules.table_markdown() in PRICES_DOC.read_text()
 
 
 def test_the_issues_numbers_are_the_data():
