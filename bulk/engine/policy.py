@@ -25,6 +25,9 @@ class Action(enum.Enum):
     SPLIT = "split"  # halves, each tried on its own
     DEAD_LETTER = "dead-letter"  # work: a killmail alone (or a bad message) to <queue>.dead
     FAIL = "fail"  # run: a killmail alone is reported failed; its neighbours are written
+    # work: the database is out of reach from this host; hand the batches back to the
+    # queue, where another host may take them, and take none until it answers.
+    GIVE_BACK = "give-back"
     STOP = "stop"  # no retry can help: stop, leaving the work undone (queued / resumable)
 
 
@@ -34,6 +37,7 @@ def decide(
     size: int,
     attempts: int = 0,
     contention: int = 0,
+    lost: int = 0,
     expired: bool = False,
     queue: bool = True,
     max_attempts: int = MAX_ATTEMPTS,
@@ -42,8 +46,9 @@ def decide(
 
     `attempts`: tries of the whole batch so far, this one included (work's
     message header); `contention`: contention errors met so far, this one
-    included; `expired`: a lost connection, or a server short of resources, has
-    outlasted its patience (run; work waits for as long as it takes);
+    included; `lost`: connections lost on this batch so far, this one included;
+    `expired`: a lost connection, or a server short of resources, has outlasted
+    its patience (run; work waits for as long as it takes);
     `queue`: whether a broker holds the batch (work) or not (run).
     """
     if kind is None:
@@ -54,6 +59,10 @@ def decide(
         return Action.RETRY  # the original goes back to the queue; back off, go on
     if kind is ErrorKind.ENVIRONMENT:
         return Action.STOP  # splitting would fail every killmail alike
+    if kind is ErrorKind.CONNECTION and queue and lost > 1:
+        # work retries once on a new connection; a second loss means this host
+        # cannot reach the database, and its batches are better off elsewhere.
+        return Action.GIVE_BACK
     if kind in (ErrorKind.CONNECTION, ErrorKind.RESOURCES):
         return Action.STOP if expired else Action.RETRY
     if kind is ErrorKind.CONTENTION and contention < CONTENTION_TRIES:

@@ -81,6 +81,79 @@ class ConnectionHolder:
         self._session = None
 
 
+@dataclass(frozen=True)
+class Retrying:
+    """How a caller of value_with_retries waits and hears about retries.
+
+    `queue`: a broker holds the batch (work) or not (run), for bulk.engine.policy;
+    `patience`: seconds a lost connection or a server short of resources is
+    waited out before the loop stops (None: as long as it takes); `pause` waits
+    between tries (and may raise to abandon the batch); `on_retry` hears each
+    retry before its pause.
+    """
+
+    queue: bool
+    patience: float | None = None
+    pause: Callable[[float], None] = time.sleep
+    on_retry: Callable[[ErrorKind, psycopg.Error], None] = lambda kind, exc: None
+
+
+class Stopped(Exception):
+    """The policy stopped the loop (Action.STOP or Action.GIVE_BACK): the batch is
+    not done, and the caller decides what that means for its job."""
+
+    def __init__(self, action: Action, kind: ErrorKind, error: psycopg.Error, waited: float):
+        super().__init__(describe(error))
+        self.action, self.kind, self.error, self.waited = action, kind, error, waited
+
+
+def value_with_retries(
+    holder: ConnectionHolder,
+    value: Callable[[Session], BatchResult],
+    size: int,
+    retrying: Retrying,
+) -> BatchResult | str:
+    """value(session) on the holder's session until it succeeds: its result, or the
+    text of a batch error (the caller splits, requeues or fails the batch).
+
+    The one retry loop of run and work: each error is classified by SQLSTATE and
+    bulk.engine.policy.decide says whether to retry (after a capped, jittered
+    backoff, on a new connection where it was lost), to give up on the batch, or
+    to stop (Stopped). Any other exception is a batch error.
+    """
+    backoff = Backoff(base=0.2, cap=10.0, patience=retrying.patience)
+    contention = lost = 0
+    while True:
+        conn = None
+        try:
+            session = holder.session()
+            conn = session.conn
+            return value(session)
+        except psycopg.Error as exc:
+            kind = classify(exc, conn)
+            contention += kind is ErrorKind.CONTENTION
+            if kind in (ErrorKind.CONNECTION, ErrorKind.RESOURCES):
+                holder.discard()
+                backoff.start_clock()
+                lost += kind is ErrorKind.CONNECTION
+            action = decide(
+                kind,
+                size=size,
+                contention=contention,
+                lost=lost,
+                expired=backoff.expired(),
+                queue=retrying.queue,
+            )
+            if action in (Action.STOP, Action.GIVE_BACK):
+                raise Stopped(action, kind, exc, backoff.waited()) from None
+            if action is not Action.RETRY:
+                return describe(exc)
+            retrying.on_retry(kind, exc)
+        except Exception as exc:  # noqa: BLE001 - a killmail no engine step can value
+            return describe(exc)
+        retrying.pause(backoff.delay())
+
+
 def run_batch(
     holder: ConnectionHolder,
     ids: list[int],
@@ -97,15 +170,24 @@ def run_batch(
     the whole batch as not done: re-running it is idempotent).
     """
     valuation = valuation or Valuation()
+    retrying = Retrying(queue=False, patience=patience, pause=sleep)
     outcome = Outcome()
     pending = [sorted(set(ids))]
     while pending:
         part = pending.pop()
-        error = _attempt(holder, part, mode, valuation, patience, sleep, outcome)
-        if error is None:
-            continue
-        if decide(ErrorKind.BATCH, size=len(part), queue=False) is Action.FAIL:
-            outcome.failures.append(Failure(part[0], error))
+        try:
+            result = value_with_retries(
+                holder,
+                lambda session, part=part: process_batch(session, part, mode, valuation),
+                len(part),
+                retrying,
+            )
+        except Stopped as stop:
+            raise _run_stop(stop) from None
+        if isinstance(result, BatchResult):
+            outcome.result.add(result)
+        elif decide(ErrorKind.BATCH, size=len(part), queue=False) is Action.FAIL:
+            outcome.failures.append(Failure(part[0], result))
             outcome.result.skipped += 1
         else:
             middle = len(part) // 2
@@ -113,40 +195,12 @@ def run_batch(
     return outcome
 
 
-def _attempt(holder, part, mode, valuation, patience, sleep, outcome) -> str | None:
-    """Run one part; the error text if it failed as a batch error, else None."""
-    backoff = Backoff(base=0.2, cap=10.0, patience=patience)
-    contention = 0
-    while True:
-        conn = None
-        try:
-            session = holder.session()
-            conn = session.conn
-            outcome.result.add(process_batch(session, part, mode, valuation))
-            return None
-        except psycopg.Error as exc:
-            kind = classify(exc, conn)
-            if kind is ErrorKind.CONTENTION:
-                contention += 1
-            elif kind in (ErrorKind.CONNECTION, ErrorKind.RESOURCES):
-                holder.discard()
-                backoff.start_clock()
-            action = decide(
-                kind, size=len(part), contention=contention, expired=backoff.expired(), queue=False
-            )
-            if action is Action.STOP:
-                if kind is ErrorKind.RESOURCES:
-                    raise DatabaseGone(
-                        f"the database stayed short of resources for {backoff.waited():.0f} s:"
-                        f" {describe(exc)}"
-                    ) from None
-                if kind is ErrorKind.CONNECTION:
-                    raise DatabaseGone(
-                        f"lost the database and could not reconnect: {describe(exc)}"
-                    ) from None
-                raise EnvironmentFailure(describe(exc)) from None
-            if action is not Action.RETRY:
-                return describe(exc)
-        except Exception as exc:  # noqa: BLE001 - a killmail no engine step can value
-            return describe(exc)
-        sleep(backoff.delay())
+def _run_stop(stop: Stopped) -> Exception:
+    """What a stop means for run: the database is gone (resume later) or wrong for the job."""
+    if stop.kind is ErrorKind.RESOURCES:
+        return DatabaseGone(
+            f"the database stayed short of resources for {stop.waited:.0f} s: {stop}"
+        )
+    if stop.kind is ErrorKind.CONNECTION:
+        return DatabaseGone(f"lost the database and could not reconnect: {stop}")
+    return EnvironmentFailure(str(stop))

@@ -41,7 +41,7 @@ from bulk.backoff import Backoff, jitter
 from bulk.engine.batch import BatchResult, Valuation, process_batch
 from bulk.engine.errors import ErrorKind, classify
 from bulk.engine.policy import Action, decide
-from bulk.engine.retry import ConnectionHolder
+from bulk.engine.retry import ConnectionHolder, Retrying, Stopped, value_with_retries
 from bulk.engine.rules import DEFAULT_RULES
 from bulk.errors import UserError, describe
 from bulk.queue import broker, messages
@@ -487,54 +487,42 @@ class Worker:
                     pass  # the connection is gone: the broker requeues it anyway
 
     def _value(self, ids: list[int], mode: str, tags: list[int], rules: str) -> BatchResult | str:
-        """The batch written, or the text of a batch error."""
-        backoff = Backoff(base=0.2, cap=10.0)
-        contention = 0
-        lost = False  # the connection was lost once already while on this batch
-        while True:
-            conn = None
-            try:
-                session = self.db.session()
-                conn = session.conn
-                valuation = replace(self.s.valuation, rules=rules)
-                return self._serving_broker(process_batch, session, ids, mode, valuation)
-            except psycopg.Error as exc:
-                kind = classify(exc, conn)
-                contention += kind is ErrorKind.CONTENTION
-                action = decide(kind, size=len(ids), contention=contention)
-                if action is Action.STOP:
-                    self._give_back(tags)
-                    raise FatalError(describe(exc)) from None
-                if action is not Action.RETRY:
-                    return describe(exc)  # a batch error: _do decides what comes next
-                self.report(events.Retry(kind.value))
-                if kind is ErrorKind.CONNECTION:
-                    self.db.discard()
-                    if lost:
-                        self.report(events.DatabaseUp(False))
-                        # A new connection failed as well. Holding the batches while the
-                        # database is out of reach would only keep them from other hosts.
-                        self._give_back(tags)
-                        raise _DatabaseLost(describe(exc)) from None
-                    lost = True
-                    self._note(f"database unavailable ({describe(exc)}); retrying")
-                elif kind is ErrorKind.RESOURCES:
-                    # Every batch would fail alike: hold this one (and so take no other)
-                    # until the server has room again, instead of splitting a whole job
-                    # into dead letters. The broker connection is kept alive meanwhile.
-                    self.db.discard()
-                    self._say_now_and_then(
-                        "resources",
-                        f"the database is short of resources ({describe(exc)});"
-                        " holding the batch and retrying until it has room",
-                    )
-            except Exception as exc:  # noqa: BLE001 - a batch no engine step can value
-                return describe(exc)
-            try:
-                self._pause(backoff.delay())
-            except _Stop:
-                self._give_back(tags)
-                raise
+        """The batch written, or the text of a batch error (bulk.engine.retry's loop)."""
+        valuation = replace(self.s.valuation, rules=rules)
+
+        def value(session) -> BatchResult:
+            return self._serving_broker(process_batch, session, ids, mode, valuation)
+
+        retrying = Retrying(queue=True, pause=self._pause, on_retry=self._retrying)
+        try:
+            return value_with_retries(self.db, value, len(ids), retrying)
+        except Stopped as stop:
+            self._give_back(tags)
+            if stop.action is Action.GIVE_BACK:
+                # A new connection failed as well. Holding the batches while the
+                # database is out of reach would only keep them from other hosts.
+                self.report(events.Retry(stop.kind.value))
+                self.report(events.DatabaseUp(False))
+                raise _DatabaseLost(str(stop)) from None
+            raise FatalError(str(stop)) from None
+        except _Stop:
+            self._give_back(tags)
+            raise
+
+    def _retrying(self, kind: ErrorKind, exc: psycopg.Error) -> None:
+        """What the operator hears of a retry of work's batch."""
+        self.report(events.Retry(kind.value))
+        if kind is ErrorKind.CONNECTION:
+            self._note(f"database unavailable ({describe(exc)}); retrying")
+        elif kind is ErrorKind.RESOURCES:
+            # Every batch would fail alike: hold this one (and so take no other)
+            # until the server has room again, instead of splitting a whole job
+            # into dead letters. The broker connection is kept alive meanwhile.
+            self._say_now_and_then(
+                "resources",
+                f"the database is short of resources ({describe(exc)});"
+                " holding the batch and retrying until it has room",
+            )
 
     def _serving_broker(self, step: Callable, *args):
         """step(*args) in the valuing thread, while this one answers the broker.

@@ -23,6 +23,14 @@ def test_a_lost_connection_is_retried_until_its_patience_runs_out():
     assert decide(ErrorKind.CONNECTION, size=500, expired=True, queue=False) is Action.STOP
 
 
+def test_work_gives_its_batches_back_when_a_new_connection_is_lost_too():
+    assert decide(ErrorKind.CONNECTION, size=500, lost=1) is Action.RETRY
+    assert decide(ErrorKind.CONNECTION, size=500, lost=2) is Action.GIVE_BACK
+    # run has no queue to give them back to: it waits out its patience.
+    assert decide(ErrorKind.CONNECTION, size=500, lost=5, queue=False) is Action.RETRY
+    assert decide(ErrorKind.RESOURCES, size=500, lost=2) is Action.RETRY
+
+
 def test_a_server_short_of_resources_is_waited_out_like_a_lost_connection():
     for attempts in (0, 3, 10):
         assert decide(ErrorKind.RESOURCES, size=1, attempts=attempts) is Action.RETRY
