@@ -12,14 +12,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import psycopg
 
 from bulk import db, events, readiness
 from bulk.engine import book, modes, scan, stale
-from bulk.engine import rules as rule_sets
 from bulk.engine.batch import Valuation
 from bulk.engine.retry import ConnectionHolder, DatabaseGone, EnvironmentFailure, Failure, run_batch
 from bulk.errors import describe
@@ -64,6 +63,32 @@ class RunSummary:
     @property
     def rate(self) -> float:
         return self.processed / self.elapsed if self.elapsed > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """What `run` was asked to do, built once by the CLI (or the demo) and passed whole.
+
+    The valuation's price_refresh is run's to set: where the parent built the
+    book before the first batch, its children do not recheck it.
+    """
+
+    url: str
+    selection: scan.Selection
+    valuation: Valuation = Valuation()
+    procs: int = 2
+    batch_size: int = 500
+    allow_empty_prices: bool = False
+    allow_incomplete: bool = False
+    # Seconds a lost database is waited out, by the scan and by each batch.
+    db_patience: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.procs < 1:
+            raise ValueError("procs must be at least 1")
+        if self.batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+        modes.engine(self.valuation.engine)
 
 
 def _child(url: str, job: tuple[str, Valuation], patience: float, pipe) -> None:
@@ -130,15 +155,14 @@ class _Pool:
 
     def __init__(
         self,
-        url,
-        job,
-        patience,
-        procs: int,
+        job: RunJob,
+        batches: tuple[str, Valuation],
         summary: RunSummary,
         bar: Progress,
         metrics: RunMetrics | None = None,
     ):
-        self.url = url
+        """`batches`: the (mode, Valuation) the children value every batch with."""
+        self.url = job.url
         self.summary = summary
         self.progress = bar
         self.metrics = metrics
@@ -147,8 +171,8 @@ class _Pool:
         self.finished: set[int] = set()
         self.children = Children(
             _child,
-            (url, job, patience),
-            procs,
+            (job.url, batches, job.db_patience),
+            job.procs,
             progress=bar,
             on_message=self._record,
             on_exit=self._exited,
@@ -257,33 +281,23 @@ def _feed(pool: _Pool, batches: Iterator[list[int]], stopper: Stopper) -> None:
             pool.metrics.in_hand.set(sum(len(pool.in_hand(c)) for c in pool.children.children))
 
 
-def _prepare(
-    url,
-    selection,
-    summary,
-    started,
-    procs,
-    price_column,
-    touch_updated_at,
-    engine,
-    rules,
-    allow_empty_prices,
-    allow_incomplete,
-    db_patience,
-    bar,
-    metrics,
-) -> tuple:
+def _prepare(job: RunJob, summary: RunSummary, bar: Progress, metrics) -> tuple:
     """Check the database, build the book and start the children: (the stale IDs or
     None, the pool). The children start before a stale job's search, so that their
     start-up (an interpreter, numpy, a connection each) overlaps it. On a database
     error summary.stopped_early says why (the pool may then be None)."""
+    selection, v = job.selection, job.valuation
     pool = None
-    with db.connect(url, autocommit=True) as conn:
+    with db.connect(job.url, autocommit=True) as conn:
         db.require_schema(conn)
         summary.with_gaps = readiness.require_gaps(
-            conn, rules, price_column, allow_incomplete, allow_unpriced=allow_empty_prices
+            conn,
+            v.rules,
+            v.price_column,
+            job.allow_incomplete,
+            allow_unpriced=job.allow_empty_prices,
         )
-        readiness.require_rule_prices(conn, rules, allow_empty_prices)
+        readiness.require_rule_prices(conn, v.rules, job.allow_empty_prices)
         book.require_table(conn)
         found = None
         if not selection.found():
@@ -292,26 +306,22 @@ def _prepare(
         book_started = time.monotonic()
         try:
             if selection.found():
-                summary.book_rows, summary.book_note = stale.build_first(conn, rules, price_column)
+                summary.book_rows, summary.book_note = stale.build_first(
+                    conn, v.rules, v.price_column
+                )
             else:
                 summary.book_rows, summary.book_note = book.build_before_batches(
-                    conn, rules, price_column, *selection.killmails_sql()
+                    conn, v.rules, v.price_column, *selection.killmails_sql()
                 )
-            job = (
-                selection.mode,
-                Valuation(
-                    price_column=price_column,
-                    touch_updated_at=touch_updated_at,
-                    engine=engine,
-                    # Where the parent built the book, the children need no recheck.
-                    price_refresh=None if summary.book_note else book.BUILT_BY_JOB,
-                    rules=rules,
-                ),
+            valuation = replace(
+                v,
+                # Where the parent built the book, the children need no recheck.
+                price_refresh=None if summary.book_note else book.BUILT_BY_JOB,
             )
-            pool = _Pool(url, job, db_patience, procs, summary, bar, metrics)
+            pool = _Pool(job, (selection.mode, valuation), summary, bar, metrics)
             if selection.found():
                 found, more, summary.book_note = stale.find_and_build(
-                    conn, rules, price_column, selection, summary.book_note
+                    conn, v.rules, v.price_column, selection, summary.book_note
                 )
                 summary.book_rows += more
                 summary.selected = len(found)
@@ -322,34 +332,19 @@ def _prepare(
 
 
 def run_local(
-    url: str,
-    selection: scan.Selection,
+    job: RunJob,
     *,
-    procs: int = 2,
-    batch_size: int = 500,
-    price_column: str = "sell",
-    touch_updated_at: bool = True,
-    engine: str = "numpy",
-    rules: str = rule_sets.DEFAULT_RULES,
-    allow_empty_prices: bool = False,
-    allow_incomplete: bool = False,
     progress: bool = True,
-    db_patience: float = 60.0,
     announce: Callable[[int], None] | None = None,
     metrics_at: tuple[str, int] | None = None,
 ) -> RunSummary:
-    """Value every killmail the selection covers, with `procs` child processes.
+    """Value every killmail the job's selection covers, with its child processes.
 
     `announce` is called with the number of matching killmails once the
     database has been checked, before any work starts. A scan that loses its
-    connection for longer than `db_patience` seconds ends the run early:
+    connection for longer than the job's db_patience ends the run early:
     summary.stopped_early says why and summary.resume_after where to go on.
     """
-    if procs < 1:
-        raise ValueError("procs must be at least 1")
-    if batch_size < 1:
-        raise ValueError("batch size must be at least 1")
-    modes.engine(engine)
     started = time.monotonic()
     metrics = None
     if metrics_at is not None:
@@ -376,41 +371,26 @@ def run_local(
     batches = None
     try:
         with Stopper(on_first_signal) as stopper:
-            found, pool = _prepare(
-                url,
-                selection,
-                summary,
-                started,
-                procs,
-                price_column,
-                touch_updated_at,
-                engine,
-                rules,
-                allow_empty_prices,
-                allow_incomplete,
-                db_patience,
-                bar,
-                metrics,
-            )
+            found, pool = _prepare(job, summary, bar, metrics)
             if summary.stopped_early is not None:
                 summary.elapsed = time.monotonic() - started
                 return summary
             if announce is not None:
                 announce(summary.selected)
-            bar = Progress(summary.selected, desc=f"run {selection.mode}", enabled=progress)
+            bar = Progress(summary.selected, desc=f"run {job.selection.mode}", enabled=progress)
             pool.show(bar)
             # The scan has a connection of its own, named so an operator (or a
             # test) can tell it from the children's, and reopened when it is lost.
             if found is not None:
-                batches = scan.ListScan(found, batch_size, selection.after_id)
+                batches = scan.ListScan(found, job.batch_size, job.selection.after_id)
             else:
                 batches = scan.Scan(
                     lambda: db.open_connection(
-                        url, autocommit=True, application_name=SCAN_APPLICATION
+                        job.url, autocommit=True, application_name=SCAN_APPLICATION
                     ),
-                    selection,
-                    batch_size,
-                    patience=db_patience,
+                    job.selection,
+                    job.batch_size,
+                    patience=job.db_patience,
                     should_stop=lambda: stopper.requested,
                     note=note,
                 )

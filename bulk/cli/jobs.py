@@ -16,7 +16,7 @@ from bulk.engine import rules as rule_sets
 from bulk.engine.batch import Valuation
 from bulk.queue import publish, supervise
 from bulk.redact import mask_url
-from bulk.run import run_local
+from bulk.run import RunJob, run_local
 
 
 def _match(selected: int) -> str:
@@ -147,18 +147,23 @@ def run_cmd(
             err=True,
         )
 
-    summary = run_local(
-        url,
-        sel,
+    job = RunJob(
+        url=url,
+        selection=sel,
+        valuation=Valuation(
+            price_column=price_column,
+            touch_updated_at=touch_updated_at,
+            engine=engine,
+            rules=rules,
+        ),
         procs=procs,
         batch_size=batch_size,
-        price_column=price_column,
-        touch_updated_at=touch_updated_at,
-        engine=engine,
-        rules=rules,
         allow_empty_prices=allow_empty_prices,
         allow_incomplete=allow_incomplete,
         db_patience=db_patience,
+    )
+    summary = run_local(
+        job,
         announce=announce,
         metrics_at=None if metrics_port is None else (metrics_address, metrics_port),
     )

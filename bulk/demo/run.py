@@ -14,10 +14,11 @@ from bulk import db
 from bulk.audit import reference
 from bulk.demo.load import load_demo_data
 from bulk.engine import rules as rule_sets
+from bulk.engine.batch import Valuation
 from bulk.engine.scan import Selection
 from bulk.errors import UserError
 from bulk.redact import mask_url
-from bulk.run import RunSummary, run_local
+from bulk.run import RunJob, RunSummary, run_local
 
 DEFAULT_DATADIR = Path(".bulk-backfill-demo") / "pgdata"
 # Set on every database the demo creates; only a database bearing it is ever dropped.
@@ -110,7 +111,8 @@ def run_demo(
         f"Loaded {killmails:,} killmails with {items:,} item rows;"
         f" valuing them (mode null, rules {rules})"
     )
-    summary = run_local(url, Selection(mode="null"), procs=procs, progress=progress, rules=rules)
+    job = RunJob(url, Selection(mode="null"), Valuation(rules=rules), procs=procs)
+    summary = run_local(job, progress=progress)
     with db.connect(url, autocommit=True) as conn:
         distribution = reference.value_distribution(conn)
     return DemoResult(url, embedded, items, summary, distribution)
