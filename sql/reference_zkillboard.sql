@@ -11,6 +11,7 @@
 --   {fixed_values} rows (ord, kind, id, price): fixed prices by category or group
 --   {line_values} rows (ord, kind, value, price): fixed prices of item lines
 --   {fallback} {window} {full_drop_low} {full_drop_high} {partial_min} {partial_drop_high}
+--   {sums}  sql/reference_dated_sums.sql, the end both kill-date references share
 --
 -- Columns: killmail_id, total, destroyed, dropped (numeric ISK).
 -- Killmails without a victim are not valued and do not appear.
@@ -101,30 +102,4 @@ unit AS (
         WHERE h.region_id = {region} AND h.type_id = p.type_id AND h.date = p.on_date
     ) AS own ON TRUE
 ),
-items AS (
-    SELECT s.killmail_id,
-           sum(x.unit * coalesce(i.quantity_destroyed, 0)) AS destroyed,
-           sum(x.unit * coalesce(i.quantity_dropped, 0))   AS dropped
-    FROM scope AS s
-    JOIN killmail_items AS i ON i.killmail_id = s.killmail_id
-    LEFT JOIN unit AS u ON u.type_id = i.item_type_id AND u.on_date = s.on_date
-    CROSS JOIN LATERAL (
-        SELECT coalesce(
-                   (SELECT lf.price
-                    FROM line_fixed AS lf
-                    WHERE (lf.kind = 'singleton' AND lf.value = i.singleton)
-                       OR (lf.kind = 'flag' AND lf.value = i.flag)
-                    ORDER BY lf.ord
-                    LIMIT 1),
-                   u.price
-               ) AS unit
-    ) AS x
-    GROUP BY s.killmail_id
-)
-SELECT s.killmail_id,
-       ship.price + coalesce(it.destroyed, 0) + coalesce(it.dropped, 0) AS total,
-       ship.price + coalesce(it.destroyed, 0)                           AS destroyed,
-       coalesce(it.dropped, 0)                                          AS dropped
-FROM scope AS s
-JOIN unit AS ship ON ship.type_id = s.ship_type_id AND ship.on_date = s.on_date
-LEFT JOIN items AS it ON it.killmail_id = s.killmail_id
+{sums}

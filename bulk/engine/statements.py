@@ -133,7 +133,9 @@ def reference_sql(column: str, rules_name: str = rules.DEFAULT_RULES) -> str:
     that reads a price column), reference_<rules>.sql for the dated ones."""
     if rules.uses_price_column(rules_name):
         return load("reference_values").format(price_column=price_column(column))
-    return dated_sql(f"reference_{rules.dated(rules_name).name}", rules_name)
+    fill = rules.placeholders(rules_name)
+    name = f"reference_{rules.dated(rules_name).name}"
+    return load(name).format(**fill, sums=load("reference_dated_sums"))
 
 
 @cache
