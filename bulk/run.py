@@ -288,46 +288,54 @@ def _prepare(job: RunJob, summary: RunSummary, bar: Progress, metrics) -> tuple:
     error summary.stopped_early says why (the pool may then be None)."""
     selection, v = job.selection, job.valuation
     pool = None
-    with db.connect(job.url, autocommit=True) as conn:
-        db.require_schema(conn)
-        summary.with_gaps = readiness.require_gaps(
-            conn,
-            v.rules,
-            v.price_column,
-            job.allow_incomplete,
-            allow_unpriced=job.allow_empty_prices,
-        )
-        readiness.require_rule_prices(conn, v.rules, job.allow_empty_prices)
-        book.require_table(conn)
-        found = None
-        if not selection.found():
-            summary.selected = scan.count(conn, selection)
-        # Before the first batch: the children then find every price ready.
-        book_started = time.monotonic()
-        try:
-            if selection.found():
-                summary.book_rows, summary.book_note = stale.build_first(
-                    conn, v.rules, v.price_column
-                )
-            else:
-                summary.book_rows, summary.book_note = book.build_before_batches(
-                    conn, v.rules, v.price_column, *selection.killmails_sql()
-                )
-            valuation = replace(
-                v,
-                # Where the parent built the book, the children need no recheck.
-                price_refresh=None if summary.book_note else book.BUILT_BY_JOB,
+    try:
+        with db.connect(job.url, autocommit=True) as conn:
+            db.require_schema(conn)
+            summary.with_gaps = readiness.require_gaps(
+                conn,
+                v.rules,
+                v.price_column,
+                job.allow_incomplete,
+                allow_unpriced=job.allow_empty_prices,
             )
-            pool = _Pool(job, (selection.mode, valuation), summary, bar, metrics)
-            if selection.found():
-                found, more, summary.book_note = stale.find_and_build(
-                    conn, v.rules, v.price_column, selection, summary.book_note
+            readiness.require_rule_prices(conn, v.rules, job.allow_empty_prices)
+            book.require_table(conn)
+            found = None
+            if not selection.found():
+                summary.selected = scan.count(conn, selection)
+            # Before the first batch: the children then find every price ready.
+            book_started = time.monotonic()
+            try:
+                if selection.found():
+                    summary.book_rows, summary.book_note = stale.build_first(
+                        conn, v.rules, v.price_column
+                    )
+                else:
+                    summary.book_rows, summary.book_note = book.build_before_batches(
+                        conn, v.rules, v.price_column, *selection.killmails_sql()
+                    )
+                valuation = replace(
+                    v,
+                    # Where the parent built the book, the children need no recheck.
+                    price_refresh=None if summary.book_note else book.BUILT_BY_JOB,
                 )
-                summary.book_rows += more
-                summary.selected = len(found)
-        except psycopg.Error as exc:
-            summary.stopped_early = f"the database cannot take this job: {describe(exc)}"
-        summary.book_seconds = time.monotonic() - book_started
+                pool = _Pool(job, (selection.mode, valuation), summary, bar, metrics)
+                if selection.found():
+                    found, more, summary.book_note = stale.find_and_build(
+                        conn, v.rules, v.price_column, selection, summary.book_note
+                    )
+                    summary.book_rows += more
+                    summary.selected = len(found)
+            except psycopg.Error as exc:
+                summary.stopped_early = f"the database cannot take this job: {describe(exc)}"
+            summary.book_seconds = time.monotonic() - book_started
+    except BaseException as exc:
+        # The children started before the search: whatever ends the job here (a
+        # second Ctrl+C during the search, say) must end them too, or the parent
+        # would wait for them forever.
+        if pool is not None:
+            pool.children.close(events.Stop(), kill=isinstance(exc, KeyboardInterrupt))
+        raise
     return found, pool
 
 

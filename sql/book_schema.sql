@@ -102,12 +102,14 @@ CREATE TABLE IF NOT EXISTS bulk_valuations (
 -- fillfactor 50: every job that revalues a killmail rewrites its stamp. With half
 -- of each page free, a rewrite is a HOT update beside the old row from the first
 -- job on; at 90 the first rewrites moved most rows to new pages, with a new
--- index entry each, until the table had grown to about this size anyway.
+-- index entry each, until the table had grown to about this size anyway. A table
+-- of the version that made it at 90 is changed; a fillfactor an operator chose
+-- is kept.
 DO $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_class
-                   WHERE oid = 'bulk_valuations'::regclass
-                     AND 'fillfactor=50' = ANY(reloptions)) THEN
+    IF EXISTS (SELECT 1 FROM pg_class
+               WHERE oid = 'bulk_valuations'::regclass
+                 AND 'fillfactor=90' = ANY(reloptions)) THEN
         ALTER TABLE bulk_valuations SET (fillfactor = 50);
     END IF;
 END

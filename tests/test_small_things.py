@@ -7,7 +7,7 @@ import json
 import psycopg
 
 from tests import rabbit
-from tests.conftest import cli, make_demo_db, summary_count, victimless
+from tests.conftest import cli, make_demo_db, mismatches, summary_count, victimless
 
 _ENV = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
 
@@ -94,6 +94,12 @@ def test_work_still_takes_its_old_name_for_the_singles_per_batch(demo_db, queue_
     assert "work's --batch-size is now --singles-per-batch" in done.stderr
     assert summary_count(done.stdout, "processed") == 40
     assert summary_count(done.stdout, "batches") >= 4  # at most 10 killmails a batch
+    both = cli(
+        "work", "--queue", queue_name, "--until-empty", "--singles-per-batch", "3",
+        "--batch-size", "7", url=demo_db, env=_ENV,
+    )  # fmt: skip
+    assert both.returncode == 2
+    assert "give --singles-per-batch only" in both.stderr and "Traceback" not in both.stderr
 
 
 def test_the_no_victim_line_gives_the_real_count(fresh_db):
@@ -121,3 +127,23 @@ def test_banners_say_one_process(demo_db, queue_name):
     )
     assert done.returncode == 0, done.stderr
     assert f"work: 1 process on queue {queue_name} (1 message ready)" in done.stderr
+
+
+def test_a_single_message_that_names_its_rules_is_valued_under_them(demo_db, queue_name):
+    """The replaced system's single-killmail messages mean work's --rules, unless they
+    name a rule set: then it is theirs, as for a batch (they were valued under work's
+    --rules whatever they said)."""
+    ids = _ids(demo_db)[:2]
+    rabbit.publish_raw(
+        queue_name, [{"killmailId": ids[0], "rules": "evekill"}, {"killmailId": ids[1]}]
+    )
+    done = cli(
+        "work", "--queue", queue_name, "--until-empty", "--procs", "1", url=demo_db, env=_ENV
+    )
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(demo_db) as conn:
+        books = dict(conn.execute("SELECT killmail_id, book FROM bulk_valuations").fetchall())
+    assert books == {ids[0]: "evekill", ids[1]: "seed:sell"}
+    assert mismatches(demo_db, ids=[ids[0]], rules="evekill") == []
+    assert mismatches(demo_db, ids=[ids[1]]) == []
+    assert rabbit.drain(f"{queue_name}.dead") == []

@@ -490,3 +490,43 @@ def test_the_prepared_write_and_a_server_connection_without_it(demo_db):
     assert valued == set(ids)
     assert set(_stamps(demo_db)) == set(ids)
     assert mismatches(demo_db, ids=ids) == []
+
+
+def test_a_second_ctrl_c_during_the_stale_search_ends_the_children_too(demo_db):
+    """run starts its children before a stale job's search; a second Ctrl+C while the
+    search waits must still end the job, and its children with it. The search waits
+    here on a lock another session holds on killmails, which nothing before the
+    search reads."""
+    _run(demo_db, "--mode", "null")
+    with psycopg.connect(demo_db) as locker:
+        locker.execute("LOCK TABLE killmails IN ACCESS EXCLUSIVE MODE")
+        job = cli_popen("run", "--mode", "stale", "--procs", "2", url=demo_db)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (
+                len(child_pids(job.pid)) == 2 and _waiting_on_a_lock(demo_db)
+            ):
+                time.sleep(0.2)
+            children = child_pids(job.pid)
+            assert len(children) == 2, "the children did not start before the search"
+            assert _waiting_on_a_lock(demo_db), "the search is not waiting on the lock"
+            job.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            job.send_signal(signal.SIGINT)
+            out, err = job.communicate(timeout=30)
+        finally:
+            if job.poll() is None:
+                job.kill()
+                job.communicate()
+    assert "Traceback" not in err, err
+    assert not [pid for pid in children if os.path.exists(f"/proc/{pid}")]
+
+
+def _waiting_on_a_lock(url: str) -> bool:
+    rows = _rows(
+        url,
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        "   AND application_name LIKE 'bulk-backfill%%'",
+    )
+    return rows[0][0] > 0

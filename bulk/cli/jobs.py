@@ -391,6 +391,11 @@ def work_cmd(
         bulk-backfill work --procs 2 --until-empty
     """
     if old_batch_size is not None:
+        source = click.get_current_context().get_parameter_source("singles_per_batch")
+        if source is not click.core.ParameterSource.DEFAULT:
+            raise click.UsageError(
+                "give --singles-per-batch only: --batch-size is its old name in work"
+            )
         click.echo(
             "note: work's --batch-size is now --singles-per-batch (the gathering of old"
             " single-killmail messages); the old name still works",

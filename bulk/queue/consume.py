@@ -227,7 +227,9 @@ class Worker:
             self.ack([tag])
             return
         if isinstance(message, messages.Single):
-            self.singles.add(message.mode, tag, message.killmail_id)
+            # A single that names no rule set is valued under this worker's --rules.
+            rules = message.rules or self.s.valuation.rules
+            self.singles.add(message.mode, rules, tag, message.killmail_id)
             self._set_prefetch(max(self.s.prefetch, self.s.singles_per_batch))
             return
         self._set_prefetch(self.s.prefetch)
@@ -260,15 +262,15 @@ class Worker:
 
     def _flush_singles(self) -> None:
         pending = self.singles.take()
-        modes = list(pending)
-        for n, mode in enumerate(modes):
-            entries = pending[mode]
+        keys = list(pending)
+        for n, (mode, rules) in enumerate(keys):
+            entries = pending[(mode, rules)]
             try:
                 ids, tags = [i for _, i in entries], [tag for tag, _ in entries]
-                self.handler.do(ids, mode, 0, {}, tags, self.s.valuation.rules)
+                self.handler.do(ids, mode, 0, {}, tags, rules)
             except Refused:
-                # The other modes' messages go back too, not held until a reconnect.
-                for later in modes[n + 1 :]:
+                # The other batches' messages go back too, not held until a reconnect.
+                for later in keys[n + 1 :]:
                     self._nack([tag for tag, _ in pending[later]])
                 raise
 

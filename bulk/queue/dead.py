@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pika
 
+from bulk.engine.rules import DEFAULT_RULES
 from bulk.queue import broker, messages
 
 
@@ -205,8 +206,8 @@ def requeue_dead(
                 ids = list(message.ids)
             else:
                 ids = [message.killmail_id]
-            # The rule set goes back with the batch (a single names none: seed).
-            key = (message.mode, message.rules)
+            # The rule set goes back with the batch (a single that names none: seed).
+            key = (message.mode, message.rules or DEFAULT_RULES)
             seen = sent.setdefault(key, set())
             new = [i for i in dict.fromkeys(ids) if i not in seen]
             group = gathering.get(key)

@@ -42,12 +42,12 @@ class Batch:
 
 @dataclass(frozen=True)
 class Single:
-    """An old single-killmail message of the system being replaced (always seed's rules,
-    unless it names others)."""
+    """An old single-killmail message of the system being replaced. `rules` is None
+    where it names none: work values it under its --rules (seed by default)."""
 
     killmail_id: int
     mode: str = "null"
-    rules: str = DEFAULT_RULES
+    rules: str | None = None
 
 
 def now_iso() -> str:
@@ -109,7 +109,7 @@ def _decode(body: bytes) -> Batch | Single:
         return Single(
             _killmail_id(data["killmailId"], "killmailId"),
             _mode(data, default="null"),
-            _rules(data),
+            _rules(data) if "rules" in data else None,
         )
     version = data.get("v")
     if not (_is_int(version) and version == 1):  # true and 1.0 equal 1 in Python, not in JSON

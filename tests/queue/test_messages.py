@@ -30,7 +30,8 @@ def test_the_rule_set_travels_beside_the_mode(rules):
 def test_messages_from_before_rule_sets_mean_seed():
     old = b'{"v": 1, "ids": [4, 5], "mode": "null", "queued_at": "2024-05-01T12:00:00Z"}'
     assert messages.decode(old).rules == "seed"
-    assert messages.decode(b'{"killmailId": 9}').rules == "seed"
+    # A single that names no rule set takes work's --rules (seed by default).
+    assert messages.decode(b'{"killmailId": 9}').rules is None
     assert messages.decode(b'{"killmailId": 9, "rules": "evekill"}').rules == "evekill"
 
 
