@@ -32,6 +32,23 @@ def _prices_from(rules: str, price_column: str) -> str:
     return f"prices from {price_column}" if rule_sets.uses_price_column(rules) else f"rules {rules}"
 
 
+def _valuation(
+    price_column: str,
+    touch_updated_at: bool,
+    engine: str,
+    rules: str,
+    price_refresh: float | None = None,
+) -> Valuation:
+    """How every batch of the job is valued, from the options run and work share."""
+    return Valuation(
+        price_column=price_column,
+        touch_updated_at=touch_updated_at,
+        engine=engine,
+        price_refresh=price_refresh,
+        rules=rules,
+    )
+
+
 def _failed_file(ctx, param, value: str | None) -> Path | None:
     """Refused before the run, not after it: a run's list must have somewhere to go."""
     if value is None:
@@ -150,12 +167,7 @@ def run_cmd(
     job = RunJob(
         url=url,
         selection=sel,
-        valuation=Valuation(
-            price_column=price_column,
-            touch_updated_at=touch_updated_at,
-            engine=engine,
-            rules=rules,
-        ),
+        valuation=_valuation(price_column, touch_updated_at, engine, rules),
         procs=procs,
         batch_size=batch_size,
         allow_empty_prices=allow_empty_prices,
@@ -408,13 +420,7 @@ def work_cmd(
         queue=queue,
         prefetch=prefetch,
         singles_per_batch=singles_per_batch,
-        valuation=Valuation(
-            price_column=price_column,
-            touch_updated_at=touch_updated_at,
-            engine=engine,
-            price_refresh=price_refresh,
-            rules=rules,
-        ),
+        valuation=_valuation(price_column, touch_updated_at, engine, rules, price_refresh),
     )
 
     def announce(ready: int) -> None:

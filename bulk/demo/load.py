@@ -26,8 +26,8 @@ from bulk.progress import Progress
 
 def _require_empty(conn: psycopg.Connection, tables: tuple[str, ...]) -> None:
     for table in tables:
-        # table names come from the fixed tuples in bulk.db, never from user text
-        (has_rows,) = conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()
+        statement = sqlfiles.load("table_has_rows").format(table=table)
+        (has_rows,) = conn.execute(statement).fetchone()
         if has_rows:
             raise UserError(
                 f"demo-data fills an empty killboard, but table {table} already has rows"
