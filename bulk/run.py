@@ -91,11 +91,11 @@ class RunJob:
         modes.engine(self.valuation.engine)
 
 
-def _child(url: str, job: tuple[str, Valuation], patience: float, pipe) -> None:
-    parent = child_setup(url)
+def _child(job: RunJob, pipe) -> None:
+    parent = child_setup(job.url)
     holder = ConnectionHolder(
         lambda: db.open_connection(
-            url, autocommit=True, application_name="bulk-backfill run", valuing=True
+            job.url, autocommit=True, application_name="bulk-backfill run", valuing=True
         )
     )
     stopped = None  # why this child's job must stop: the batches still in hand are not tried
@@ -114,7 +114,7 @@ def _child(url: str, job: tuple[str, Valuation], patience: float, pipe) -> None:
             if stopped:
                 result = events.JobStopped(stopped)
             else:
-                result = _value(holder, task.ids, job, patience)
+                result = _value(holder, task.ids, job)
             if isinstance(result, events.JobStopped):
                 stopped = result.reason
             # A parent gone by now leaves the batch committed: the next run skips it.
@@ -125,12 +125,13 @@ def _child(url: str, job: tuple[str, Valuation], patience: float, pipe) -> None:
 
 
 def _value(
-    holder: ConnectionHolder, ids: list[int], job: tuple[str, Valuation], patience: float
+    holder: ConnectionHolder, ids: list[int], job: RunJob
 ) -> events.BatchDone | events.JobStopped:
     """One batch, done; or JobStopped when no retry can help and the job must stop before it."""
     try:
-        mode, valuation = job
-        outcome = run_batch(holder, ids, mode, valuation, patience=patience)
+        outcome = run_batch(
+            holder, ids, job.selection.mode, job.valuation, patience=job.db_patience
+        )
     except EnvironmentFailure as exc:
         return events.JobStopped(f"the database cannot take this job: {exc}")
     except DatabaseGone as exc:
@@ -156,12 +157,10 @@ class _Pool:
     def __init__(
         self,
         job: RunJob,
-        batches: tuple[str, Valuation],
         summary: RunSummary,
         bar: Progress,
         metrics: RunMetrics | None = None,
     ):
-        """`batches`: the (mode, Valuation) the children value every batch with."""
         self.url = job.url
         self.summary = summary
         self.progress = bar
@@ -171,7 +170,7 @@ class _Pool:
         self.finished: set[int] = set()
         self.children = Children(
             _child,
-            (job.url, batches, job.db_patience),
+            (job,),
             job.procs,
             progress=bar,
             on_message=self._record,
@@ -314,12 +313,10 @@ def _prepare(job: RunJob, summary: RunSummary, bar: Progress, metrics) -> tuple:
                     summary.book_rows, summary.book_note = book.build_before_batches(
                         conn, v.rules, v.price_column, *selection.killmails_sql()
                     )
-                valuation = replace(
-                    v,
-                    # Where the parent built the book, the children need no recheck.
-                    price_refresh=None if summary.book_note else book.BUILT_BY_JOB,
-                )
-                pool = _Pool(job, (selection.mode, valuation), summary, bar, metrics)
+                # Where the parent built the book, the children need no recheck.
+                refresh = None if summary.book_note else book.BUILT_BY_JOB
+                children = replace(job, valuation=replace(v, price_refresh=refresh))
+                pool = _Pool(children, summary, bar, metrics)
                 if selection.found():
                     found, more, summary.book_note = stale.find_and_build(
                         conn, v.rules, v.price_column, selection, summary.book_note
