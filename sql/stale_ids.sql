@@ -117,3 +117,5 @@ UNION ALL
 SELECT b.killmail_id, CASE WHEN b.now_priced THEN 'now_priced' ELSE 'prices_changed' END
 FROM by_price AS b
 ORDER BY 1
+-- The job's --limit (NULL: none), applied to the killmails found in ID order.
+LIMIT %(stale_limit)s

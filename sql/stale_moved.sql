@@ -1,7 +1,8 @@
 -- The first step of a `--mode stale` search (bulk/engine/stale.py): the book's
 -- (price date, type) pairs whose unit cents moved by more than %(min_change)s
 -- (a fraction: 0 is any cent), or whose price became usable or unusable, since
--- each version that stamps of the book {book} hold. One row per (version, pair):
+-- each version that stamps of the book {book} hold (%(versions)s, from
+-- sql/stale_versions.sql). One row per (version, pair):
 -- since, price_date, type_id, now_priced (it was unusable, and is usable now).
 --
 -- The price a stamp's values used is the oldest change after the stamp's
@@ -12,9 +13,8 @@
 --
 -- {book}: the book's key as a literal (bulk/engine/rules.py), never user text.
 WITH stamped_versions AS MATERIALIZED (
-    SELECT DISTINCT s.version
-    FROM bulk_valuations AS s
-    WHERE s.book = {book}
+    SELECT DISTINCT v.version
+    FROM unnest(%(versions)s::int8[]) AS v (version)
 ),
 changed AS MATERIALIZED (
     SELECT c.price_date, c.type_id, max(c.version) AS last_version

@@ -1,12 +1,7 @@
--- The sizes bulk/engine/stale.py chooses a stale search's route by: the stamps
--- of the book {book} at each of %(versions)s (a jsonb object version -> count),
--- and the planner's estimates of the lines a type and a killmail hold.
-SELECT (SELECT coalesce(jsonb_object_agg(c.version, c.n), '{{}}'::jsonb)
-        FROM (SELECT s.version, count(*) AS n
-              FROM bulk_valuations AS s
-              WHERE s.book = {book} AND s.version = ANY(%(versions)s::int8[])
-              GROUP BY s.version) AS c) AS stamps,
-       (SELECT greatest(i.reltuples, 1)
+-- The sizes bulk/engine/stale.py chooses a stale search's route by, beside the
+-- stamps per version (sql/stale_versions.sql): the planner's estimates of the
+-- lines a type and a killmail hold.
+SELECT (SELECT greatest(i.reltuples, 1)
                / greatest(CASE WHEN st.n_distinct < 0
                                THEN -st.n_distinct * greatest(i.reltuples, 1)
                                ELSE st.n_distinct END, 1)

@@ -16,7 +16,7 @@ import time
 import psycopg
 import pytest
 
-from bulk.engine import batch
+from bulk.engine import batch, scan, stale
 from bulk.engine.session import Session
 from tests.conftest import (
     REALDATA,
@@ -413,6 +413,36 @@ def test_stale_takes_the_selection_filters(demo_db, tmp_path):
     before = _now(demo_db)
     _run(demo_db, "--mode", "stale", "--since", since.isoformat())
     assert _rewritten_since(demo_db, before) == _holders(demo_db, chosen) & late
+
+
+def test_the_search_reads_the_same_killmails_in_chunks_and_through_a_cursor(
+    demo_db, tmp_path, monkeypatch
+):
+    """A libpq from 17 on streams the search's rows in chunks; an older one reads them
+    through a server-side cursor. Both give the stale killmails in ID order, and
+    a --limit keeps the lowest IDs."""
+    _run(demo_db, "--mode", "null")
+    chosen = _types_for_share(demo_db, 0.10)
+    prices = _sell_prices(demo_db)
+    _import_prices(demo_db, tmp_path, {t: prices[t] * 1.5 for t in chosen})
+    no_victim = {
+        r[0]
+        for r in _rows(
+            demo_db,
+            "SELECT killmail_id FROM killmails AS k"
+            " WHERE NOT EXISTS (SELECT 1 FROM victims AS v WHERE v.killmail_id = k.killmail_id)",
+        )
+    }
+    expected = sorted(_holders(demo_db, chosen) | no_victim)
+    with psycopg.connect(demo_db, autocommit=True) as conn:
+        stale.build_first(conn, "seed", "sell")
+        found = {}
+        for libpq in (psycopg.pq.version(), 160000):
+            monkeypatch.setattr(psycopg.pq, "version", lambda libpq=libpq: libpq)
+            whole = stale.find(conn, "seed", "sell", scan.Selection(mode="stale"))
+            first = stale.find(conn, "seed", "sell", scan.Selection(mode="stale", limit=7))
+            found[libpq >= 170000] = (list(whole), list(first))
+    assert found[True] == found[False] == (expected, expected[:7])
 
 
 def test_a_killmail_whose_value_was_removed_is_stale(demo_db):
