@@ -15,17 +15,18 @@
 -- %(stale_sinces)s int8[] the distinct versions; %(by_type_*)s and %(by_killmail_*)s
 -- split the versions (and their moved types) by the side their lines are
 -- found from. As bound arrays, the planner knows their sizes; a CTE's it
--- would guess.
+-- would guess. %(stale_floor)s is the book's floor (sql/stale_floor.sql).
 --
 -- Placeholders, from fixed text (bulk/engine/rules.py, scan.py), never user text:
 --   {book} the book's key as a literal   {price_date} killmail k's price date
 --   {filters} the job's filters on alias k (their values are parameters)
-WITH book_floor AS (
-    SELECT coalesce(max(bv.floor), 0) AS version
-    FROM bulk_book_versions AS bv
-    WHERE bv.book = {book}
-),
-moved AS (
+--   {held_killmails} the join of a held line's killmail k, where {held_filters}
+--                    or {price_date} need it; else empty
+--   {held_filters}   {filters}, or where nothing but a resume point filters the
+--                    job, that point on the held line h: a stale job of the whole
+--                    table then reads no killmail row for its changed prices (a
+--                    hash of every killmail, a fifth of the search)
+WITH moved AS (
     SELECT m.since, m.price_date, m.type_id, m.now_priced
     FROM unnest(%(stale_since)s::int8[], %(stale_dates)s::text[]::date[], %(stale_types)s::int4[],
                 %(stale_now_priced)s::bool[]) AS m (since, price_date, type_id, now_priced)
@@ -50,16 +51,23 @@ held AS (
     ) AS s
     WHERE i.item_type_id = ANY(%(stale_by_type_types)s::int4[])
     UNION ALL
-    SELECT s.killmail_id, s.version, s.unpriced, i.item_type_id
+    SELECT s.killmail_id, s.version, s.unpriced, x.type_id
     FROM bulk_valuations AS s
     CROSS JOIN LATERAL (
-        -- OFFSET 0 keeps this a probe of the index per killmail.
-        SELECT i.item_type_id
-        FROM killmail_items AS i
-        WHERE i.killmail_id = s.killmail_id
-          AND i.item_type_id = ANY(%(stale_by_killmail_types)s::int4[])
-        OFFSET 0
-    ) AS i
+        -- A probe of each index per killmail (OFFSET 0 keeps them probes): its
+        -- lines, then its victim, from one read of the version's stamps.
+        (SELECT i.item_type_id AS type_id
+         FROM killmail_items AS i
+         WHERE i.killmail_id = s.killmail_id
+           AND i.item_type_id = ANY(%(stale_by_killmail_types)s::int4[])
+         OFFSET 0)
+        UNION ALL
+        (SELECT v.ship_type_id
+         FROM victims AS v
+         WHERE v.killmail_id = s.killmail_id
+           AND v.ship_type_id = ANY(%(stale_by_killmail_types)s::int4[])
+         OFFSET 0)
+    ) AS x
     WHERE s.book = {book} AND s.version = ANY(%(stale_by_killmail_versions)s::int8[])
     UNION ALL
     SELECT s.killmail_id, s.version, s.unpriced, v.ship_type_id
@@ -72,50 +80,57 @@ held AS (
         OFFSET 0
     ) AS s
     WHERE v.ship_type_id = ANY(%(stale_by_type_types)s::int4[])
-    UNION ALL
-    SELECT s.killmail_id, s.version, s.unpriced, v.ship_type_id
-    FROM bulk_valuations AS s
-    CROSS JOIN LATERAL (
-        SELECT v.ship_type_id
-        FROM victims AS v
-        WHERE v.killmail_id = s.killmail_id
-          AND v.ship_type_id = ANY(%(stale_by_killmail_types)s::int4[])
-        OFFSET 0
-    ) AS v
-    WHERE s.book = {book} AND s.version = ANY(%(stale_by_killmail_versions)s::int8[])
 ),
+-- A killmail without a value is the unstamped part's (never_valued) whether or
+-- not its prices moved: the end keeps one row a killmail, that part's.
 by_price AS (
     SELECT h.killmail_id, bool_and(h.unpriced AND m.now_priced) AS now_priced
     FROM held AS h
-    JOIN killmails AS k ON k.killmail_id = h.killmail_id
+    {held_killmails}
     JOIN moved AS m
       ON m.since = h.version AND m.type_id = h.type_id AND m.price_date = {price_date}
-    WHERE {filters}
-      -- Those are the unstamped part's (a value gone, or a stamp below the floor).
-      AND k.total_value IS NOT NULL
-      AND h.version >= (SELECT f.version FROM book_floor AS f)
+    WHERE {held_filters}
+      -- Below the floor is the unstamped part's too (book_rebuilt).
+      AND h.version >= %(stale_floor)s::int8
     GROUP BY h.killmail_id
 ),
+-- The killmails without a value, or whose value has no stamp of the book at or
+-- above its floor: an anti-join against those stamps (a hash of their keys
+-- alone, where a join of every stamp hashed its whole row). Why each is stale is
+-- read at the end, for the few found: a probe here (a correlated subquery) would
+-- keep the parallel workers out of the join.
 unstamped AS (
-    SELECT k.killmail_id,
+    SELECT k.killmail_id, k.total_value IS NULL AS never_valued
+    FROM killmails AS k
+    WHERE NOT EXISTS (
+              SELECT 1
+              FROM bulk_valuations AS s
+              WHERE s.killmail_id = k.killmail_id
+                AND k.total_value IS NOT NULL
+                AND s.book = {book}
+                AND s.version >= %(stale_floor)s::int8)
+      AND {filters}
+),
+unstamped_why AS (
+    SELECT u.killmail_id,
            CASE
-               WHEN k.total_value IS NULL THEN 'never_valued'
-               WHEN s.killmail_id IS NULL THEN 'no_stamp'
+               WHEN u.never_valued THEN 'never_valued'
+               WHEN s.book IS NULL THEN 'no_stamp'
                WHEN s.book <> {book} THEN 'other_rules'
                ELSE 'book_rebuilt'
            END AS reason
-    FROM killmails AS k
-    LEFT JOIN bulk_valuations AS s ON s.killmail_id = k.killmail_id
-    WHERE (k.total_value IS NULL
-           OR s.killmail_id IS NULL
-           OR s.book <> {book}
-           OR s.version < (SELECT f.version FROM book_floor AS f))
-      AND {filters}
+    FROM unstamped AS u
+    LEFT JOIN LATERAL (
+        SELECT s.book FROM bulk_valuations AS s WHERE s.killmail_id = u.killmail_id OFFSET 0
+    ) AS s ON true
 )
-SELECT u.killmail_id, u.reason FROM unstamped AS u
-UNION ALL
-SELECT b.killmail_id, CASE WHEN b.now_priced THEN 'now_priced' ELSE 'prices_changed' END
-FROM by_price AS b
-ORDER BY 1
+SELECT DISTINCT ON (f.killmail_id) f.killmail_id, f.reason
+FROM (
+    SELECT u.killmail_id, u.reason, 0 AS rank FROM unstamped_why AS u
+    UNION ALL
+    SELECT b.killmail_id, CASE WHEN b.now_priced THEN 'now_priced' ELSE 'prices_changed' END, 1
+    FROM by_price AS b
+) AS f
+ORDER BY f.killmail_id, f.rank
 -- The job's --limit (NULL: none), applied to the killmails found in ID order.
 LIMIT %(stale_limit)s

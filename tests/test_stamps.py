@@ -449,6 +449,40 @@ def test_a_killmail_whose_value_was_removed_is_stale(demo_db):
     assert mismatches(demo_db) == []
 
 
+def test_a_killmail_both_unvalued_and_of_moved_prices_is_found_once(demo_db, tmp_path):
+    """Its stamp is of a version its prices moved since, and its value is gone: one
+    stale killmail, never valued, whether the search reads its killmail row for the
+    moved prices (a filter) or not (the whole table)."""
+    _run(demo_db, "--mode", "null")
+    chosen = _types_for_share(demo_db, 0.10)
+    holders = _holders(demo_db, chosen)
+    prices = _sell_prices(demo_db)
+    _import_prices(demo_db, tmp_path, {t: prices[t] * 1.5 for t in chosen})
+    kid = min(holders)
+    with psycopg.connect(demo_db) as conn:
+        conn.execute("UPDATE killmails SET total_value = NULL WHERE killmail_id = %s", [kid])
+    no_victim = victimless(demo_db)
+    with psycopg.connect(demo_db, autocommit=True) as conn:
+        stale.build_first(conn, "seed", "sell")
+        whole = list(stale.find(conn, "seed", "sell", scan.Selection(mode="stale")))
+        (late,) = conn.execute(
+            "SELECT killmail_time FROM killmails WHERE killmail_id = %s", [kid]
+        ).fetchone()
+        since = scan.Selection(mode="stale", since=late)
+        filtered = list(stale.find(conn, "seed", "sell", since))
+        counts = stale.count(conn, "seed", "sell")
+    assert whole == sorted(holders | no_victim)
+    assert kid in filtered and len(filtered) == len(set(filtered))
+    assert counts == {
+        "never_valued": len(no_victim) + 1,
+        "prices_changed": len(holders) - 1,
+    }
+    before = _now(demo_db)
+    _run(demo_db, "--mode", "stale")
+    assert _rewritten_since(demo_db, before) == holders
+    assert mismatches(demo_db) == []
+
+
 def test_a_book_made_again_leaves_no_stamp_taken_for_current(demo_db):
     """The tool's tables dropped and made again: versions would start over below the
     stamps, which would then look current under prices that are gone."""

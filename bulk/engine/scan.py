@@ -60,6 +60,10 @@ class Selection:
         """Whether the mode's killmails are found up front (bulk.engine.stale), not scanned."""
         return self.mode in modes.FOUND_MODES
 
+    def filtered(self) -> bool:
+        """Whether a filter beyond the mode and the resume point narrows the job."""
+        return any(getattr(self, name) for name in _FILTERS)
+
     def _where(self) -> tuple[str, dict]:
         # A found mode's killmails are a list (ListScan); its filters still apply.
         clauses = [modes.mode_predicate("all" if self.found() else self.mode)]

@@ -58,6 +58,9 @@ def _searching(conn: psycopg.Connection) -> Iterator[None]:
         yield
 
 
+_HELD_KILLMAIL = "JOIN killmails AS k ON k.killmail_id = h.killmail_id"
+
+
 def _statement(conn, rule_set, column, selection, min_change) -> tuple[str, dict]:
     """sql/stale_ids.sql and its parameters, after sql/stale_moved.sql found what moved."""
     fill = rules.book_placeholders(rule_set, column)
@@ -67,6 +70,9 @@ def _statement(conn, rule_set, column, selection, min_change) -> tuple[str, dict
             sqlfiles.load("stale_versions").format(book=fill["book"]), prepare=False
         ).fetchall()
     )
+    (floor,) = conn.execute(
+        sqlfiles.load("stale_floor").format(book=fill["book"]), prepare=False
+    ).fetchone()
     moved = conn.execute(
         sqlfiles.load("stale_moved").format(book=fill["book"]),
         {"min_change": min_change, "versions": sorted(stamps)},
@@ -77,8 +83,16 @@ def _statement(conn, rule_set, column, selection, min_change) -> tuple[str, dict
     # (stale_limit, at the end of the statement).
     unlimited = dataclasses.replace(selection, mode="all", limit=None)
     filters, params = unlimited.killmails_sql()
+    held_killmails, held_filters = _HELD_KILLMAIL, filters
+    if not unlimited.filtered() and rules.uses_price_column(rule_set):
+        # Today's prices and no filter: the held lines need no killmail row.
+        held_killmails, held_filters = "", "h.killmail_id > %(after)s"
     text = sqlfiles.load("stale_ids").format(
-        book=fill["book"], price_date=fill["price_date"], filters=filters
+        book=fill["book"],
+        price_date=fill["price_date"],
+        filters=filters,
+        held_killmails=held_killmails,
+        held_filters=held_filters,
     )
     since, dates, types, now_priced = (list(c) for c in zip(*moved)) if moved else ([],) * 4
     by_type, by_killmail = _routes(conn, stamps, moved)
@@ -86,6 +100,7 @@ def _statement(conn, rule_set, column, selection, min_change) -> tuple[str, dict
     params = {
         **params,
         "stale_limit": selection.limit,
+        "stale_floor": floor,
         "stale_since": since,
         "stale_dates": dates,
         "stale_types": types,
