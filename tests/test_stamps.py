@@ -411,6 +411,26 @@ def test_stale_takes_the_selection_filters(demo_db, tmp_path):
     assert _rewritten_since(demo_db, before) == _holders(demo_db, chosen) & late
 
 
+def test_stale_resumes_after_an_id(demo_db, tmp_path):
+    """--after-id alone reads no killmail row for the moved prices (the search's
+    unfiltered way): the resume point must still hold there."""
+    _run(demo_db, "--mode", "null")
+    chosen = _types_for_share(demo_db, 0.20)
+    holders = sorted(_holders(demo_db, chosen))
+    prices = _sell_prices(demo_db)
+    _import_prices(demo_db, tmp_path, {t: prices[t] * 1.5 for t in chosen})
+    after = holders[len(holders) // 2]
+    expected = [k for k in sorted(set(holders) | victimless(demo_db)) if k > after]
+    with psycopg.connect(demo_db, autocommit=True) as conn:
+        stale.build_first(conn, "seed", "sell")
+        found = stale.find(conn, "seed", "sell", scan.Selection(mode="stale", after_id=after))
+    assert list(found) == expected
+    before = _now(demo_db)
+    out = _run(demo_db, "--mode", "stale", "--after-id", str(after))
+    assert summary_count(out.stdout, "selected") == len(expected)
+    assert _rewritten_since(demo_db, before) == {k for k in holders if k > after}
+
+
 def test_the_search_reads_the_same_killmails_in_chunks_and_through_a_cursor(
     demo_db, tmp_path, monkeypatch
 ):
