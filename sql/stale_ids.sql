@@ -23,9 +23,10 @@
 --   {held_killmails} the join of a held line's killmail k, where {held_filters}
 --                    or {price_date} need it; else empty
 --   {held_filters}   {filters}, or where nothing but a resume point filters the
---                    job, that point on the held line h: a stale job of the whole
---                    table then reads no killmail row for its changed prices (a
---                    hash of every killmail, a fifth of the search)
+--                    job, that point on the held line h and a probe that its
+--                    killmail exists: a stale job of the whole table then hashes
+--                    no killmail row for its changed prices (a hash of every
+--                    killmail, a fifth of the search)
 WITH moved AS (
     SELECT m.since, m.price_date, m.type_id, m.now_priced
     FROM unnest(%(stale_since)s::int8[], %(stale_dates)s::text[]::date[], %(stale_types)s::int4[],

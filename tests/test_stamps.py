@@ -503,6 +503,37 @@ def test_a_killmail_both_unvalued_and_of_moved_prices_is_found_once(demo_db, tmp
     assert mismatches(demo_db) == []
 
 
+def test_a_killmail_deleted_without_its_lines_is_never_found_stale(demo_db, tmp_path):
+    """A killboard without foreign keys can delete a killmail and keep its victim,
+    lines and stamp: a stale search of the whole table must not find it (it
+    cannot be valued, so every job would select it again)."""
+    _run(demo_db, "--mode", "null")
+    with psycopg.connect(demo_db) as conn:
+        for table, name in conn.execute(
+            "SELECT conrelid::regclass::text, conname FROM pg_constraint"
+            " WHERE contype = 'f' AND confrelid = 'killmails'::regclass"
+            "   AND conrelid IN ('victims'::regclass, 'killmail_items'::regclass)"
+        ).fetchall():
+            conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        kid, ship = conn.execute(
+            "SELECT v.killmail_id, v.ship_type_id FROM victims AS v"
+            " JOIN market_prices AS m ON m.type_id = v.ship_type_id AND m.sell > 1000"
+            " ORDER BY 1 LIMIT 1"
+        ).fetchone()
+        conn.execute("DELETE FROM killmails WHERE killmail_id = %s", [kid])
+    _import_prices(demo_db, tmp_path, {ship: _sell_prices(demo_db)[ship] * 2})
+    with psycopg.connect(demo_db, autocommit=True) as conn:
+        stale.build_first(conn, "seed", "sell")
+        whole = stale.find(conn, "seed", "sell", scan.Selection(mode="stale"))
+        resumed = stale.find(conn, "seed", "sell", scan.Selection(mode="stale", after_id=kid - 1))
+    assert kid not in whole and kid not in resumed
+    _run(demo_db, "--mode", "stale")
+    again = _run(demo_db, "--mode", "stale")
+    assert summary_count(again.stdout, "selected") == len(victimless(demo_db))
+    status = json.loads(cli("status", "--no-queue", "--json", url=demo_db).stdout)
+    assert status["valuations"]["stale"].get("prices_changed", 0) == 0
+
+
 def test_a_book_made_again_leaves_no_stamp_taken_for_current(demo_db):
     """The tool's tables dropped and made again: versions would start over below the
     stamps, which would then look current under prices that are gone."""

@@ -50,15 +50,28 @@ def _searching(conn: psycopg.Connection) -> Iterator[None]:
     version probed the lines of 256,000 killmails one by one; the probes the
     search wants are LATERAL subqueries, which stay nested loops. No statement
     timeout: one meant for batches must not refuse the job (builds do the same).
+    Repeatable read: the floor, the stamped versions, what moved since them and
+    the killmails found are read in one snapshot (a book made again between two
+    of them would leave stamps below its new floor unfound).
     """
     with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         conn.execute("SET LOCAL jit = off")
         conn.execute("SET LOCAL enable_nestloop = off")
         conn.execute("SET LOCAL statement_timeout = 0")
         yield
 
 
+# How sql/stale_ids.sql reaches the killmail of a line whose price moved: joined,
+# where the job's filters or the rule set's price date read it; else only a
+# probe that it exists (OFFSET 0 keeps it a probe of the key per line, not a
+# hash of every killmail): a killboard without foreign keys may hold the lines
+# and stamp of a killmail it deleted.
 _HELD_KILLMAIL = "JOIN killmails AS k ON k.killmail_id = h.killmail_id"
+_HELD_ALONE = (
+    "h.killmail_id > %(after)s AND EXISTS (SELECT 1 FROM killmails AS k"
+    " WHERE k.killmail_id = h.killmail_id OFFSET 0)"
+)
 
 
 def _statement(conn, rule_set, column, selection, min_change) -> tuple[str, dict]:
@@ -86,7 +99,7 @@ def _statement(conn, rule_set, column, selection, min_change) -> tuple[str, dict
     held_killmails, held_filters = _HELD_KILLMAIL, filters
     if not unlimited.filtered() and rules.uses_price_column(rule_set):
         # Today's prices and no filter: the held lines need no killmail row.
-        held_killmails, held_filters = "", "h.killmail_id > %(after)s"
+        held_killmails, held_filters = "", _HELD_ALONE
     text = sqlfiles.load("stale_ids").format(
         book=fill["book"],
         price_date=fill["price_date"],
