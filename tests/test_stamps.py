@@ -97,6 +97,15 @@ def _sell_prices(url: str) -> dict[int, float]:
     return dict(_rows(url, "SELECT type_id, sell FROM market_prices WHERE sell IS NOT NULL"))
 
 
+def _move_prices(url: str, tmp_path, share: float, factor: float) -> list[int]:
+    """The types about `share` of the killmails hold (_types_for_share), their sell
+    price times `factor` through `prices import`; the types."""
+    chosen = _types_for_share(url, share)
+    prices = _sell_prices(url)
+    _import_prices(url, tmp_path, {t: prices[t] * factor for t in chosen})
+    return chosen
+
+
 def _rewritten_since(url: str, moment) -> set[int]:
     rows = _rows(url, "SELECT killmail_id FROM bulk_valuations WHERE valued_at > %s", [moment])
     return {r[0] for r in rows}
@@ -154,11 +163,9 @@ def test_every_write_stamps_its_killmails_with_the_book(demo_db, engine):
 @pytest.mark.parametrize("engine", ["numpy", "sql"])
 def test_stale_rewrites_exactly_the_killmails_whose_prices_changed(demo_db, engine, tmp_path):
     _run(demo_db, "--mode", "null", "--engine", engine)
-    chosen = _types_for_share(demo_db, 0.10)
+    chosen = _move_prices(demo_db, tmp_path, 0.10, 1.5)
     expected = _holders(demo_db, chosen)
     assert 0.05 * 3000 < len(expected) < 0.3 * 3000
-    prices = _sell_prices(demo_db)
-    _import_prices(demo_db, tmp_path, {t: prices[t] * 1.5 for t in chosen})
     before = _now(demo_db)
     out = _run(demo_db, "--mode", "stale", "--engine", engine)
     assert _rewritten_since(demo_db, before) == expected
@@ -265,10 +272,8 @@ def test_the_guard_skips_a_killmail_revalued_since(demo_db):
 
 def test_stale_through_the_queue(demo_db, queue_name, tmp_path):
     _run(demo_db, "--mode", "null")
-    chosen = _types_for_share(demo_db, 0.10)
+    chosen = _move_prices(demo_db, tmp_path, 0.10, 3)
     expected = _holders(demo_db, chosen)
-    prices = _sell_prices(demo_db)
-    _import_prices(demo_db, tmp_path, {t: prices[t] * 3 for t in chosen})
     before = _now(demo_db)
     out = cli("queue", "--mode", "stale", "--queue", queue_name, url=demo_db)
     assert out.returncode == 0, out.stderr
@@ -394,9 +399,7 @@ def test_a_worker_killed_mid_batch_leaves_no_value_without_its_stamp(fresh_db):
 
 def test_stale_takes_the_selection_filters(demo_db, tmp_path):
     _run(demo_db, "--mode", "null")
-    chosen = _types_for_share(demo_db, 0.20)
-    prices = _sell_prices(demo_db)
-    _import_prices(demo_db, tmp_path, {t: prices[t] * 1.5 for t in chosen})
+    chosen = _move_prices(demo_db, tmp_path, 0.20, 1.5)
     (since,) = _rows(
         demo_db, "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY killmail_time) FROM killmails"
     )[0]
@@ -415,10 +418,8 @@ def test_stale_resumes_after_an_id(demo_db, tmp_path):
     """--after-id alone reads no killmail row for the moved prices (the search's
     unfiltered way): the resume point must still hold there."""
     _run(demo_db, "--mode", "null")
-    chosen = _types_for_share(demo_db, 0.20)
+    chosen = _move_prices(demo_db, tmp_path, 0.20, 1.5)
     holders = sorted(_holders(demo_db, chosen))
-    prices = _sell_prices(demo_db)
-    _import_prices(demo_db, tmp_path, {t: prices[t] * 1.5 for t in chosen})
     after = holders[len(holders) // 2]
     expected = [k for k in sorted(set(holders) | victimless(demo_db)) if k > after]
     with psycopg.connect(demo_db, autocommit=True) as conn:
@@ -438,9 +439,7 @@ def test_the_search_reads_the_same_killmails_in_chunks_and_through_a_cursor(
     through a server-side cursor. Both give the stale killmails in ID order, and
     a --limit keeps the lowest IDs."""
     _run(demo_db, "--mode", "null")
-    chosen = _types_for_share(demo_db, 0.10)
-    prices = _sell_prices(demo_db)
-    _import_prices(demo_db, tmp_path, {t: prices[t] * 1.5 for t in chosen})
+    chosen = _move_prices(demo_db, tmp_path, 0.10, 1.5)
     expected = sorted(_holders(demo_db, chosen) | victimless(demo_db))
     with psycopg.connect(demo_db, autocommit=True) as conn:
         stale.build_first(conn, "seed", "sell")
@@ -474,10 +473,8 @@ def test_a_killmail_both_unvalued_and_of_moved_prices_is_found_once(demo_db, tmp
     stale killmail, never valued, whether the search reads its killmail row for the
     moved prices (a filter) or not (the whole table)."""
     _run(demo_db, "--mode", "null")
-    chosen = _types_for_share(demo_db, 0.10)
+    chosen = _move_prices(demo_db, tmp_path, 0.10, 1.5)
     holders = _holders(demo_db, chosen)
-    prices = _sell_prices(demo_db)
-    _import_prices(demo_db, tmp_path, {t: prices[t] * 1.5 for t in chosen})
     kid = min(holders)
     with psycopg.connect(demo_db) as conn:
         conn.execute("UPDATE killmails SET total_value = NULL WHERE killmail_id = %s", [kid])
