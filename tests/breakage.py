@@ -127,6 +127,25 @@ CASES = [
         '" AND vs.version > coalesce(',
         "tests/test_stamps.py::test_the_guard_skips_a_killmail_revalued_since",
     ),
+    # The stale search without the killmail row (sql/stale_ids.sql, bulk/engine/stale.py).
+    (
+        "sql/stale_ids.sql",
+        "SELECT DISTINCT ON (f.killmail_id) f.killmail_id, f.reason",
+        "SELECT f.killmail_id, f.reason",
+        "tests/test_stamps.py::test_a_killmail_both_unvalued_and_of_moved_prices_is_found_once[tool]",
+    ),
+    (
+        "bulk/engine/stale.py",
+        '"h.killmail_id > %(after)s AND EXISTS (SELECT 1 FROM killmails AS k"',
+        '"TRUE AND EXISTS (SELECT 1 FROM killmails AS k"',
+        "tests/test_stamps.py::test_stale_resumes_after_an_id[tool]",
+    ),
+    (
+        "bulk/engine/stale.py",
+        '" WHERE k.killmail_id = h.killmail_id OFFSET 0)"',
+        '" WHERE true OFFSET 0)"',
+        "tests/test_stamps.py::test_a_killmail_deleted_without_its_lines_is_never_found_stale[tool]",
+    ),
 ]
 results = []
 for path, old, new, test, *more in CASES:
