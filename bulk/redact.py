@@ -20,7 +20,6 @@ import os
 import re
 from urllib.parse import quote, quote_plus, unquote
 
-import pika
 from psycopg.conninfo import conninfo_to_dict
 
 MASK = "***"
@@ -88,6 +87,10 @@ def passwords_in(url: str) -> frozenset[str]:
         for match in _QUERY_PASSWORD.finditer(rest):
             found.add(match.group(0).split("=", 1)[1])
         if scheme.lower() in ("amqp", "amqps"):
+            # Imported here: pika is 14 ms of every process's start, and run's
+            # children (and most commands) never read a broker URL.
+            import pika
+
             try:
                 found.add(pika.URLParameters(url).credentials.password)
             except Exception:  # pika cannot read it: the readings above stand
