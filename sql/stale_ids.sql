@@ -11,8 +11,7 @@
 --
 -- The pairs whose prices moved come from sql/stale_moved.sql, as arrays (one
 -- element a row): %(stale_since)s int8[], %(stale_dates)s date[], %(stale_types)s int4[],
--- %(stale_now_priced)s bool[], with %(stale_moved_types)s int4[] the distinct types and
--- %(stale_sinces)s int8[] the distinct versions; %(by_type_*)s and %(by_killmail_*)s
+-- %(stale_now_priced)s bool[]; %(stale_by_type_*)s and %(stale_by_killmail_*)s
 -- split the versions (and their moved types) by the side their lines are
 -- found from. As bound arrays, the planner knows their sizes; a CTE's it
 -- would guess. %(stale_floor)s is the book's floor (sql/stale_floor.sql).

@@ -118,8 +118,6 @@ def _statement(conn, rule_set, column, selection, min_change) -> tuple[str, dict
         "stale_dates": dates,
         "stale_types": types,
         "stale_now_priced": now_priced,
-        "stale_moved_types": sorted(set(types)),
-        "stale_sinces": sorted(set(since)),
         "stale_by_type_versions": sorted(by_type),
         "stale_by_type_types": sorted({t for v in by_type for t in by_type[v]}),
         "stale_by_killmail_versions": sorted(by_killmail),
