@@ -1,7 +1,11 @@
-"""One child-process supervisor for `run` and `work`: spawn, pipes, restarts, signals, stalls.
+"""One child-process supervisor for `run` and `work`: start, pipes, restarts, signals, stalls.
 
-Each child is a spawned process with a pipe of its own to the parent (rather
-than a shared queue: a child killed at any moment cannot leave a lock held).
+Each child is a process with a pipe of its own to the parent (rather than a
+shared queue: a child killed at any moment cannot leave a lock held). A child
+is spawned (a fresh interpreter), or, where its owner allows it and the parent
+runs no other thread, forked: `run`'s children then start with the parent's
+imports done instead of paying 0.27 s of CPU each for their own, on the stale
+job's critical path.
 The parent waits on every pipe and process sentinel at once, hands each
 message to the policy that started the children (run feeds batches, work
 consumes from the broker), restarts a child that dies within a budget of
@@ -15,6 +19,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,12 +31,16 @@ from bulk.errors import UserError
 from bulk.progress import Progress
 
 RESTARTS_PER_PROC = 3
+# Blocked from just before a child is forked until it ignores them: a forked
+# child starts with the parent's handlers, which would print "stopping" from the
+# child and stop nothing.
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 # -- in the child ---------------------------------------------------------
 
 
 def child_setup(*urls: str) -> int:
-    """Signals and masking for a freshly spawned child; the parent's pid.
+    """Signals and masking for a new child, forked or spawned; the parent's pid.
 
     The parent decides when to stop: a Ctrl+C reaching the whole process group
     must not interrupt a batch half way through its transaction. A spawned
@@ -39,12 +49,14 @@ def child_setup(*urls: str) -> int:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Ignored, a signal that arrived while blocked is dropped.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     redact.remember(*urls)
     return os.getppid()
 
 
 def parent_gone(parent: int) -> bool:
-    """Whether the parent that spawned this child has died (the child was re-parented)."""
+    """Whether the parent that started this child has died (the child was re-parented)."""
     return os.getppid() != parent
 
 
@@ -96,8 +108,13 @@ class Child:
 
 
 class Children:
-    """`procs` spawned children of one target, kept at that number within a restart budget.
+    """`procs` children of one target, kept at that number within a restart budget.
 
+    With `fork`, a child is forked while the parent runs no other thread (a
+    thread holding a lock at that moment, tqdm's monitor or the metrics server,
+    would leave it held forever in the child), and spawned otherwise. The target
+    must not use what the parent had open: a forked child holds copies of the
+    parent's sockets, a connection among them, and leaves them untouched.
     `on_message(child, message)` takes every message a child sends;
     `on_exit(child, exitcode)` says whether a child that ended should be
     replaced (and may take back its task). `noun` and `lost_work` word the notes,
@@ -117,10 +134,11 @@ class Children:
         noun: str,
         lost_work: str,
         stall_timeout: float | None = None,
+        fork: bool = False,
     ):
         self.target = target
         self.args = args
-        self.ctx = mp.get_context("spawn")
+        self.fork = fork
         self.progress = progress
         self.on_message = on_message
         self.on_exit = on_exit
@@ -136,9 +154,20 @@ class Children:
             self._start()
 
     def _start(self) -> None:
-        parent_end, child_end = self.ctx.Pipe()
-        process = self.ctx.Process(target=self.target, args=(*self.args, child_end), daemon=True)
-        process.start()
+        forking = self.fork and threading.active_count() == 1
+        ctx = mp.get_context("fork" if forking else "spawn")
+        parent_end, child_end = ctx.Pipe()
+        process = ctx.Process(target=self.target, args=(*self.args, child_end), daemon=True)
+        if forking:
+            # A forked child flushes its copy of the streams when it ends: what
+            # the parent had not yet written would be written twice.
+            sys.stdout.flush()
+            sys.stderr.flush()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child_end.close()
         self.children.append(Child(process, parent_end))
 

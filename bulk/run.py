@@ -178,6 +178,7 @@ class _Pool:
             say=lambda text: print(text, file=self.progress.stream, flush=True),
             noun="child process",
             lost_work=" and feeding its batch again",
+            fork=True,
         )
 
     def show(self, bar: Progress) -> None:

@@ -515,11 +515,22 @@ def wait_until_valued(url: str, n: int, timeout: float = 60) -> None:
 
 
 def child_pids(pid: int) -> list[int]:
-    """The worker children of a bulk-backfill process, not multiprocessing's resource tracker."""
-    found = subprocess.run(
-        ["pgrep", "-P", str(pid), "-f", "spawn_main"], capture_output=True, text=True
-    )
-    return [int(x) for x in found.stdout.split()]
+    """The worker children of a bulk-backfill process, forked or spawned, not
+    multiprocessing's resource tracker (which a spawn starts)."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(x) for x in found.stdout.split() if b"resource_tracker" not in _cmdline(int(x))]
+
+
+def spawned(pid: int) -> bool:
+    """Whether a child was spawned (a fresh interpreter) rather than forked."""
+    return b"spawn_main" in _cmdline(pid)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:  # ended meanwhile
+        return b""
 
 
 def in_ci() -> bool:

@@ -12,7 +12,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import rabbit
-from tests.conftest import cli, cli_popen, make_demo_db, reaped, summary_count, victimless
+from tests.conftest import (
+    child_pids,
+    cli,
+    cli_popen,
+    make_demo_db,
+    reaped,
+    spawned,
+    summary_count,
+    victimless,
+)
 
 _ENV = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
 
@@ -145,11 +154,14 @@ def test_metrics_of_a_run_match_its_summary(fresh_db):
             time.sleep(0.2)
         time.sleep(0.5)
         during = _scrape(port)
+        # The metrics server is a thread of the parent: a fork could copy a lock it holds.
+        children = [spawned(pid) for pid in child_pids(job.pid)]
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("UPDATE gate SET open = true")
         stdout, stderr = job.communicate(timeout=120)
     assert job.returncode == 0, stdout + stderr
     assert during["bulk_backfill_children_alive"] == 2
+    assert children == [True, True]
     assert during["bulk_backfill_batches_in_hand"] >= 1  # the gated batch
     assert during["bulk_backfill_batches_done_total"] == 19
     assert during["bulk_backfill_killmails_failed_total"] == 0
