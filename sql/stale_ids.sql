@@ -22,10 +22,12 @@
 --   {held_killmails} the join of a held line's killmail k, where {held_filters}
 --                    or {price_date} need it; else empty
 --   {held_filters}   {filters}, or where nothing but a resume point filters the
---                    job, that point on the held line h and a probe that its
---                    killmail exists: a stale job of the whole table then hashes
---                    no killmail row for its changed prices (a hash of every
---                    killmail, a fifth of the search)
+--                    job, that point on the held line h: a stale job of the
+--                    whole table then hashes no killmail row for its changed
+--                    prices (a hash of every killmail, a fifth of the search)
+--   {held_having}    empty where k is joined; else a probe that the killmail
+--                    exists, once a killmail found (once a line probed the key
+--                    of 3 times as many, 0.1 of a 0.57 s search)
 WITH moved AS (
     SELECT m.since, m.price_date, m.type_id, m.now_priced
     FROM unnest(%(stale_since)s::int8[], %(stale_dates)s::text[]::date[], %(stale_types)s::int4[],
@@ -93,6 +95,7 @@ by_price AS (
       -- Below the floor is the unstamped part's too (book_rebuilt).
       AND h.version >= %(stale_floor)s::int8
     GROUP BY h.killmail_id
+    {held_having}
 ),
 -- The killmails without a value, or whose value has no stamp of the book at or
 -- above its floor: an anti-join against those stamps (a hash of their keys

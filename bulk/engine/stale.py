@@ -64,13 +64,13 @@ def _searching(conn: psycopg.Connection) -> Iterator[None]:
 
 # How sql/stale_ids.sql reaches the killmail of a line whose price moved: joined,
 # where the job's filters or the rule set's price date read it; else only a
-# probe that it exists (OFFSET 0 keeps it a probe of the key per line, not a
-# hash of every killmail): a killboard without foreign keys may hold the lines
-# and stamp of a killmail it deleted.
+# probe that it exists, once a killmail found (OFFSET 0 keeps it a probe of the
+# key, not a hash of every killmail): a killboard without foreign keys may hold
+# the lines and stamp of a killmail it deleted.
 _HELD_KILLMAIL = "JOIN killmails AS k ON k.killmail_id = h.killmail_id"
-_HELD_ALONE = (
-    "h.killmail_id > %(after)s AND EXISTS (SELECT 1 FROM killmails AS k"
-    " WHERE k.killmail_id = h.killmail_id OFFSET 0)"
+_HELD_ALONE = "h.killmail_id > %(after)s"
+_HELD_EXISTS = (
+    "HAVING EXISTS (SELECT 1 FROM killmails AS k WHERE k.killmail_id = h.killmail_id OFFSET 0)"
 )
 
 
@@ -96,16 +96,17 @@ def _statement(conn, rule_set, column, selection, min_change) -> tuple[str, dict
     # (stale_limit, at the end of the statement).
     unlimited = dataclasses.replace(selection, mode="all", limit=None)
     filters, params = unlimited.killmails_sql()
-    held_killmails, held_filters = _HELD_KILLMAIL, filters
+    held_killmails, held_filters, held_having = _HELD_KILLMAIL, filters, ""
     if not unlimited.filtered() and rules.uses_price_column(rule_set):
         # Today's prices and no filter: the held lines need no killmail row.
-        held_killmails, held_filters = "", _HELD_ALONE
+        held_killmails, held_filters, held_having = "", _HELD_ALONE, _HELD_EXISTS
     text = sqlfiles.load("stale_ids").format(
         book=fill["book"],
         price_date=fill["price_date"],
         filters=filters,
         held_killmails=held_killmails,
         held_filters=held_filters,
+        held_having=held_having,
     )
     since, dates, types, now_priced = (list(c) for c in zip(*moved)) if moved else ([],) * 4
     by_type, by_killmail = _routes(conn, stamps, moved)
