@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
 
 from bulk import redact
@@ -163,6 +164,12 @@ class Children:
             # the parent had not yet written would be written twice.
             sys.stdout.flush()
             sys.stderr.flush()
+        else:
+            # A process's first spawn starts multiprocessing's resource tracker,
+            # which unblocks these signals once it has: started here, before
+            # they are blocked, it leaves the spawned child starting with them
+            # blocked (else a Ctrl+C during its imports killed it with a traceback).
+            resource_tracker.ensure_running()
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             process.start()

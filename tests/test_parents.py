@@ -31,6 +31,7 @@ from tests.conftest import (
     wait_until_valued,
 )
 from tests.test_faults import _slow_writes
+from tests.test_metrics import _free_port
 
 _ENV = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
 
@@ -314,3 +315,47 @@ def test_run_forks_its_children_and_their_replacements(fresh_db):
     assert stderr.count("run: mode") == 1, stderr
     assert "child processes restarted: 1" in stdout
     assert mismatches(url) == []
+
+
+_STOP = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+
+
+def _stop_signals(pid: int) -> tuple[bool, bool] | None:
+    """Whether SIGINT and SIGTERM are (both blocked or ignored, both ignored) in the
+    process; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+    except FileNotFoundError:
+        return None
+    blocked, ignored = int(fields["SigBlk"], 16) & _STOP, int(fields["SigIgn"], 16) & _STOP
+    return (blocked | ignored) == _STOP, ignored == _STOP
+
+
+def test_a_spawned_child_takes_no_stop_signal_while_it_starts(fresh_db):
+    # With a metrics thread the children are spawned: a Ctrl+C reaching the
+    # process group during a child's imports killed it with a traceback (the
+    # first spawn's resource tracker unblocked the signals run had blocked).
+    url = make_demo_db(fresh_db, 2_000)
+    port = _free_port()
+    proc = cli_popen(
+        "run", "--procs", "2", "--batch-size", "20", "--metrics-port", str(port),
+        "--metrics-address", "127.0.0.1", url=url,
+    )  # fmt: skip
+    exposed, samples = set(), 0
+    with reaped(proc):
+        deadline = time.monotonic() + 60
+        while True:
+            states = {pid: _stop_signals(pid) for pid in child_pids(proc.pid)}
+            for pid, state in states.items():
+                samples += state is not None
+                if state is not None and not state[0]:
+                    exposed.add(pid)
+            if len(states) == 2 and all(state and state[1] for state in states.values()):
+                break  # both past child_setup
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.002)
+        stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert samples > 2, "the children were never seen starting"
+    assert not exposed, f"children {sorted(exposed)} could take SIGINT/SIGTERM while starting"
