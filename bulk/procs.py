@@ -32,9 +32,9 @@ from bulk.errors import UserError
 from bulk.progress import Progress
 
 RESTARTS_PER_PROC = 3
-# Blocked from just before a child is forked until it ignores them: a forked
-# child starts with the parent's handlers, which would print "stopping" from the
-# child and stop nothing.
+# Blocked from just before a child starts until it ignores them: a forked child
+# starts with the parent's handlers (which would print "stopping" from the child
+# and stop nothing), a spawned one with Python's (a traceback during its imports).
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 # -- in the child ---------------------------------------------------------

@@ -565,7 +565,8 @@ def _version_key(path: str) -> tuple:
     return tuple(int(p) if p.isdigit() else 0 for p in Path(path).parts)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on at this moment."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -594,7 +595,7 @@ def password_server():
     if as_root:
         shutil.chown(home, "postgres")
         shutil.chown(pwfile, "postgres")
-    port = _free_port()
+    port = free_port()
 
     def run(*args: str, timeout: float = 60) -> None:
         subprocess.run([*run_as, *args], check=True, capture_output=True, timeout=timeout, cwd=home)

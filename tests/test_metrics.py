@@ -16,6 +16,7 @@ from tests.conftest import (
     child_pids,
     cli,
     cli_popen,
+    free_port,
     make_demo_db,
     reaped,
     spawned,
@@ -24,12 +25,6 @@ from tests.conftest import (
 )
 
 _ENV = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _scrape(port: int, timeout: float = 60) -> dict[str, float]:
@@ -73,7 +68,7 @@ def test_metrics_of_a_work_run_match_its_summary(fresh_db, queue_name):
         )
     out = cli("queue", "--queue", queue_name, "--batch-size", "100", url=url, env=_ENV)
     assert out.returncode == 0, out.stderr
-    port = _free_port()
+    port = free_port()
     worker = cli_popen(
         "work", "--queue", queue_name, "--procs", "2", "--metrics-port", str(port),
         "--metrics-address", "127.0.0.1", url=url, env=_ENV,
@@ -140,7 +135,7 @@ def test_metrics_of_a_run_match_its_summary(fresh_db):
             "CREATE TRIGGER slow_write AFTER UPDATE ON killmails REFERENCING NEW TABLE AS new_rows"
             " FOR EACH STATEMENT EXECUTE FUNCTION slow_write()"
         )
-    port = _free_port()
+    port = free_port()
     job = cli_popen(
         "run", "--procs", "2", "--batch-size", "100", "--metrics-port", str(port),
         "--metrics-address", "127.0.0.1", url=url,

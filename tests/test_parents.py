@@ -23,6 +23,7 @@ from tests.conftest import (
     cli,
     cli_popen,
     database_name,
+    free_port,
     make_demo_db,
     mismatches,
     reaped,
@@ -31,7 +32,6 @@ from tests.conftest import (
     wait_until_valued,
 )
 from tests.test_faults import _slow_writes
-from tests.test_metrics import _free_port
 
 _ENV = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
 
@@ -337,7 +337,7 @@ def test_a_spawned_child_takes_no_stop_signal_while_it_starts(fresh_db):
     # process group during a child's imports killed it with a traceback (the
     # first spawn's resource tracker unblocked the signals run had blocked).
     url = make_demo_db(fresh_db, 2_000)
-    port = _free_port()
+    port = free_port()
     proc = cli_popen(
         "run", "--procs", "2", "--batch-size", "20", "--metrics-port", str(port),
         "--metrics-address", "127.0.0.1", url=url,
