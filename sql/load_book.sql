@@ -1,7 +1,8 @@
 -- One row per priced line of a batch, every unit price from the price book:
 -- the victim's ship, then every item. Only killmails that still match the mode
 -- are returned, so a row another worker has already written is not loaded (the
--- UPDATE re-checks anyway).
+-- UPDATE re-checks anyway); a stale job's batch is loaded whole, its guard is
+-- left to the UPDATE (bulk/engine/modes.py GUARDED_AT_WRITE).
 --
 -- {batch}: sql/book_batch.sql (the batch, its price dates, the book's rows).
 -- {item_cents}: a CASE choosing the book's column for an item line i by its

@@ -268,7 +268,8 @@ def load_lines(
     price_column: str = "sell",
 ) -> np.ndarray:
     """The numpy engine's load alone: the (n, 5) int64 lines of pricing.price_batch for
-    the killmails of `ids` that match `mode`, building the book's missing prices first."""
+    the killmails of `ids` that match `mode` (every one of them where the UPDATE alone
+    guards the mode: modes.GUARDED_AT_WRITE), building the book's missing prices first."""
     batch_ids = sorted({int(i) for i in ids})
     for _ in range(2):
         lines, missing = _load(conn, batch_ids, mode, rules, price_column)

@@ -31,6 +31,13 @@ MODE_PREDICATES: dict[str, str] = {
 # of the mode's predicate.
 FOUND_MODES: tuple[str, ...] = ("stale",)
 
+# The modes whose guard the numpy engine's load leaves to its UPDATE, which
+# repeats it anyway. The load's filter only spares the lines of a killmail another
+# process wrote in between; stale's reads each killmail's row and probes its
+# stamp, which cost a sixth of a stale batch's load (30 against 25 ms a batch on
+# 300,000 killmails) to spare lines that are rarely there.
+GUARDED_AT_WRITE: tuple[str, ...] = ("stale",)
+
 PRICE_COLUMNS: dict[str, str] = {"sell": "sell", "buy": "buy", "average": "average"}
 
 # The engines: "numpy" loads a batch's lines and sums them in numpy (the design
@@ -63,6 +70,14 @@ def mode_predicate(mode: str, book: str | None = None) -> str:
             raise ValueError(f"the {mode} mode's guard needs the job's book")
         predicate = predicate.replace("{book}", book)
     return predicate
+
+
+def load_predicate(mode: str, book: str | None = None) -> str:
+    """The filter of the numpy engine's load on alias k: the mode's guard, or TRUE
+    where the UPDATE alone applies it (GUARDED_AT_WRITE)."""
+    if mode in GUARDED_AT_WRITE:
+        return "TRUE"
+    return mode_predicate(mode, book)
 
 
 def price_column(column: str) -> str:

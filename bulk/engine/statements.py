@@ -13,6 +13,7 @@ from bulk.engine import rules
 from bulk.engine.modes import (
     LINE_PRODUCT_TYPES,
     fixed_name,
+    load_predicate,
     mode_predicate,
     price_column,
     touch_clause,
@@ -56,16 +57,21 @@ def book_job_pairs_sql(rules_name: str, killmails: str) -> str:
     return load("book_job_pairs").format(wanted=wanted)
 
 
-def _book_batch(mode: str, rules_name: str, column: str) -> dict[str, str]:
+def _book_batch(mode: str, rules_name: str, column: str, *, load_only: bool = False) -> dict:
+    """The placeholders of sql/book_batch.sql; `load_only` for a statement that writes
+    nothing, whose batch may leave the guard to the UPDATE (modes.load_predicate)."""
     fill = rules.book_placeholders(rules_name, column)
     fill["mode_predicate"] = mode_predicate(mode, fill["book"])
-    fill["batch"] = load("book_batch").format(**fill)
+    batch_fill = dict(fill)
+    if load_only:
+        batch_fill["mode_predicate"] = load_predicate(mode, fill["book"])
+    fill["batch"] = load("book_batch").format(**batch_fill)
     return fill
 
 
 @cache
 def load_book_sql(mode: str, rules_name: str, column: str) -> str:
-    return load("load_book").format(**_book_batch(mode, rules_name, column))
+    return load("load_book").format(**_book_batch(mode, rules_name, column, load_only=True))
 
 
 @cache
