@@ -6,8 +6,6 @@ import sys
 import time
 from typing import TextIO
 
-from tqdm import tqdm
-
 # Longest a finished batch waits to appear on the bar, given a tick() at least
 # this often. tqdm left to itself adapts miniters and may wait up to its
 # maxinterval (10 s) before it shows the last reports of a job.
@@ -43,6 +41,10 @@ class Progress:
         self._bar = None
         self._dirty = False  # the bar shows less than is known
         if enabled and self.stream.isatty():
+            # Only a terminal shows a bar: a job's output to a file or pipe does
+            # without tqdm's import.
+            from tqdm import tqdm
+
             self._bar = tqdm(
                 total=total,
                 desc=desc,

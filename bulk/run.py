@@ -19,8 +19,8 @@ import psycopg
 
 from bulk import db, events, readiness
 from bulk.engine import book, modes, scan, stale
-from bulk.engine.batch import Valuation
 from bulk.engine.retry import ConnectionHolder, DatabaseGone, EnvironmentFailure, Failure, run_batch
+from bulk.engine.valuation import Valuation
 from bulk.errors import describe
 from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
 from bulk.progress import Progress
@@ -93,6 +93,10 @@ class RunJob:
 
 def _child(job: RunJob, pipe) -> None:
     parent = child_setup(job.url)
+    # The engine's imports (numpy, 70 ms) now, while the parent checks the
+    # database and a stale job searches, not on this child's first batch.
+    import bulk.engine.batch  # noqa: F401
+
     holder = ConnectionHolder(
         lambda: db.open_connection(
             job.url, autocommit=True, application_name="bulk-backfill run", valuing=True

@@ -10,7 +10,7 @@ from bulk.engine import scan, stale
 from bulk.engine.modes import ENGINES, MODE_PREDICATES, PRICE_COLUMNS
 from bulk.engine.rules import DEFAULT_RULES, RULES
 from bulk.errors import UserError
-from bulk.queue import broker
+from bulk.queue import names
 
 
 class _Moment(click.ParamType):
@@ -62,8 +62,8 @@ def _queue_name(ctx, param, value: str) -> str:
     if not value:
         raise click.BadParameter("must not be empty", ctx, param)
     try:
-        broker.check_queue_name(value)
-    except broker.BrokerError as exc:
+        names.check_queue_name(value)
+    except names.BrokerError as exc:
         raise click.BadParameter(str(exc), ctx, param) from None
     size = len(value.encode("utf-8"))
     if size > _MAX_QUEUE_BYTES:
@@ -101,7 +101,7 @@ def broker_options(f):
         "--queue",
         envvar="BACKFILL_QUEUE",
         show_envvar=True,
-        default=broker.DEFAULT_QUEUE,
+        default=names.DEFAULT_QUEUE,
         show_default=True,
         callback=_queue_name,
         help="Queue name; its dead letters go to <queue>.dead.",
@@ -110,7 +110,7 @@ def broker_options(f):
         "--rabbitmq-url",
         envvar="RABBITMQ_URL",
         show_envvar=True,
-        default=broker.DEFAULT_URL,
+        default=names.DEFAULT_URL,
         show_default="amqp://guest:***@127.0.0.1:5672/%2F",
         help="amqp URL of the broker.",
     )(f)

@@ -10,7 +10,7 @@ import click
 from bulk.audit import reference
 from bulk.engine import rules as rule_sets
 from bulk.prices.market import MAX_PRICE
-from bulk.queue import broker
+from bulk.queue import names
 
 if TYPE_CHECKING:  # only named in annotations: status need not import run's engine
     from bulk import readiness
@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # only named in annotations: status need not import run's eng
 
 def queue_flag(queue: str) -> str:
     """--queue for a command line the user copies; quoted, since a name may hold spaces."""
-    return "" if queue == broker.DEFAULT_QUEUE else f" --queue {shlex.quote(queue)}"
+    return "" if queue == names.DEFAULT_QUEUE else f" --queue {shlex.quote(queue)}"
 
 
 def plural(n: int, noun: str) -> str:
@@ -238,7 +238,7 @@ def work_summary(summary: supervise.WorkSummary) -> None:
         )
     if summary.invalid:
         lines.append(f"invalid    {summary.invalid:>12,}  messages dead-lettered as invalid")
-    dead_queue = broker.dead_letter_queue(summary.queue)
+    dead_queue = names.dead_letter_queue(summary.queue)
     if summary.dead or summary.invalid:
         lines.append(
             f"dead letters are in {dead_queue}: bulk-backfill dead list{queue_flag(summary.queue)}"

@@ -14,8 +14,8 @@ from bulk import db
 from bulk.audit import reference
 from bulk.demo.load import load_demo_data
 from bulk.engine import rules as rule_sets
-from bulk.engine.batch import Valuation
 from bulk.engine.scan import Selection
+from bulk.engine.valuation import Valuation
 from bulk.errors import UserError
 from bulk.redact import mask_url
 from bulk.run import RunJob, RunSummary, run_local

@@ -6,7 +6,7 @@ A batch is written whole or not at all: by one UPDATE statement.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
@@ -19,22 +19,7 @@ from bulk import sqlfiles
 from bulk.engine import book, modes, pricing, statements
 from bulk.engine import rules as rule_sets
 from bulk.engine.session import Session
-
-
-@dataclass
-class BatchResult:
-    """Counts for one batch. updated + skipped = distinct IDs; no_victim is part of skipped."""
-
-    updated: int = 0
-    skipped: int = 0
-    no_victim: int = 0
-    no_victim_ids: list[int] = field(default_factory=list)
-
-    def add(self, other: BatchResult) -> None:
-        self.updated += other.updated
-        self.skipped += other.skipped
-        self.no_victim += other.no_victim
-        self.no_victim_ids.extend(other.no_victim_ids)
+from bulk.engine.valuation import BatchResult, Valuation
 
 
 @dataclass(frozen=True)
@@ -177,23 +162,6 @@ class PriceOutOfRange(psycopg.errors.NumericValueOutOfRange):
 # The errors PostgreSQL raises casting such a price to int8 cents:
 # "bigint out of range" (22003), "cannot convert NaN/infinity to bigint" (0A000).
 _CENTS_CAST_ERRORS = (psycopg.errors.NumericValueOutOfRange, psycopg.errors.FeatureNotSupported)
-
-
-@dataclass(frozen=True)
-class Valuation:
-    """How a job values its batches; the same for every batch of the job."""
-
-    price_column: str = "sell"
-    # Stamp killmails.updated_at on the rows written, where the column exists.
-    touch_updated_at: bool = True
-    # "numpy" (load, numpy sums, one UPDATE) or "sql" (one set-based statement).
-    engine: str = "numpy"
-    # Recheck the book's prices of a rule set that rechecks (seed: market_prices
-    # may change behind the price commands) when this many seconds old; None:
-    # once per process (bulk.engine.book.recheck).
-    price_refresh: float | None = None
-    # The rule set (bulk.engine.rules): seed (today's prices) or a kill-date one.
-    rules: str = rule_sets.DEFAULT_RULES
 
 
 def process_batch(

@@ -24,10 +24,10 @@ import psycopg
 
 from bulk import db
 from bulk.backoff import Backoff
-from bulk.engine.batch import BatchResult, Valuation, process_batch
 from bulk.engine.errors import ErrorKind, classify
 from bulk.engine.policy import Action, decide
 from bulk.engine.session import Session
+from bulk.engine.valuation import BatchResult, Valuation
 from bulk.errors import describe
 
 
@@ -169,6 +169,10 @@ def run_batch(
     written stay written and are counted in neither exception (the caller treats
     the whole batch as not done: re-running it is idempotent).
     """
+    # Here, not at the top: the parents that import this module hand out batches
+    # and never value one, and bulk.engine.batch imports numpy (bulk.run).
+    from bulk.engine.batch import process_batch
+
     valuation = valuation or Valuation()
     retrying = Retrying(queue=False, patience=patience, pause=sleep)
     outcome = Outcome()

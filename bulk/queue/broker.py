@@ -18,11 +18,16 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from bulk import redact
-from bulk.errors import UserError, one_line
+from bulk.errors import one_line
+from bulk.queue.names import (  # noqa: F401 (part of this module's interface)
+    DEFAULT_QUEUE,
+    DEFAULT_URL,
+    BrokerError,
+    check_queue_name,
+    dead_letter_queue,
+)
 from bulk.redact import mask_url, scrub
 
-DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
-DEFAULT_QUEUE = "backfill_killmail_values_queue"
 QUEUE_ARGUMENTS = {"x-max-priority": 10}
 PERSISTENT = 2
 _DEEP_RECURSION = 100_000  # frames pika may need for the deepest header table a frame holds
@@ -60,40 +65,8 @@ CONNECTION_ERRORS = (
 )
 
 
-class BrokerError(UserError):
-    """The broker could not be reached or refused us; the message names the masked URL."""
-
-
 class PublishFailed(Exception):
     """The broker did not confirm a message (nacked, unroutable, or the connection dropped)."""
-
-
-def check_queue_name(queue: str) -> None:
-    """A BrokerError if the name holds a control character (C0, DEL or C1) or is not UTF-8.
-
-    RabbitMQ strips CR and LF from a declared name and answers with the
-    stripped one; pika waits for an answer naming the queue it asked for, so a
-    declare of 'name\\r' (a CRLF .env file's BACKFILL_QUEUE) hangs forever. The
-    other control characters are kept, but no one can see or type them in a
-    log line or a command.
-    """
-    try:
-        queue.encode("utf-8")
-    except UnicodeEncodeError as exc:  # bytes of the environment that are not UTF-8
-        raise BrokerError(
-            f"queue name {queue!r} is not valid UTF-8 (character {exc.start + 1})"
-        ) from None
-    for position, char in enumerate(queue, 1):
-        if ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F:
-            crlf = " (a .env file saved with Windows line ends leaves one)" if char == "\r" else ""
-            raise BrokerError(
-                f"queue name {queue!r} holds a control character, {char!r} at character "
-                f"{position}{crlf}: use printable characters only"
-            )
-
-
-def dead_letter_queue(queue: str) -> str:
-    return f"{queue}.dead"
 
 
 def allow_deep_header_tables() -> None:

@@ -22,6 +22,7 @@ from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
 from bulk.progress import Progress
 from bulk.queue import broker
 from bulk.queue.consume import FatalError, Worker, WorkSettings
+from bulk.queue.settings import DEFAULT_STALL_TIMEOUT
 
 _POLL = 0.25
 _DEPTH_EVERY = 0.5  # seconds between queue-depth checks
@@ -33,12 +34,6 @@ DEPTH_TIMEOUT = 10.0
 _SAY_EVERY = 30.0  # seconds between two notes about the depth check
 _UNACKED_EVERY = 5.0  # seconds between two reads of the unacked count (metrics only)
 _EXIT_FATAL = 3
-# A child that says nothing for this long while it has work in hand is killed
-# and restarted. A batch of 500 takes well under a second and one of 10,000 a
-# few seconds; a child waiting out a lost database or broker reports each
-# retry. Five minutes is far above any sane batch, yet bounds how long a hung
-# child can hold its prefetched batches and keep --until-empty from ending.
-DEFAULT_STALL_TIMEOUT = 300.0
 
 
 @dataclass
