@@ -66,6 +66,21 @@ def test_price_batch_leaves_out_killmails_without_victim():
     assert _as_dict(cents) == {1: (500 + 14, 21)}
 
 
+def test_price_batch_names_each_killmail_without_victim_once_in_order():
+    """Several killmails without a victim, one with two such lines, in any row order:
+    each is named once, ascending, and none of their lines is summed."""
+    rng = np.random.default_rng(7)
+    lines = [[k, pricing.LINE_SHIP, 1000 + k, 1, 0] for k in (3, 8, 13)]
+    lines += [[k, pricing.LINE_ITEM, 5, 2, 1] for k in (3, 8, 13, 21, 34, 55)]
+    lines += [[k, pricing.LINE_NO_VICTIM, 0, 1, 0] for k in (55, 21, 34, 21)]
+    lines = np.array(lines)[rng.permutation(len(lines))]
+    cents, no_victim = pricing.price_batch(lines)
+    assert no_victim.tolist() == [21, 34, 55]
+    assert _as_dict(cents) == {k: (1000 + k + 10, 5) for k in (3, 8, 13)}
+    cents, no_victim = pricing.price_batch(np.array(lines[lines[:, 1] != 2]))
+    assert no_victim.tolist() == [] and len(cents.killmail_ids) == 6
+
+
 def test_mismatched_lengths_are_rejected():
     with pytest.raises(ValueError):
         pricing.sum_lines(np.array([1, 2]), np.array([1]), np.array([1]), np.array([1]))
