@@ -21,7 +21,7 @@ from bulk import db, events, readiness
 from bulk.engine import book, modes, scan, stale
 from bulk.engine.retry import ConnectionHolder, DatabaseGone, EnvironmentFailure, Failure, run_batch
 from bulk.engine.valuation import Valuation
-from bulk.errors import describe
+from bulk.errors import describe, one_line
 from bulk.procs import Child, Children, Stopper, child_setup, parent_gone, send
 from bulk.progress import Progress
 from bulk.redact import scrub
@@ -93,16 +93,21 @@ class RunJob:
 
 def _child(job: RunJob, pipe) -> None:
     parent = child_setup(job.url)
+    stopped = None  # why this child's job must stop: the batches still in hand are not tried
     # The engine's imports (numpy, 70 ms) now, while the parent checks the
-    # database and a stale job searches, not on this child's first batch.
-    import bulk.engine.batch  # noqa: F401
+    # database and a stale job searches, not on this child's first batch. The
+    # parent never imports them: a broken install stops the job with one line
+    # here, not with a child dying and restarted until the parent gives up.
+    try:
+        import bulk.engine.batch  # noqa: F401
+    except ImportError as exc:
+        stopped = f"the valuation engine cannot be imported: {one_line(exc)}"
 
     holder = ConnectionHolder(
         lambda: db.open_connection(
             job.url, autocommit=True, application_name="bulk-backfill run", valuing=True
         )
     )
-    stopped = None  # why this child's job must stop: the batches still in hand are not tried
     try:
         while True:
             if not pipe.poll(_POLL):

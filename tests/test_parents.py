@@ -359,3 +359,26 @@ def test_a_spawned_child_takes_no_stop_signal_while_it_starts(fresh_db):
     assert proc.returncode == 0, stderr
     assert samples > 2, "the children were never seen starting"
     assert not exposed, f"children {sorted(exposed)} could take SIGINT/SIGTERM while starting"
+
+
+@pytest.mark.parametrize("metrics", [False, True], ids=["forked", "spawned"])
+def test_a_child_that_cannot_import_the_engine_stops_the_run_in_one_line(
+    fresh_db, tmp_path, metrics
+):
+    """The parent never imports numpy (its children do, as they start): a broken one
+    stops the run with one line and nothing written, forked or spawned, rather than
+    children dying and restarted until the parent gives up."""
+    url = make_demo_db(fresh_db, 1_000)
+    (tmp_path / "numpy").mkdir()
+    (tmp_path / "numpy" / "__init__.py").write_text('raise ImportError("numpy is broken here")\n')
+    args = ["--metrics-port", str(free_port())] if metrics else []
+    out = cli("run", *args, url=url, env={"PYTHONPATH": str(tmp_path)}, process=True)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr and "restarting" not in out.stderr, out.stderr
+    errors = [line for line in out.stderr.splitlines() if "error" in line]
+    assert errors == [
+        "bulk-backfill: error: the valuation engine cannot be imported: numpy is broken"
+        " here; nothing was valued for sure: run again with the same command"
+    ], out.stderr
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM bulk_valuations").fetchone()[0] == 0
