@@ -73,3 +73,13 @@ def test_every_command_through_the_console_script(fresh_db, queue_name, tmp_path
     assert rabbit.ready(queue_name) > 0
     _ok(script("dead", "list", "--queue", queue_name, env=_ENV))
     _ok(script("dead", "requeue", "--queue", queue_name, env=_ENV))
+
+
+def test_ctrl_c_while_the_cli_imports_is_one_line(tmp_path):
+    """Ctrl+C in the console script's first 0.1-0.2 s lands in the CLI's imports
+    (click, psycopg): one line and exit 130, as later, never a traceback. A click
+    that raises KeyboardInterrupt on import stands in for the keypress."""
+    (tmp_path / "click").mkdir()
+    (tmp_path / "click" / "__init__.py").write_text("raise KeyboardInterrupt\n")
+    out = cli("--help", env={"PYTHONPATH": str(tmp_path)}, process=True)
+    assert (out.returncode, out.stderr) == (130, "bulk-backfill: interrupted\n")
