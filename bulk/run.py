@@ -329,7 +329,12 @@ def _prepare(job: RunJob, summary: RunSummary, bar: Progress, metrics) -> tuple:
                 pool = _Pool(children, summary, bar, metrics)
                 if selection.found():
                     found, more, summary.book_note = stale.find_and_build(
-                        conn, v.rules, v.price_column, selection, summary.book_note
+                        conn,
+                        v.rules,
+                        v.price_column,
+                        selection,
+                        summary.book_note,
+                        beside=lambda: db.connect(job.url, autocommit=True),
                     )
                     summary.book_rows += more
                     summary.selected = len(found)

@@ -141,6 +141,13 @@ CASES = [
         "SELECT f.killmail_id, f.reason",
         "tests/test_stamps.py::test_a_killmail_both_unvalued_and_of_moved_prices_is_found_once[tool]",
     ),
+    # The search's two halves at once (run, queue): one killmail found by both, once.
+    (
+        "bulk/engine/stale.py",
+        "        if killmail_id != last:",
+        "        if True:",
+        "tests/test_stamps.py::test_the_search_apart_finds_what_the_one_statement_finds[tool]",
+    ),
     (
         "bulk/engine/stale.py",
         '_HELD_ALONE = "h.killmail_id > %(after)s"',

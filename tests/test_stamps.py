@@ -18,6 +18,7 @@ import pytest
 
 from bulk.engine import batch, scan, stale
 from bulk.engine.session import Session
+from bulk.errors import UserError
 from tests.conftest import (
     REALDATA,
     child_pids,
@@ -498,6 +499,75 @@ def test_a_killmail_both_unvalued_and_of_moved_prices_is_found_once(demo_db, tmp
     _run(demo_db, "--mode", "stale")
     assert _rewritten_since(demo_db, before) == holders
     assert mismatches(demo_db) == []
+
+
+def test_the_search_apart_finds_what_the_one_statement_finds(demo_db, tmp_path):
+    """run and queue search on two connections at once (stale.find's beside): the
+    killmails without a stamp on the other, in this one's snapshot. The same IDs as
+    the one statement, each once and in order, under a limit and filters too; a
+    stamp dropped after the search began is seen by neither side; the other
+    connection is closed after; where it cannot open, the one statement runs; its
+    error is the search's."""
+    _run(demo_db, "--mode", "null")
+    chosen = _move_prices(demo_db, tmp_path, 0.10, 1.5)
+    holders = sorted(_holders(demo_db, chosen))
+    stamped = sorted(set(_stamps(demo_db)) - set(holders))
+    with psycopg.connect(demo_db) as conn:
+        # Both unvalued and of moved prices (found by both parts), and unvalued alone.
+        conn.execute(
+            "UPDATE killmails SET total_value = NULL WHERE killmail_id = ANY(%s)",
+            [[holders[0], stamped[0]]],
+        )
+    (late,) = _rows(
+        demo_db, "SELECT killmail_time FROM killmails WHERE killmail_id = %s", [holders[9]]
+    )[0]
+    dropped = stamped[1]
+    opened = []
+
+    def beside():
+        other = psycopg.connect(demo_db, autocommit=True)
+        opened.append(other)
+        # Meanwhile another process drops a stamp: that killmail is unstamped now,
+        # but not in the snapshot the search began with.
+        with psycopg.connect(demo_db, autocommit=True) as third:
+            third.execute("DELETE FROM bulk_valuations WHERE killmail_id = %s", [dropped])
+        return other
+
+    selections = [
+        scan.Selection(mode="stale"),
+        scan.Selection(mode="stale", limit=7),
+        scan.Selection(mode="stale", after_id=holders[3]),
+        scan.Selection(mode="stale", since=late),
+    ]
+    found = []
+    with psycopg.connect(demo_db, autocommit=True) as conn:
+        stale.build_first(conn, "seed", "sell")
+        for selection in selections:
+            whole = list(stale.find(conn, "seed", "sell", selection))
+            apart = list(stale.find(conn, "seed", "sell", selection, beside))
+            assert apart == whole, selection
+            found.append(apart)
+            # The dropped stamp is missing now, and found; a job writes it again.
+            assert dropped in stale.find(conn, "seed", "sell", scan.Selection(mode="stale"))
+            _run(demo_db, "--mode", "all", "--after-id", str(dropped - 1), "--limit", "1")
+
+        def nowhere():
+            raise UserError("cannot connect")
+
+        assert list(stale.find(conn, "seed", "sell", selections[0], nowhere)) == found[0]
+        elsewhere = psycopg.conninfo.make_conninfo(demo_db, dbname="postgres")
+        with pytest.raises(psycopg.Error, match="snapshot"):
+            stale.find(
+                conn,
+                "seed",
+                "sell",
+                selections[0],
+                lambda: opened.append(psycopg.connect(elsewhere)) or opened[-1],
+            )
+    assert len(opened) == len(selections) + 1 and all(c.closed for c in opened)
+    expected = sorted(set(holders) | victimless(demo_db) | {stamped[0]})
+    assert found[:3] == [expected, expected[:7], [k for k in expected if k > holders[3]]]
+    assert holders[9] in found[3] and set(found[3]) <= set(expected)
 
 
 def test_a_killmail_deleted_without_its_lines_is_never_found_stale(demo_db, tmp_path):

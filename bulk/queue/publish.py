@@ -137,7 +137,13 @@ def queue_killmails(
         if selection.found():
             # The stale killmails of the workers' book: found once, here, with the
             # book rebuilt where its sources changed (a dry run builds it too).
-            found, _, _ = stale.build_and_find(conn, rules, price_column, selection)
+            found, _, _ = stale.build_and_find(
+                conn,
+                rules,
+                price_column,
+                selection,
+                beside=lambda: db.connect(db_url, autocommit=True),
+            )
             selected = len(found)
         else:
             selected = scan.count(conn, selection)
