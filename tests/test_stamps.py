@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
+import threading
 import time
 
 import psycopg
@@ -568,6 +570,123 @@ def test_the_search_apart_finds_what_the_one_statement_finds(demo_db, tmp_path):
     expected = sorted(set(holders) | victimless(demo_db) | {stamped[0]})
     assert found[:3] == [expected, expected[:7], [k for k in expected if k > holders[3]]]
     assert holders[9] in found[3] and set(found[3]) <= set(expected)
+
+
+def _in_thread(target, timeout: float = 60):
+    """target() in a thread of its own: (what it returned or raised, whether it is
+    still running after `timeout` s). A hang fails the test instead of hanging it."""
+    out = {}
+
+    def run():
+        try:
+            out["value"] = target()
+        except BaseException as exc:
+            out["value"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return out.get("value"), thread.is_alive()
+
+
+def _interrupted_in_the_rows_loop(target, after: int = 50):
+    """target, run with a KeyboardInterrupt raised where Ctrl+C would land it: in the
+    frame of stale.py that takes the search's rows, at its `after`-th line."""
+    seen = 0
+
+    def local(frame, event, arg):
+        nonlocal seen
+        if event == "line":
+            seen += 1
+            if seen == after:
+                sys.settrace(None)
+                raise KeyboardInterrupt
+        return local
+
+    def calls(frame, event, arg):
+        code = frame.f_code
+        taking_rows = code.co_name in ("_ids", "<genexpr>")
+        return local if taking_rows and code.co_filename.endswith("stale.py") else None
+
+    def run():
+        sys.settrace(calls)
+        try:
+            return target()
+        finally:
+            sys.settrace(None)
+
+    return run
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["one-statement", "apart"])
+def test_an_interrupt_during_the_search_leaves_the_connection_usable(
+    demo_db, tmp_path, monkeypatch, apart
+):
+    """Ctrl+C lands while the search takes its rows: the interrupt comes out of find,
+    the transaction is rolled back and the connection takes the next statement (a
+    stream of rows left open held the connection's lock, and the rollback waited
+    for it forever)."""
+    _run(demo_db, "--mode", "null")
+    _move_prices(demo_db, tmp_path, 0.10, 1.5)
+    monkeypatch.setattr(stale, "_CHUNK", 2)
+    conn = psycopg.connect(demo_db, autocommit=True)
+    stale.build_first(conn, "seed", "sell")
+    beside = (lambda: psycopg.connect(demo_db, autocommit=True)) if apart else None
+    raised, hung = _in_thread(
+        _interrupted_in_the_rows_loop(
+            lambda: stale.find(conn, "seed", "sell", scan.Selection(mode="stale"), beside)
+        ),
+        timeout=30,
+    )
+    if hung:
+        # Its lock is held for good: end the session from outside, or closing it
+        # (and the test database's teardown) would wait too.
+        with psycopg.connect(demo_db, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [conn.info.backend_pid])
+        pytest.fail("find hung after the interrupt")
+    with conn:
+        assert isinstance(raised, KeyboardInterrupt), raised
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_lock_queued_between_the_two_halves_does_not_hang_the_search(demo_db, tmp_path):
+    """An ACCESS EXCLUSIVE request on the stamps (an ALTER, a VACUUM FULL) queued after
+    the search read them waits for the search's transaction; the second connection
+    would wait behind it, and the first for the second: a cycle through the client.
+    The second gives up its wait, the first reads its half, the same IDs come out,
+    and the request is granted once the search is done."""
+    _run(demo_db, "--mode", "null")
+    _move_prices(demo_db, tmp_path, 0.10, 1.5)
+    ddl_done = threading.Event()
+
+    def lock_stamps():
+        with psycopg.connect(demo_db) as ddl:
+            ddl.execute("SET lock_timeout = '60s'")
+            ddl.execute("LOCK TABLE bulk_valuations IN ACCESS EXCLUSIVE MODE")
+            ddl_done.set()
+
+    def beside():
+        threading.Thread(target=lock_stamps, daemon=True).start()
+        with psycopg.connect(demo_db, autocommit=True) as watch:
+            deadline = time.monotonic() + 20
+            while not watch.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted"
+                " AND relation = 'bulk_valuations'::regclass AND mode = 'AccessExclusiveLock')"
+            ).fetchone()[0]:
+                assert time.monotonic() < deadline, "the lock request never queued"
+                time.sleep(0.02)
+        return psycopg.connect(demo_db, autocommit=True)
+
+    with psycopg.connect(demo_db, autocommit=True) as conn:
+        stale.build_first(conn, "seed", "sell")
+        whole = list(stale.find(conn, "seed", "sell", scan.Selection(mode="stale")))
+        found, hung = _in_thread(
+            lambda: stale.find(conn, "seed", "sell", scan.Selection(mode="stale"), beside)
+        )
+    assert not hung, "the search hung behind the queued lock"
+    assert list(found) == whole and whole
+    assert ddl_done.wait(20), "the lock was never granted after the search"
 
 
 def test_a_killmail_deleted_without_its_lines_is_never_found_stale(demo_db, tmp_path):
