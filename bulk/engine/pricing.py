@@ -67,7 +67,9 @@ def _distinct(values: np.ndarray) -> np.ndarray:
     numpy.ma that np.unique makes on its first call (20 ms of every child's first
     batch)."""
     ordered = np.sort(values)
-    return ordered[np.concatenate((ordered[:1] == ordered[:1], ordered[1:] != ordered[:-1]))]
+    first = np.ones(ordered.size, dtype=bool)  # the first of each run of equal values
+    first[1:] = ordered[1:] != ordered[:-1]
+    return ordered[first]
 
 
 # The big-endian types sql/load_book.sql packs its columns in.

@@ -266,8 +266,7 @@ class _Beside(threading.Thread):
                 # here is behind a lock request queued since, which waits for
                 # that connection (see _found_apart).
                 self.conn.execute("SET LOCAL lock_timeout = '200ms'")
-                for row in _rows(self.conn, self.text, self.params):
-                    self.ids.append(row[0])
+                self.ids = _ids(self.conn, self.text, self.params)
         except BaseException as exc:  # handed to the thread that waits for it
             self.error = exc
 
