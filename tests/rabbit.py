@@ -46,6 +46,11 @@ def publish_raw(queue: str, bodies: list) -> None:
             channel.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2))
 
 
+def ctl(*args: str) -> None:
+    """rabbitmqctl, which these tests need on this machine (as `.ci/run` has it)."""
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
 def counts(queue: str) -> tuple[int, int]:
     """(ready, unacked) messages of a queue, from rabbitmqctl when it is on this machine.
 

@@ -199,12 +199,15 @@ def queue_status(amqp_url: str, queue: str, management_url: str | None) -> Queue
                 killmails_waiting_exact=True,
                 exists=False,
             )
-        # Counting reads the messages unacked for a moment; with workers consuming,
-        # a `work --until-empty` could see the queue empty in that moment and stop.
+        # With workers consuming, a count would race them for the messages (and
+        # could read its own copies): only the head is read, the rest estimated.
         if depth.ready <= _EXACT_QUEUE_UP_TO and depth.consumers == 0:
-            waiting, exact = _ids_in_messages(connection.channel(), queue, depth.ready), True
+            ids, read, copied = _ids_in_messages(connection.channel(), queue, depth.ready)
+            exact = copied or read == depth.ready
+            waiting = ids if exact else round(ids / read * depth.ready)
         else:
-            waiting, exact = depth.ready * _ids_in_first_message(connection.channel(), queue), False
+            ids, read, _ = _ids_in_messages(connection.channel(), queue, 1)
+            waiting, exact = depth.ready * ids, False
     finally:
         connection.close()
     status = QueueStatus(
@@ -229,22 +232,48 @@ def _existing_depth(channel, queue: str) -> broker.Depth | None:
         raise broker.BrokerError(f"cannot read queue {queue!r}: {exc.reply_text}") from None
 
 
-def _ids_in_messages(channel, queue: str, ready: int) -> int:
-    """IDs in every ready message (up to `ready` of them), all given back unchanged.
+# A republish the broker refuses (a user that may read the queue but not publish
+# to it, a queue deleted meanwhile): the message read goes back as before.
+_PUT_BACK_REFUSED = (
+    pika.exceptions.ChannelClosedByBroker,
+    pika.exceptions.UnroutableError,
+    pika.exceptions.NackError,
+)
 
-    None is acked: closing the channel hands them all back to the queue at once,
-    in their places, so no message is read twice.
+
+def _ids_in_messages(channel, queue: str, count: int) -> tuple[int, int, bool]:
+    """(IDs, messages read, every one put back as a copy) of up to `count` messages
+    from the head of the queue.
+
+    A message handed back unacked (a nack, or its channel closed) returns flagged
+    as redelivered, and `work` counts that flag as a failed try: one `status`
+    would cost every batch it read an attempt, a republish and a "redelivered"
+    line. So each message read goes back as a copy at the tail, confirmed by the
+    broker before the one read is acked: the queue never holds one message fewer,
+    and where all of them are read their order is kept. Where the broker refuses
+    the copy, that message goes back the old way, flagged, and the rest are not
+    read.
     """
-    total = 0
+    total = read = 0
+    copied = True
     try:
-        for _ in range(ready):
-            method, _, body = channel.basic_get(queue, auto_ack=False)
+        channel.confirm_delivery()
+        for _ in range(count):
+            method, properties, body = channel.basic_get(queue, auto_ack=False)
             if method is None:  # a worker took the rest
                 break
+            read += 1
             total += _ids_in(body)
+            try:
+                channel.basic_publish("", queue, body, properties, mandatory=True)
+            except _PUT_BACK_REFUSED:
+                copied = False
+                break
+            channel.basic_ack(method.delivery_tag)
     finally:
-        channel.close()
-    return total
+        if channel.is_open:
+            channel.close()
+    return total, read, copied
 
 
 def _ids_in(body: bytes) -> int:
@@ -253,15 +282,6 @@ def _ids_in(body: bytes) -> int:
     except messages.InvalidMessage:
         return 0
     return len(message.ids) if isinstance(message, messages.Batch) else 1
-
-
-def _ids_in_first_message(channel, queue: str) -> int:
-    """IDs in the message at the head of the queue, which goes straight back."""
-    method, _, body = channel.basic_get(queue, auto_ack=False)
-    if method is None:
-        return 0
-    channel.basic_nack(method.delivery_tag, requeue=True)
-    return _ids_in(body)
 
 
 def default_management_url(amqp_url: str) -> str:
