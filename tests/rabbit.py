@@ -91,6 +91,19 @@ def ready(queue: str) -> int:
         return 0
 
 
+def take_all(queue: str) -> list[tuple]:
+    """Take every ready message off a queue, in order: (method, properties, body) each
+    (method.redelivered: whether it came back unacked)."""
+    taken = []
+    with connection() as conn:
+        channel = conn.channel()
+        while True:
+            method, properties, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return taken
+            taken.append((method, properties, body))
+
+
 def drain(queue: str) -> list[tuple[bytes, dict]]:
     """Take every ready message off a queue: (body, headers) each."""
     taken = []

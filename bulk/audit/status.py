@@ -203,13 +203,15 @@ def queue_status(amqp_url: str, queue: str, management_url: str | None) -> Queue
         # could read its own copies): only the head is read, the rest estimated.
         if depth.ready <= _EXACT_QUEUE_UP_TO and depth.consumers == 0:
             ids, read, copied = _ids_in_messages(connection.channel(), queue, depth.ready)
-            exact = copied or read == depth.ready
-            waiting = ids if exact else round(ids / read * depth.ready)
+            # Exact if nobody else took or read messages meanwhile (another status).
+            after = _existing_depth(connection.channel(), queue)
+            exact = (copied or read == depth.ready) and after == depth
+            waiting = ids if exact or not read else round(ids / read * depth.ready)
         else:
             ids, read, _ = _ids_in_messages(connection.channel(), queue, 1)
             waiting, exact = depth.ready * ids, False
     finally:
-        connection.close()
+        broker.close_quietly(connection)  # not to hide what closed it, or an interrupt
     status = QueueStatus(
         name=queue,
         ready=depth.ready,
@@ -233,29 +235,51 @@ def _existing_depth(channel, queue: str) -> broker.Depth | None:
 
 
 # A republish the broker refuses (a user that may read the queue but not publish
-# to it, a queue deleted meanwhile): the message read goes back as before.
+# to it, a queue deleted meanwhile): the message read goes back as it came.
 _PUT_BACK_REFUSED = (
     pika.exceptions.ChannelClosedByBroker,
     pika.exceptions.UnroutableError,
     pika.exceptions.NackError,
 )
+# The headers `work` writes on the batches it republishes (bulk/queue/handle.py):
+# text and integers, which pika gives back as they were sent. Another producer's
+# header may be a float, which pika decodes as an integer: a copy would change it.
+_OWN_HEADERS = frozenset({"x-first-failure", "x-last-failure", "x-error", "x-host", "x-attempts"})
+
+
+def _copyable(method, properties) -> bool:
+    """Whether a copy of the message would be the message, as `work` will take it.
+
+    Not one that came back flagged (a worker died holding it: `work` counts that
+    try, so it must keep its flag), one that expires (a copy would start its time
+    again), one that names its publishing user (the broker refuses that name from
+    another), or one with headers of another producer.
+    """
+    return (
+        not method.redelivered
+        and properties.expiration is None
+        and properties.user_id is None
+        and set(properties.headers or ()) <= _OWN_HEADERS
+    )
 
 
 def _ids_in_messages(channel, queue: str, count: int) -> tuple[int, int, bool]:
-    """(IDs, messages read, every one put back as a copy) of up to `count` messages
-    from the head of the queue.
+    """(IDs, messages read, every copy made) of up to `count` messages from the head
+    of the queue.
 
     A message handed back unacked (a nack, or its channel closed) returns flagged
     as redelivered, and `work` counts that flag as a failed try: one `status`
     would cost every batch it read an attempt, a republish and a "redelivered"
-    line. So each message read goes back as a copy at the tail, confirmed by the
-    broker before the one read is acked: the queue never holds one message fewer,
-    and where all of them are read their order is kept. Where the broker refuses
-    the copy, that message goes back the old way, flagged, and the rest are not
-    read.
+    line. So a message read goes back as a copy at the tail of its priority,
+    confirmed by the broker before the one read is acked. Copies of messages
+    without a priority are made as they are read (they queue behind every message
+    not read yet); those with one once all are read (theirs would be read again
+    first). One that `_copyable` refuses stays unacked and goes back as it came
+    when the channel closes, with its flag. Where the broker refuses a copy,
+    nothing more is read.
     """
     total = read = 0
-    copied = True
+    later = []
     try:
         channel.confirm_delivery()
         for _ in range(count):
@@ -264,16 +288,29 @@ def _ids_in_messages(channel, queue: str, count: int) -> tuple[int, int, bool]:
                 break
             read += 1
             total += _ids_in(body)
-            try:
-                channel.basic_publish("", queue, body, properties, mandatory=True)
-            except _PUT_BACK_REFUSED:
-                copied = False
-                break
-            channel.basic_ack(method.delivery_tag)
+            if not _copyable(method, properties):
+                continue
+            if properties.priority:
+                later.append((method, properties, body))
+            elif not _put_back(channel, queue, method, properties, body):
+                return total, read, False
+        for method, properties, body in later:
+            if not _put_back(channel, queue, method, properties, body):
+                return total, read, False
+        return total, read, True
     finally:
         if channel.is_open:
             channel.close()
-    return total, read, copied
+
+
+def _put_back(channel, queue: str, method, properties, body: bytes) -> bool:
+    """A copy of the message at the tail, confirmed, then the one read acked."""
+    try:
+        channel.basic_publish("", queue, body, properties, mandatory=True)
+    except _PUT_BACK_REFUSED:
+        return False
+    channel.basic_ack(method.delivery_tag)
+    return True
 
 
 def _ids_in(body: bytes) -> int:
