@@ -33,10 +33,10 @@ from benchmarks.stamps import (
     import_prices,
     pick_types,
     rate_of,
+    stamps_database,
     timed,
     vacuum,
 )
-from benchmarks.suite import database_for
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,9 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stale", action="store_true", help="time stale jobs (see above)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    url = database_for(
-        args.server, args.killmails, print, prefix="bulk_backfill_stamps", history=False
-    )
+    url = stamps_database(args.server, args.killmails)
     if args.stale:
         return stale_ab(args, url)
     rates: dict[str, list[float]] = {}

@@ -30,8 +30,7 @@ from pathlib import Path
 
 import psycopg
 
-from benchmarks.stamps import RESULTS, SERVER, pick_types
-from benchmarks.suite import database_for
+from benchmarks.stamps import RESULTS, SERVER, pick_types, stamps_database
 
 _PROTOTYPE = "bench_transaction_stamps"
 
@@ -105,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", default=SERVER)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    url = database_for(
-        args.server, args.killmails, print, prefix="bulk_backfill_stamps", history=False
-    )
+    url = stamps_database(args.server, args.killmails)
     times = measure(url, args.rounds)
     summary = {
         read: {kind: round(statistics.median(t) * 1000, 1) for kind, t in kinds.items()}

@@ -38,8 +38,7 @@ from pathlib import Path
 
 import psycopg
 
-from benchmarks.stamps import RESULTS, SERVER
-from benchmarks.suite import database_for
+from benchmarks.stamps import RESULTS, SERVER, stamps_database
 from benchmarks.without_stamps import cut_stamps
 from bulk import db
 from bulk.engine import statements
@@ -149,9 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", default=SERVER)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    url = database_for(
-        args.server, args.killmails, print, prefix="bulk_backfill_stamps", history=False
-    )
+    url = stamps_database(args.server, args.killmails)
     times = measure(url, args.batches, args.seed)
     without = statistics.median(times["without"])
     summary = {

@@ -47,6 +47,11 @@ NEW = str(Path(sys.prefix) / "bin" / "bulk-backfill")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def stamps_database(server: str, killmails: int) -> str:
+    """The database the stamp benchmarks share: bulk_backfill_stamps_<N>, built once."""
+    return database_for(server, killmails, print, prefix="bulk_backfill_stamps", history=False)
+
+
 def _q(url: str, query, params=None) -> list[tuple]:
     with psycopg.connect(url, autocommit=True) as conn:
         return conn.execute(query, params).fetchall()
@@ -154,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", default=SERVER)
     parser.add_argument("--out", type=Path, default=RESULTS / "stamps.json")
     args = parser.parse_args(argv)
-    url = database_for(
-        args.server, args.killmails, print, prefix="bulk_backfill_stamps", history=False
-    )
+    url = stamps_database(args.server, args.killmails)
     tmp = Path("/tmp") / f"bench_stamps_{args.killmails}.csv"
     results: dict = {"killmails": args.killmails, "rounds": args.rounds, "runs": []}
 

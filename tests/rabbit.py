@@ -106,11 +106,4 @@ def take_all(queue: str) -> list[tuple]:
 
 def drain(queue: str) -> list[tuple[bytes, dict]]:
     """Take every ready message off a queue: (body, headers) each."""
-    taken = []
-    with connection() as conn:
-        channel = conn.channel()
-        while True:
-            method, properties, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return taken
-            taken.append((body, properties.headers or {}))
+    return [(body, properties.headers or {}) for _, properties, body in take_all(queue)]
