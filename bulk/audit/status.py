@@ -183,7 +183,7 @@ def queue_status(amqp_url: str, queue: str, management_url: str | None) -> Queue
     broker.check_queue_name(queue)
     broker.allow_deep_header_tables()  # it reads messages anyone may have written
     connection = broker.connect(amqp_url)
-    try:
+    with broker.closed_after(connection):
         depth = _existing_depth(connection.channel(), queue)
         dead = _existing_depth(connection.channel(), broker.dead_letter_queue(queue))
         dead_letters = 0 if dead is None else dead.ready
@@ -203,15 +203,13 @@ def queue_status(amqp_url: str, queue: str, management_url: str | None) -> Queue
         # could read its own copies): only the head is read, the rest estimated.
         if depth.ready <= _EXACT_QUEUE_UP_TO and depth.consumers == 0:
             ids, read, copied = _ids_in_messages(connection.channel(), queue, depth.ready)
-            # Exact if nobody else took or read messages meanwhile (another status).
+            # Exact if no worker or publisher took or added messages meanwhile.
             after = _existing_depth(connection.channel(), queue)
             exact = (copied or read == depth.ready) and after == depth
             waiting = ids if exact or not read else round(ids / read * depth.ready)
         else:
             ids, read, _ = _ids_in_messages(connection.channel(), queue, 1)
             waiting, exact = depth.ready * ids, False
-    finally:
-        broker.close_quietly(connection)  # not to hide what closed it, or an interrupt
     status = QueueStatus(
         name=queue,
         ready=depth.ready,
@@ -248,15 +246,17 @@ _OWN_HEADERS = frozenset({"x-first-failure", "x-last-failure", "x-error", "x-hos
 
 
 def _copyable(method, properties) -> bool:
-    """Whether a copy of the message would be the message, as `work` will take it.
+    """Whether a copy of a batch would be the batch, as `work` will take it.
 
     Not one that came back flagged (a worker died holding it: `work` counts that
-    try, so it must keep its flag), one that expires (a copy would start its time
+    try, so it keeps its flag), one with a priority (its copy would be read again
+    before the messages behind it), one that expires (a copy would start its time
     again), one that names its publishing user (the broker refuses that name from
     another), or one with headers of another producer.
     """
     return (
         not method.redelivered
+        and not properties.priority
         and properties.expiration is None
         and properties.user_id is None
         and set(properties.headers or ()) <= _OWN_HEADERS
@@ -268,39 +268,33 @@ def _ids_in_messages(channel, queue: str, count: int) -> tuple[int, int, bool]:
     of the queue.
 
     A message handed back unacked (a nack, or its channel closed) returns flagged
-    as redelivered, and `work` counts that flag as a failed try: one `status`
+    as redelivered, and `work` counts that flag against a batch as a failed try
+    (not against a single-killmail message or an unreadable one): one `status`
     would cost every batch it read an attempt, a republish and a "redelivered"
-    line. So a message read goes back as a copy at the tail of its priority,
-    confirmed by the broker before the one read is acked. Copies of messages
-    without a priority are made as they are read (they queue behind every message
-    not read yet); those with one once all are read (theirs would be read again
-    first). One that `_copyable` refuses stays unacked and goes back as it came
-    when the channel closes, with its flag. Where the broker refuses a copy,
+    line. So a batch read goes back as a copy at the tail, confirmed by the broker
+    before the one read is acked; it queues behind every message not read yet.
+    Every other message, and a batch `_copyable` refuses, stays unacked and goes
+    back as it came when the channel closes. Where the broker refuses a copy,
     nothing more is read.
     """
     total = read = 0
-    later = []
-    try:
+    with broker.closed_after(channel):
         channel.confirm_delivery()
         for _ in range(count):
             method, properties, body = channel.basic_get(queue, auto_ack=False)
             if method is None:  # a worker took the rest
                 break
             read += 1
-            total += _ids_in(body)
-            if not _copyable(method, properties):
-                continue
-            if properties.priority:
-                later.append((method, properties, body))
-            elif not _put_back(channel, queue, method, properties, body):
-                return total, read, False
-        for method, properties, body in later:
-            if not _put_back(channel, queue, method, properties, body):
-                return total, read, False
+            message = _decoded(body)
+            if isinstance(message, messages.Batch):
+                total += len(message.ids)
+                if _copyable(method, properties) and not _put_back(
+                    channel, queue, method, properties, body
+                ):
+                    return total, read, False
+            elif message is not None:
+                total += 1
         return total, read, True
-    finally:
-        if channel.is_open:
-            channel.close()
 
 
 def _put_back(channel, queue: str, method, properties, body: bytes) -> bool:
@@ -313,12 +307,11 @@ def _put_back(channel, queue: str, method, properties, body: bytes) -> bool:
     return True
 
 
-def _ids_in(body: bytes) -> int:
+def _decoded(body: bytes) -> messages.Batch | messages.Single | None:
     try:
-        message = messages.decode(body)
+        return messages.decode(body)
     except messages.InvalidMessage:
-        return 0
-    return len(message.ids) if isinstance(message, messages.Batch) else 1
+        return None
 
 
 def default_management_url(amqp_url: str) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -147,8 +149,9 @@ def depth(channel: BlockingChannel, queue: str) -> Depth:
     return Depth(result.method.message_count, result.method.consumer_count)
 
 
-def close_quietly(connection: pika.BlockingConnection | None) -> None:
-    """Close a connection that may already be broken; there is nothing to report if so."""
+def close_quietly(connection: pika.BlockingConnection | BlockingChannel | None) -> None:
+    """Close a connection (or channel) that may already be broken; there is nothing
+    to report if so."""
     if connection is None:
         return
     try:
@@ -156,6 +159,22 @@ def close_quietly(connection: pika.BlockingConnection | None) -> None:
             connection.close()
     except Exception:  # already gone: nothing left to release
         pass
+
+
+@contextmanager
+def closed_after(resource: pika.BlockingConnection | BlockingChannel) -> Iterator[None]:
+    """Closes a connection or channel after the block, quietly (a close error would
+    hide the one that ended the block); not after an interrupt, which can leave
+    pika in the middle of a frame, where a close waits for an answer forever: the
+    process is ending, and the broker takes back what the connection held."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        close_quietly(resource)
+        raise
+    close_quietly(resource)
 
 
 class Publisher:
