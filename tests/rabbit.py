@@ -107,3 +107,45 @@ def take_all(queue: str) -> list[tuple]:
 def drain(queue: str) -> list[tuple[bytes, dict]]:
     """Take every ready message off a queue: (body, headers) each."""
     return [(body, properties.headers or {}) for _, properties, body in take_all(queue)]
+
+
+def interrupt_at_frame(monkeypatch, method: type, nth: int) -> list:
+    """Raise KeyboardInterrupt in pika as it takes the frame after the `nth` frame of
+    AMQP `method` (e.g. pika.spec.Basic.GetOk: the message's content header), where
+    Ctrl+C can leave it between a message's frames. Returns the frames seen; the
+    interrupt was raised once its length is nth + 1."""
+    import pika.frame
+    from pika import connection as pika_connection
+
+    real = pika_connection.Connection._process_frame
+    seen: list = []
+
+    def interrupted(self, frame):
+        if len(seen) == nth:
+            seen.append(frame)
+            raise KeyboardInterrupt
+        if isinstance(frame, pika.frame.Method) and isinstance(frame.method, method):
+            seen.append(frame)
+        return real(self, frame)
+
+    monkeypatch.setattr(pika_connection.Connection, "_process_frame", interrupted)
+    return seen
+
+
+def ends_interrupted(call, timeout: float = 20) -> str:
+    """Run `call` in a thread: "interrupted" (KeyboardInterrupt), "returned", or "hung"."""
+    import threading
+
+    outcome = []
+
+    def run():
+        try:
+            call()
+            outcome.append("returned")
+        except KeyboardInterrupt:
+            outcome.append("interrupted")
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else "hung"

@@ -5,10 +5,8 @@ a priority queue is counted and kept in order (bulk/audit/status.py)."""
 from __future__ import annotations
 
 import json
-import threading
 
 import pika
-import pika.frame
 import pika.spec
 import psycopg
 
@@ -182,37 +180,24 @@ def test_an_interrupt_while_counting_does_not_hang_the_close(demo_db, queue_name
     the connection waits for an answer forever (3 in 200 interrupts did): after an
     interrupt nothing is closed, the process ends and the broker takes back what
     it held."""
-    from pika import connection as pika_connection
-
     from bulk.audit import status
 
     rabbit.publish_raw(
         queue_name, [{"v": 1, "mode": "null", "ids": [i]} for i in _ids(demo_db)[:20]]
     )
-    real = pika_connection.Connection._process_frame
-    calls = []
+    seen = rabbit.interrupt_at_frame(monkeypatch, pika.spec.Basic.GetOk, 2)
+    outcome = rabbit.ends_interrupted(
+        lambda: status.queue_status(rabbit.RABBITMQ_URL, queue_name, None)
+    )
+    assert outcome == "interrupted" and len(seen) == 3
 
-    def interrupted(self, frame):
-        # the content header of the second message got: pika between a message's frames
-        if isinstance(frame, pika.frame.Method) and isinstance(frame.method, pika.spec.Basic.GetOk):
-            calls.append(frame)
-        if len(calls) == 2 and isinstance(frame, pika.frame.Header):
-            calls.append(frame)
-            raise KeyboardInterrupt
-        return real(self, frame)
 
-    monkeypatch.setattr(pika_connection.Connection, "_process_frame", interrupted)
-    outcome = []
+def test_an_interrupt_while_listing_dead_letters_does_not_hang(queue_name, monkeypatch):
+    from bulk.queue import dead
 
-    def count():
-        try:
-            status.queue_status(rabbit.RABBITMQ_URL, queue_name, None)
-            outcome.append("counted")
-        except KeyboardInterrupt:
-            outcome.append("interrupted")
-
-    worker = threading.Thread(target=count, daemon=True)
-    worker.start()
-    worker.join(timeout=20)
-    assert outcome == ["interrupted"], "status hung after the interrupt" if not outcome else outcome
-    assert len(calls) == 3  # interrupted where it was meant to be
+    rabbit.publish_raw(f"{queue_name}.dead", [b"one", b"two", b"three"])
+    seen = rabbit.interrupt_at_frame(monkeypatch, pika.spec.Basic.GetOk, 2)
+    outcome = rabbit.ends_interrupted(
+        lambda: dead.list_dead(rabbit.RABBITMQ_URL, queue_name, limit=None)
+    )
+    assert outcome == "interrupted" and len(seen) == 3
