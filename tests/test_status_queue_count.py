@@ -60,8 +60,8 @@ def test_a_batch_a_worker_gave_back_keeps_its_flag(demo_db, queue_name):
 
 
 def test_a_priority_queue_is_counted_exactly_and_keeps_its_order(demo_db, queue_name):
-    """A message with a priority goes back as it came (a copy would be read again
-    before the rest): counted once each, in order."""
+    """Batches with a priority are copied once all are read (a copy made at once
+    would be read again before the rest): counted once each, in order, unflagged."""
     ids = _ids(demo_db)
     a, b, c = ids[:1], ids[1:3], ids[3:53]
     _publish(
@@ -79,7 +79,7 @@ def test_a_priority_queue_is_counted_exactly_and_keeps_its_order(demo_db, queue_
     taken = rabbit.take_all(queue_name)
     assert [json.loads(body)["ids"] for _, _, body in taken] == [a, b, c]
     assert [p.priority for _, p, _ in taken] == [5, 5, None]
-    assert [m.redelivered for m, _, _ in taken] == [True, True, False]
+    assert [m.redelivered for m, _, _ in taken] == [False, False, False]
 
 
 def test_what_a_copy_would_change_goes_back_as_it_came(demo_db, queue_name):

@@ -249,14 +249,12 @@ def _copyable(method, properties) -> bool:
     """Whether a copy of a batch would be the batch, as `work` will take it.
 
     Not one that came back flagged (a worker died holding it: `work` counts that
-    try, so it keeps its flag), one with a priority (its copy would be read again
-    before the messages behind it), one that expires (a copy would start its time
+    try, so it keeps its flag), one that expires (a copy would start its time
     again), one that names its publishing user (the broker refuses that name from
     another), or one with headers of another producer.
     """
     return (
         not method.redelivered
-        and not properties.priority
         and properties.expiration is None
         and properties.user_id is None
         and set(properties.headers or ()) <= _OWN_HEADERS
@@ -271,13 +269,17 @@ def _ids_in_messages(channel, queue: str, count: int) -> tuple[int, int, bool]:
     as redelivered, and `work` counts that flag against a batch as a failed try
     (not against a single-killmail message or an unreadable one): one `status`
     would cost every batch it read an attempt, a republish and a "redelivered"
-    line. So a batch read goes back as a copy at the tail, confirmed by the broker
-    before the one read is acked; it queues behind every message not read yet.
-    Every other message, and a batch `_copyable` refuses, stays unacked and goes
-    back as it came when the channel closes. Where the broker refuses a copy,
-    nothing more is read.
+    line. So a batch read goes back as a copy at the tail of its priority,
+    confirmed by the broker before the one read is acked. A batch without a
+    priority is copied as it is read: its copy queues behind every message not
+    read yet. One with a priority is copied once all are read: its copy would be
+    read again before the messages of lower priority (so an interrupt in between
+    gives those back flagged). Every other message, and a batch `_copyable`
+    refuses, stays unacked and goes back as it came, flagged, when the channel
+    closes. Where the broker refuses a copy, nothing more is read or copied.
     """
     total = read = 0
+    later = []
     with broker.closed_after(channel):
         channel.confirm_delivery()
         for _ in range(count):
@@ -286,14 +288,20 @@ def _ids_in_messages(channel, queue: str, count: int) -> tuple[int, int, bool]:
                 break
             read += 1
             message = _decoded(body)
-            if isinstance(message, messages.Batch):
-                total += len(message.ids)
-                if _copyable(method, properties) and not _put_back(
-                    channel, queue, method, properties, body
-                ):
-                    return total, read, False
-            elif message is not None:
-                total += 1
+            if not isinstance(message, messages.Batch):
+                if message is not None:  # a single-killmail message
+                    total += 1
+                continue
+            total += len(message.ids)
+            if not _copyable(method, properties):
+                continue
+            if properties.priority:
+                later.append((method, properties, body))
+            elif not _put_back(channel, queue, method, properties, body):
+                return total, read, False
+        for method, properties, body in later:
+            if not _put_back(channel, queue, method, properties, body):
+                return total, read, False
         return total, read, True
 
 
