@@ -201,3 +201,14 @@ def test_an_interrupt_while_listing_dead_letters_does_not_hang(queue_name, monke
         lambda: dead.list_dead(rabbit.RABBITMQ_URL, queue_name, limit=None)
     )
     assert outcome == "interrupted" and len(seen) == 3
+
+
+def test_an_interrupt_while_requeueing_dead_letters_does_not_hang(demo_db, queue_name, monkeypatch):
+    from bulk.queue import dead
+
+    rabbit.publish_raw(queue_name, [])  # the work queue, declared
+    letters = [{"v": 1, "mode": "null", "ids": [i]} for i in _ids(demo_db)[:3]]
+    rabbit.publish_raw(f"{queue_name}.dead", letters)
+    seen = rabbit.interrupt_at_frame(monkeypatch, pika.spec.Basic.GetOk, 2)
+    outcome = rabbit.ends_interrupted(lambda: dead.requeue_dead(rabbit.RABBITMQ_URL, queue_name))
+    assert outcome == "interrupted" and len(seen) == 3

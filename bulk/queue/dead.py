@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import reprlib
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pika
@@ -118,6 +120,15 @@ def list_dead(amqp_url: str, queue: str, limit: int | None = None) -> tuple[int,
     return total, shown
 
 
+@contextmanager
+def _stopped_as_broker_error() -> Iterator[None]:
+    """A broker failure during `dead requeue` as the one line the CLI prints."""
+    try:
+        yield
+    except pika.exceptions.AMQPError as exc:
+        raise broker.BrokerError(f"dead requeue stopped: {type(exc).__name__}: {exc}") from None
+
+
 def requeue_dead(
     amqp_url: str,
     queue: str,
@@ -139,95 +150,92 @@ def requeue_dead(
     broker.allow_deep_header_tables()  # it reads messages anyone may have written
     connection = broker.connect(amqp_url)
     summary = RequeueSummary()
-    with broker.closed_after(connection):
-        try:
-            channel = connection.channel()
-            _existing_depth(connection.channel(), queue)
-            waiting = _existing_depth(channel, dead)
-            publisher = broker.Publisher(connection)
-            kept: list[int] = []
-            gathering: dict[tuple[str, str], _Gathering] = {}
-            sent: dict[tuple[str, str], set[int]] = {}  # IDs already in a batch, to send each once
-            source = f"bulk-backfill dead requeue@{socket.gethostname()}"
+    with broker.closed_after(connection), _stopped_as_broker_error():
+        channel = connection.channel()
+        _existing_depth(connection.channel(), queue)
+        waiting = _existing_depth(channel, dead)
+        publisher = broker.Publisher(connection)
+        kept: list[int] = []
+        gathering: dict[tuple[str, str], _Gathering] = {}
+        sent: dict[tuple[str, str], set[int]] = {}  # IDs already in a batch, to send each once
+        source = f"bulk-backfill dead requeue@{socket.gethostname()}"
 
-            def release() -> None:
-                """Hand every dead letter not yet acked back to <queue>.dead."""
-                for group in gathering.values():
-                    for tag in group.tags:
-                        channel.basic_nack(tag, requeue=True)
-                for tag in kept:
+        def release() -> None:
+            """Hand every dead letter not yet acked back to <queue>.dead."""
+            for group in gathering.values():
+                for tag in group.tags:
                     channel.basic_nack(tag, requeue=True)
-
-            def send(key: tuple[str, str]) -> None:
-                group = gathering.pop(key)
-                if group.ids:
-                    body = messages.encode_batch(sorted(group.ids), key[0], source, rules=key[1])
-                    try:
-                        publisher.publish(queue, body)
-                    except broker.PublishFailed as exc:
-                        gathering[key] = group
-                        release()
-                        raise broker.BrokerError(
-                            f"the broker refused to put a batch of {len(group.ids):,} killmails "
-                            f"back on {queue} ({exc}); its dead letters and those not yet requeued "
-                            f"stay in {dead}; {summary.requeued_messages:,} requeued before it"
-                        ) from None
-                    summary.batches += 1
-                # Only now that the batch is confirmed: acked before, a crash in between
-                # would lose them.
-                held = [t for other in gathering.values() for t in other.tags] + kept
-                if group.tags and not any(t < group.tags[-1] for t in held):
-                    # Every letter up to the last is this batch's: pika writes each ack
-                    # out at once, and one for all of them saves thousands.
-                    channel.basic_ack(group.tags[-1], multiple=True)
-                else:
-                    for tag in group.tags:
-                        channel.basic_ack(tag)
-                summary.requeued_messages += len(group.tags)
-                summary.requeued_ids += len(group.ids)
-
-            taken = 0
-            # What was dead when we started, no more: with workers running and the cause
-            # still there, the batches requeued here come back as new dead letters, and
-            # taking those too would never end.
-            while (limit is None or taken < limit) and taken + len(kept) < waiting:
-                method, properties, body = channel.basic_get(dead, auto_ack=False)
-                if method is None:
-                    break
-                try:
-                    message = messages.decode(body)
-                except messages.InvalidMessage:
-                    kept.append(method.delivery_tag)
-                    summary.left_invalid += 1
-                    continue
-                taken += 1
-                if isinstance(message, messages.Batch):
-                    ids = list(message.ids)
-                else:
-                    ids = [message.killmail_id]
-                # The rule set goes back with the batch (a single that names none: seed).
-                key = (message.mode, message.rules or DEFAULT_RULES)
-                seen = sent.setdefault(key, set())
-                new = [i for i in dict.fromkeys(ids) if i not in seen]
-                group = gathering.get(key)
-                if group is not None and group.ids and len(group.ids) + len(new) > batch_size:
-                    send(key)
-                    group = None
-                if group is None:
-                    group = gathering[key] = _Gathering()
-                group.tags.append(method.delivery_tag)
-                group.ids += new
-                seen.update(new)
-                if len(group.ids) >= batch_size:
-                    send(key)
-            for key in list(gathering):
-                send(key)
             for tag in kept:
                 channel.basic_nack(tag, requeue=True)
-            # Counted, not asked: the broker takes a moment to make nacked messages
-            # ready again, and a depth read right after the nacks misses some.
-            summary.remaining = max(waiting - summary.requeued_messages, summary.left_invalid)
-            channel.close()
-        except pika.exceptions.AMQPError as exc:
-            raise broker.BrokerError(f"dead requeue stopped: {type(exc).__name__}: {exc}") from None
+
+        def send(key: tuple[str, str]) -> None:
+            group = gathering.pop(key)
+            if group.ids:
+                body = messages.encode_batch(sorted(group.ids), key[0], source, rules=key[1])
+                try:
+                    publisher.publish(queue, body)
+                except broker.PublishFailed as exc:
+                    gathering[key] = group
+                    release()
+                    raise broker.BrokerError(
+                        f"the broker refused to put a batch of {len(group.ids):,} killmails "
+                        f"back on {queue} ({exc}); its dead letters and those not yet requeued "
+                        f"stay in {dead}; {summary.requeued_messages:,} requeued before it"
+                    ) from None
+                summary.batches += 1
+            # Only now that the batch is confirmed: acked before, a crash in between
+            # would lose them.
+            held = [t for other in gathering.values() for t in other.tags] + kept
+            if group.tags and not any(t < group.tags[-1] for t in held):
+                # Every letter up to the last is this batch's: pika writes each ack
+                # out at once, and one for all of them saves thousands.
+                channel.basic_ack(group.tags[-1], multiple=True)
+            else:
+                for tag in group.tags:
+                    channel.basic_ack(tag)
+            summary.requeued_messages += len(group.tags)
+            summary.requeued_ids += len(group.ids)
+
+        taken = 0
+        # What was dead when we started, no more: with workers running and the cause
+        # still there, the batches requeued here come back as new dead letters, and
+        # taking those too would never end.
+        while (limit is None or taken < limit) and taken + len(kept) < waiting:
+            method, properties, body = channel.basic_get(dead, auto_ack=False)
+            if method is None:
+                break
+            try:
+                message = messages.decode(body)
+            except messages.InvalidMessage:
+                kept.append(method.delivery_tag)
+                summary.left_invalid += 1
+                continue
+            taken += 1
+            if isinstance(message, messages.Batch):
+                ids = list(message.ids)
+            else:
+                ids = [message.killmail_id]
+            # The rule set goes back with the batch (a single that names none: seed).
+            key = (message.mode, message.rules or DEFAULT_RULES)
+            seen = sent.setdefault(key, set())
+            new = [i for i in dict.fromkeys(ids) if i not in seen]
+            group = gathering.get(key)
+            if group is not None and group.ids and len(group.ids) + len(new) > batch_size:
+                send(key)
+                group = None
+            if group is None:
+                group = gathering[key] = _Gathering()
+            group.tags.append(method.delivery_tag)
+            group.ids += new
+            seen.update(new)
+            if len(group.ids) >= batch_size:
+                send(key)
+        for key in list(gathering):
+            send(key)
+        for tag in kept:
+            channel.basic_nack(tag, requeue=True)
+        # Counted, not asked: the broker takes a moment to make nacked messages
+        # ready again, and a depth read right after the nacks misses some.
+        summary.remaining = max(waiting - summary.requeued_messages, summary.left_invalid)
+        channel.close()
     return summary
