@@ -220,10 +220,10 @@ def _found_apart(
         # connection would wait behind it, and this one for the other, a cycle
         # through the client PostgreSQL cannot see): this connection, which
         # holds its locks, reads that half too.
-        return merged(moved, _ids(conn, text_unstamped, params), limit)
+        return _merged(moved, _ids(conn, text_unstamped, params), limit)
     if unstamped.error is not None:
         raise unstamped.error
-    return merged(moved, unstamped.ids, limit)
+    return _merged(moved, unstamped.ids, limit)
 
 
 def _ids(conn: psycopg.Connection, text: str, params: dict) -> array:
@@ -271,7 +271,7 @@ class _Beside(threading.Thread):
             self.error = exc
 
 
-def merged(first: Iterable[int], second: Iterable[int], limit: int | None) -> array:
+def _merged(first: Iterable[int], second: Iterable[int], limit: int | None) -> array:
     """Two ascending ID sequences as one, each ID once, the first `limit` (None: all)."""
     out = array("q")
     if limit is not None and limit <= 0:
