@@ -7,9 +7,12 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 import uuid
 
 import pika
+import pika.frame
+from pika import connection as pika_connection
 
 # A passive declare of a queue not yet made is an expected answer, not a warning.
 logging.getLogger("pika").setLevel(logging.ERROR)
@@ -114,9 +117,6 @@ def interrupt_at_frame(monkeypatch, method: type, nth: int) -> list:
     AMQP `method` (e.g. pika.spec.Basic.GetOk: the message's content header), where
     Ctrl+C can leave it between a message's frames. Returns the frames seen; the
     interrupt was raised once its length is nth + 1."""
-    import pika.frame
-    from pika import connection as pika_connection
-
     real = pika_connection.Connection._process_frame
     seen: list = []
 
@@ -134,8 +134,6 @@ def interrupt_at_frame(monkeypatch, method: type, nth: int) -> list:
 
 def ends_interrupted(call, timeout: float = 20) -> str:
     """Run `call` in a thread: "interrupted" (KeyboardInterrupt), "returned", or "hung"."""
-    import threading
-
     outcome = []
 
     def run():
