@@ -465,6 +465,12 @@ def mismatches(
         return reference.mismatches(conn, ids, price_column=price_column, rules=rules)
 
 
+def killmail_ids(url: str) -> list[int]:
+    """Every killmail's ID, ascending."""
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("SELECT killmail_id FROM killmails ORDER BY 1")]
+
+
 def victimless(url: str) -> set[int]:
     """IDs of the killmails that have no victim row (the engine leaves them unvalued)."""
     with psycopg.connect(url) as conn:

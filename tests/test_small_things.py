@@ -7,14 +7,9 @@ import json
 import psycopg
 
 from tests import rabbit
-from tests.conftest import cli, make_demo_db, mismatches, summary_count, victimless
+from tests.conftest import cli, killmail_ids, make_demo_db, mismatches, summary_count, victimless
 
 _ENV = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
-
-
-def _ids(url: str) -> list[int]:
-    with psycopg.connect(url) as conn:
-        return [r[0] for r in conn.execute("SELECT killmail_id FROM killmails ORDER BY 1")]
 
 
 def _status(url: str, queue_name: str) -> dict:
@@ -49,7 +44,7 @@ def test_status_counts_a_short_queue_exactly(demo_db, queue_name):
 def test_status_does_not_browse_a_queue_that_workers_consume(demo_db, queue_name):
     # Browsing holds the messages unacked for a moment: with a worker consuming,
     # `work --until-empty` could see the queue empty then and stop early.
-    ids = _ids(demo_db)
+    ids = killmail_ids(demo_db)
     rabbit.publish_raw(queue_name, [{"v": 1, "mode": "null", "ids": ids[:3]}] * 5)
     with rabbit.connection() as conn:
         channel = conn.channel()
@@ -65,7 +60,7 @@ def test_status_does_not_browse_a_queue_that_workers_consume(demo_db, queue_name
 
 
 def test_status_estimates_a_long_queue(demo_db, queue_name):
-    ids = _ids(demo_db)
+    ids = killmail_ids(demo_db)
     head = {"v": 1, "mode": "null", "ids": ids[:3], "source": "test"}
     rabbit.publish_raw(queue_name, [head] + [{"killmailId": k} for k in ids[3:150]])
     status = _status(demo_db, queue_name)
@@ -76,7 +71,7 @@ def test_status_estimates_a_long_queue(demo_db, queue_name):
 
 
 def test_work_counts_messages_and_batches_apart(demo_db, queue_name):
-    ids = _ids(demo_db)[:300]
+    ids = killmail_ids(demo_db)[:300]
     rabbit.publish_raw(queue_name, [{"killmailId": k} for k in ids])
     done = cli(
         "work", "--queue", queue_name, "--until-empty", "--procs", "1",
@@ -90,7 +85,7 @@ def test_work_counts_messages_and_batches_apart(demo_db, queue_name):
 
 
 def test_work_still_takes_its_old_name_for_the_singles_per_batch(demo_db, queue_name):
-    ids = _ids(demo_db)[:40]
+    ids = killmail_ids(demo_db)[:40]
     rabbit.publish_raw(queue_name, [{"killmailId": k} for k in ids])
     done = cli(
         "work", "--queue", queue_name, "--until-empty", "--procs", "1", "--batch-size", "10",
@@ -127,7 +122,7 @@ def test_banners_say_one_process(demo_db, queue_name):
     ran = cli("run", "--procs", "1", "--limit", "5", url=demo_db)
     assert ran.returncode == 0, ran.stderr
     assert ", 1 process, " in ran.stderr
-    rabbit.publish_raw(queue_name, [{"killmailId": _ids(demo_db)[10]}])
+    rabbit.publish_raw(queue_name, [{"killmailId": killmail_ids(demo_db)[10]}])
     done = cli(
         "work", "--queue", queue_name, "--until-empty", "--procs", "1", url=demo_db, env=_ENV
     )
@@ -139,7 +134,7 @@ def test_a_single_message_that_names_its_rules_is_valued_under_them(demo_db, que
     """The replaced system's single-killmail messages mean work's --rules, unless they
     name a rule set: then it is theirs, as for a batch (they were valued under work's
     --rules whatever they said)."""
-    ids = _ids(demo_db)[:2]
+    ids = killmail_ids(demo_db)[:2]
     rabbit.publish_raw(
         queue_name, [{"killmailId": ids[0], "rules": "evekill"}, {"killmailId": ids[1]}]
     )

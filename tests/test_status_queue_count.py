@@ -8,17 +8,11 @@ import json
 
 import pika
 import pika.spec
-import psycopg
 
 from tests import rabbit
-from tests.conftest import cli
+from tests.conftest import cli, killmail_ids
 
 _ENV = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
-
-
-def _ids(url: str) -> list[int]:
-    with psycopg.connect(url) as conn:
-        return [r[0] for r in conn.execute("SELECT killmail_id FROM killmails ORDER BY 1")]
 
 
 def _queue(url: str, queue_name: str, env: dict = _ENV) -> dict:
@@ -43,7 +37,7 @@ def _publish(queue_name: str, messages: list[tuple[bytes, pika.BasicProperties]]
 def test_a_batch_a_worker_gave_back_keeps_its_flag(demo_db, queue_name):
     """A batch that came back unacked (its worker died) is flagged, and `work` counts
     that try; a copy would drop the flag. The others go back unflagged."""
-    ids = _ids(demo_db)
+    ids = killmail_ids(demo_db)
     rabbit.publish_raw(
         queue_name, [{"v": 1, "mode": "null", "ids": ids[i : i + 2]} for i in (0, 2, 4)]
     )
@@ -62,7 +56,7 @@ def test_a_batch_a_worker_gave_back_keeps_its_flag(demo_db, queue_name):
 def test_a_priority_queue_is_counted_exactly_and_keeps_its_order(demo_db, queue_name):
     """Batches with a priority are copied once all are read (a copy made at once
     would be read again before the rest): counted once each, in order, unflagged."""
-    ids = _ids(demo_db)
+    ids = killmail_ids(demo_db)
     a, b, c = ids[:1], ids[1:3], ids[3:53]
     _publish(
         queue_name,
@@ -87,7 +81,7 @@ def test_what_a_copy_would_change_goes_back_as_it_came(demo_db, queue_name):
     integer), an expiry (a copy would start it again) or a named user is not
     copied: it goes back unacked, as before; a plain batch is copied, its own
     headers and properties kept. The count stays exact."""
-    ids = _ids(demo_db)
+    ids = killmail_ids(demo_db)
     ours = {
         "x-attempts": 2,
         "x-error": "a batch error",
@@ -134,7 +128,7 @@ def test_status_reads_a_queue_its_user_may_not_publish_to(demo_db, queue_name):
     """A monitoring user that may only read: status cannot put a copy back, so the
     message it read goes back as before (flagged), the figure is an estimate, and
     nothing is lost or left unacked."""
-    ids = _ids(demo_db)
+    ids = killmail_ids(demo_db)
     bodies = [{"v": 1, "mode": "null", "ids": ids[i : i + 3]} for i in range(0, 15, 3)]
     rabbit.publish_raw(queue_name, bodies)
     user, password = f"ro_{queue_name}", "r#o/p@ss"
@@ -160,7 +154,7 @@ def test_a_connection_lost_while_counting_is_the_error_reported(demo_db, queue_n
     real one (and turned a Ctrl+C into a traceback)."""
     from bulk.audit import status
 
-    rabbit.publish_raw(queue_name, [{"v": 1, "mode": "null", "ids": _ids(demo_db)[:2]}])
+    rabbit.publish_raw(queue_name, [{"v": 1, "mode": "null", "ids": killmail_ids(demo_db)[:2]}])
 
     def lost(channel, queue, count):
         channel.connection.close()  # as a broker gone away leaves it: closed
@@ -183,7 +177,7 @@ def test_an_interrupt_while_counting_does_not_hang_the_close(demo_db, queue_name
     from bulk.audit import status
 
     rabbit.publish_raw(
-        queue_name, [{"v": 1, "mode": "null", "ids": [i]} for i in _ids(demo_db)[:20]]
+        queue_name, [{"v": 1, "mode": "null", "ids": [i]} for i in killmail_ids(demo_db)[:20]]
     )
     seen = rabbit.interrupt_at_frame(monkeypatch, pika.spec.Basic.GetOk, 2)
     outcome = rabbit.ends_interrupted(
@@ -207,7 +201,7 @@ def test_an_interrupt_while_requeueing_dead_letters_does_not_hang(demo_db, queue
     from bulk.queue import dead
 
     rabbit.publish_raw(queue_name, [])  # the work queue, declared
-    letters = [{"v": 1, "mode": "null", "ids": [i]} for i in _ids(demo_db)[:3]]
+    letters = [{"v": 1, "mode": "null", "ids": [i]} for i in killmail_ids(demo_db)[:3]]
     rabbit.publish_raw(f"{queue_name}.dead", letters)
     seen = rabbit.interrupt_at_frame(monkeypatch, pika.spec.Basic.GetOk, 2)
     outcome = rabbit.ends_interrupted(lambda: dead.requeue_dead(rabbit.RABBITMQ_URL, queue_name))

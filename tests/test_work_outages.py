@@ -25,6 +25,7 @@ from tests.conftest import (
     cli,
     cli_popen,
     failed_killmails,
+    killmail_ids,
     make_demo_db,
     mismatches,
     reaped,
@@ -37,11 +38,6 @@ _ENV = {"RABBITMQ_URL": rabbit.RABBITMQ_URL}
 
 def _with_query(url: str, query: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}{query}"
-
-
-def _ids(url: str) -> list[int]:
-    with psycopg.connect(url) as conn:
-        return [r[0] for r in conn.execute("SELECT killmail_id FROM killmails ORDER BY 1")]
 
 
 def _valued(url: str) -> int:
@@ -129,7 +125,7 @@ def test_a_batch_longer_than_two_heartbeats_is_written_once(fresh_db, queue_name
 def test_a_redelivered_batch_counts_as_a_try(demo_db, queue_name):
     """A batch the broker hands out again (its last holder died or froze) is republished
     with one attempt more, so one that keeps coming back is split and dead-lettered."""
-    ids = _ids(demo_db)[:40]
+    ids = killmail_ids(demo_db)[:40]
     _queue(demo_db, queue_name, *[f"--id={i}" for i in ids], "--batch-size", "40")
     # Another consumer takes the batch and goes away without an ack.
     with rabbit.connection() as conn:
@@ -149,7 +145,7 @@ def test_a_batch_that_freezes_every_worker_is_split_then_dead_lettered(fresh_db,
     """A killmail whose write hangs: the stall timeout kills each worker that takes it, the
     batch comes back each time, and is split down to the killmail, then dead-lettered."""
     url = make_demo_db(fresh_db, 200)
-    ids = _ids(url)[:8]
+    ids = killmail_ids(url)[:8]
     frozen = ids[5]
     with psycopg.connect(url, autocommit=True) as conn:
         # The worker's read of the frozen killmail's victim hangs. A read takes no row
@@ -352,7 +348,7 @@ def test_a_message_whose_rules_cannot_run_here_is_dead_lettered_not_fatal(demo_d
     stopped every worker, on every restart. Now it alone is dead-lettered, with the reason."""
     with psycopg.connect(demo_db, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS market_price_history, price_overrides")
-    ids = _ids(demo_db)
+    ids = killmail_ids(demo_db)
     rabbit.publish_raw(
         queue_name,
         [messages.encode_batch(ids[:10], "null", "test", rules="evekill")],
