@@ -35,6 +35,13 @@ _LINE = re.compile(
 )
 
 
+# The server's clock as its log writes it (log_timezone), not this machine's zone.
+_LOG_CLOCK = (
+    "SELECT to_char(clock_timestamp() AT TIME ZONE current_setting('log_timezone'),"
+    " 'HH24:MI:SS.US')"
+)
+
+
 def _seconds(clock: str) -> float:
     hours, minutes, seconds = clock.split(":")
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
@@ -83,10 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         vacuum(url)
         _logging(url, True)
         try:
+            started = _seconds(_q(url, _LOG_CLOCK)[0][0])
             offset = args.log.stat().st_size
-            wall = time.time()
-            clock = time.localtime(wall)
-            started = clock.tm_hour * 3600 + clock.tm_min * 60 + clock.tm_sec + wall % 1
             began = time.perf_counter()
             run = subprocess.run(stale + ["--database-url", url], capture_output=True, text=True)
             seconds = time.perf_counter() - began
