@@ -689,24 +689,63 @@ def test_a_lock_queued_between_the_two_halves_does_not_hang_the_search(demo_db, 
     assert ddl_done.wait(20), "the lock was never granted after the search"
 
 
-def test_a_killmail_deleted_without_its_lines_is_never_found_stale(demo_db, tmp_path):
+def _line_keys(conn) -> list[tuple[str, str]]:
+    """(table, constraint) of the foreign keys from victims and killmail_items to killmails."""
+    return conn.execute(
+        "SELECT conrelid::regclass::text, conname FROM pg_constraint"
+        " WHERE contype = 'f' AND confrelid = 'killmails'::regclass"
+        "   AND conrelid IN ('victims'::regclass, 'killmail_items'::regclass)"
+    ).fetchall()
+
+
+def test_the_lines_keep_their_killmails_only_under_enforced_keys(demo_db):
+    """The search leaves out its probe that a line's killmail exists only where the
+    killboard's foreign keys guarantee it (both schemas have them): both tables'
+    keys present, validated and their triggers enabled."""
+    with psycopg.connect(demo_db, autocommit=True) as conn:
+        assert stale.lines_keep_their_killmails(conn)
+        conn.execute("ALTER TABLE killmails DISABLE TRIGGER ALL")
+        assert not stale.lines_keep_their_killmails(conn)
+        conn.execute("ALTER TABLE killmails ENABLE TRIGGER ALL")
+        assert stale.lines_keep_their_killmails(conn)
+        (table, name), _ = sorted(_line_keys(conn))
+        conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        assert not stale.lines_keep_their_killmails(conn)
+        conn.execute(
+            f"ALTER TABLE {table} ADD CONSTRAINT {name} FOREIGN KEY (killmail_id)"
+            " REFERENCES killmails (killmail_id) NOT VALID"
+        )
+        assert not stale.lines_keep_their_killmails(conn)
+        conn.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
+        assert stale.lines_keep_their_killmails(conn)
+
+
+@pytest.mark.parametrize("keys", ["none", "not-validated", "triggers-disabled"])
+def test_a_killmail_deleted_without_its_lines_is_never_found_stale(demo_db, tmp_path, keys):
     """A killboard without foreign keys can delete a killmail and keep its victim,
-    lines and stamp: a stale search of the whole table must not find it (it
-    cannot be valued, so every job would select it again)."""
+    lines and stamp (as can one whose keys are not validated, or whose triggers
+    are disabled): a stale search of the whole table must not find it (it cannot
+    be valued, so every job would select it again)."""
     _run(demo_db, "--mode", "null")
     with psycopg.connect(demo_db) as conn:
-        for table, name in conn.execute(
-            "SELECT conrelid::regclass::text, conname FROM pg_constraint"
-            " WHERE contype = 'f' AND confrelid = 'killmails'::regclass"
-            "   AND conrelid IN ('victims'::regclass, 'killmail_items'::regclass)"
-        ).fetchall():
-            conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        dropped = _line_keys(conn)
+        if keys == "triggers-disabled":
+            conn.execute("ALTER TABLE killmails DISABLE TRIGGER ALL")
+        else:
+            for table, name in dropped:
+                conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
         kid, ship = conn.execute(
             "SELECT v.killmail_id, v.ship_type_id FROM victims AS v"
             " JOIN market_prices AS m ON m.type_id = v.ship_type_id AND m.sell > 1000"
             " ORDER BY 1 LIMIT 1"
         ).fetchone()
         conn.execute("DELETE FROM killmails WHERE killmail_id = %s", [kid])
+        if keys == "not-validated":
+            for table, name in dropped:
+                conn.execute(
+                    f'ALTER TABLE {table} ADD CONSTRAINT "{name}" FOREIGN KEY (killmail_id)'
+                    " REFERENCES killmails (killmail_id) NOT VALID"
+                )
     _import_prices(demo_db, tmp_path, {ship: _sell_prices(demo_db)[ship] * 2})
     with psycopg.connect(demo_db, autocommit=True) as conn:
         stale.build_first(conn, "seed", "sell")

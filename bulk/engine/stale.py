@@ -70,10 +70,11 @@ def _searching(conn: psycopg.Connection, snapshot: str | None = None) -> Iterato
 
 
 # How sql/stale_ids.sql reaches the killmail of a line whose price moved: joined,
-# where the job's filters or the rule set's price date read it; else only a
-# probe that it exists, once a killmail found (OFFSET 0 keeps it a probe of the
-# key, not a hash of every killmail): a killboard without foreign keys may hold
-# the lines and stamp of a killmail it deleted.
+# where the job's filters or the rule set's price date read it; else, on a
+# killboard without foreign keys (which may hold the lines and stamp of a
+# killmail it deleted), only a probe that it exists, once a killmail found
+# (OFFSET 0 keeps it a probe of the key, not a hash of every killmail); with
+# them, nothing.
 _HELD_KILLMAIL = "JOIN killmails AS k ON k.killmail_id = h.killmail_id"
 _HELD_ALONE = "h.killmail_id > %(after)s"
 _HELD_EXISTS = (
@@ -107,7 +108,10 @@ def _statement(conn, rule_set, column, selection, min_change) -> tuple[dict, dic
     held_killmails, held_filters, held_having = _HELD_KILLMAIL, filters, ""
     if not unlimited.filtered() and rules.uses_price_column(rule_set):
         # Today's prices and no filter: the held lines need no killmail row.
-        held_killmails, held_filters, held_having = "", _HELD_ALONE, _HELD_EXISTS
+        held_killmails, held_filters = "", _HELD_ALONE
+        # With foreign keys the lines cannot outlive their killmail: no probe
+        # (23 of the moved prices' 151 ms on 300,000 killmails).
+        held_having = "" if lines_keep_their_killmails(conn) else _HELD_EXISTS
     book_ = fill["book"]
     parts = {
         "book": book_,
@@ -142,6 +146,12 @@ def _statement(conn, rule_set, column, selection, min_change) -> tuple[dict, dic
         "stale_route_victims": bool(by_type),
     }
     return parts, params
+
+
+def lines_keep_their_killmails(conn: psycopg.Connection) -> bool:
+    """Whether the killboard's foreign keys keep every victim row and item line
+    with its killmail (sql/lines_keep_their_killmails.sql)."""
+    return bool(conn.execute(sqlfiles.load("lines_keep_their_killmails")).fetchone()[0])
 
 
 def _whole(parts: dict) -> str:
