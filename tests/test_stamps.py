@@ -701,12 +701,33 @@ def _line_keys(conn) -> list[tuple[str, str]]:
 def test_the_lines_keep_their_killmails_only_under_enforced_keys(demo_db):
     """The search leaves out its probe that a line's killmail exists only where the
     killboard's foreign keys guarantee it (both schemas have them): both tables'
-    keys present, validated and their triggers enabled."""
+    keys present, validated, their triggers firing in ordinary sessions (not
+    disabled, not replica-only), no partitions or inheritance children, and
+    sessions not replicas."""
     with psycopg.connect(demo_db, autocommit=True) as conn:
         assert stale.lines_keep_their_killmails(conn)
         conn.execute("ALTER TABLE killmails DISABLE TRIGGER ALL")
         assert not stale.lines_keep_their_killmails(conn)
         conn.execute("ALTER TABLE killmails ENABLE TRIGGER ALL")
+        assert stale.lines_keep_their_killmails(conn)
+        (trigger,) = conn.execute(
+            # The key's trigger on a killmail's delete (cascade or no action).
+            "SELECT t.tgname FROM pg_trigger AS t"
+            " JOIN pg_constraint AS c ON c.oid = t.tgconstraint"
+            "  AND c.conrelid = 'victims'::regclass"
+            " JOIN pg_proc AS p ON p.oid = t.tgfoid AND p.proname LIKE 'RI\\_FKey\\_%\\_del'"
+            " WHERE t.tgrelid = 'killmails'::regclass"
+        ).fetchone()
+        conn.execute(f'ALTER TABLE killmails ENABLE REPLICA TRIGGER "{trigger}"')
+        assert not stale.lines_keep_their_killmails(conn)
+        conn.execute(f'ALTER TABLE killmails ENABLE TRIGGER "{trigger}"')
+        assert stale.lines_keep_their_killmails(conn)
+        conn.execute("SET session_replication_role = replica")
+        assert not stale.lines_keep_their_killmails(conn)
+        conn.execute("RESET session_replication_role")
+        conn.execute("CREATE TABLE killmail_items_more () INHERITS (killmail_items)")
+        assert not stale.lines_keep_their_killmails(conn)
+        conn.execute("DROP TABLE killmail_items_more")
         assert stale.lines_keep_their_killmails(conn)
         (table, name), _ = sorted(_line_keys(conn))
         conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
