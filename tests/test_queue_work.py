@@ -4,8 +4,13 @@ Each test has its own database and its own queue (fixture queue_name).
 """
 
 import signal
+import socket
+import threading
 import time
 
+import pika
+import pika.frame
+import pika.spec
 import psycopg
 import pytest
 
@@ -240,6 +245,72 @@ def test_a_queue_declared_otherwise_is_a_clear_error(demo_db, queue_name):
         assert out.stderr.count("\n") == 1, out.stderr
         assert "Traceback" not in out.stderr
         assert f"cannot use queue {queue_name!r}" in out.stderr
+
+
+def _broker_that_hangs_up(after: str) -> tuple[int, threading.Event]:
+    """A port where a fake broker answers the AMQP handshake up to `after` ("login":
+    the client's credentials; "vhost": its choice of virtual host), then closes the
+    connection without a word: a link lost there, not a refusal (which RabbitMQ says
+    with a Connection.Close). Serves connections until the returned event is set."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    done = threading.Event()
+
+    def serve():
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                conn.recv(8)  # the protocol header
+                start = pika.spec.Connection.Start(
+                    server_properties={"capabilities": {"authentication_failure_close": True}},
+                    mechanisms="PLAIN",
+                    locales="en_US",
+                )
+                conn.sendall(pika.frame.Method(0, start).marshal())
+                conn.recv(4096)  # StartOk: the user and password
+                if after == "vhost":
+                    tune = pika.spec.Connection.Tune(channel_max=2047, frame_max=131072)
+                    conn.sendall(pika.frame.Method(0, tune).marshal())
+                    conn.recv(4096)  # TuneOk and Open: the virtual host
+        server.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1], done
+
+
+@pytest.mark.parametrize(
+    "after, stage", [("login", "the login"), ("vhost", "the choice of the virtual host")]
+)
+def test_a_link_lost_during_the_handshake_is_not_called_a_refusal(
+    demo_db, queue_name, after, stage
+):
+    """pika calls a connection closed during the login a "probable authentication
+    error" whether the broker refused the password or the link dropped: only the
+    broker's own refusal is reported as one."""
+    port, done = _broker_that_hangs_up(after)
+    try:
+        for command in ("queue", "work"):
+            out = cli(
+                command,
+                "--queue",
+                queue_name,
+                "--rabbitmq-url",
+                f"amqp://guest:s3cr%23tpw@127.0.0.1:{port}/%2F",
+                url=demo_db,
+            )
+            assert out.returncode != 0
+            assert out.stderr.count("\n") == 1, out.stderr
+            assert f"the connection was lost during {stage}" in out.stderr, out.stderr
+            assert "refused" not in out.stderr and "denied" not in out.stderr
+            assert "s3cr" not in out.stderr + out.stdout
+    finally:
+        done.set()
 
 
 def test_broker_errors_are_one_line_without_the_password(demo_db, queue_name):

@@ -113,17 +113,44 @@ def connect(url: str) -> pika.BlockingConnection:
     params.client_properties = {"connection_name": f"bulk-backfill@{socket.gethostname()}"}
     try:
         return pika.BlockingConnection(params)
-    except pika.exceptions.ProbableAuthenticationError:
-        raise BrokerError(
-            f"RabbitMQ at {mask_url(url)} refused the login: check the user and password"
-        ) from None
-    except pika.exceptions.ProbableAccessDeniedError:
-        raise BrokerError(
-            f"RabbitMQ at {mask_url(url)} denied access to the virtual host: check the URL's vhost"
-        ) from None
+    except pika.exceptions.ProbableAuthenticationError as exc:
+        if _refused_by_broker(exc):
+            raise BrokerError(
+                f"RabbitMQ at {mask_url(url)} refused the login: check the user and password"
+            ) from None
+        raise _lost_during(url, "the login", exc) from None
+    except pika.exceptions.ProbableAccessDeniedError as exc:
+        if _refused_by_broker(exc):
+            raise BrokerError(
+                f"RabbitMQ at {mask_url(url)} denied access to the virtual host:"
+                " check the URL's vhost"
+            ) from None
+        raise _lost_during(url, "the choice of the virtual host", exc) from None
     except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
         reason = scrub(one_line(exc), url)
         raise BrokerError(f"cannot reach RabbitMQ at {mask_url(url)}: {reason}") from None
+
+
+def _refused_by_broker(exc: pika.exceptions.AMQPConnectionError) -> bool:
+    """Whether pika's "probable" handshake error holds the broker's own refusal (a
+    Connection.Close it sent, 403 or 530), rather than a link lost at that stage:
+    pika names both alike, with the error it saw as its argument's text."""
+    return "ConnectionClosedByBroker" in str(exc)
+
+
+_REPR_PUNCTUATION = " (),'\""
+
+
+def _lost_during(url: str, stage: str, exc: Exception) -> BrokerError:
+    # pika's argument is the repr of what it saw: "StreamLostError: ('Transport indicated EOF',)".
+    seen = str(exc.args[0]) if exc.args else str(exc)
+    name, colon, rest = seen.partition(": ")
+    seen = f"{name}: {rest.strip(_REPR_PUNCTUATION)}" if colon else seen
+    reason = scrub(one_line(seen), url)
+    return BrokerError(
+        f"cannot reach RabbitMQ at {mask_url(url)}: the connection was lost during {stage}"
+        f" ({reason})"
+    )
 
 
 def declare(channel: BlockingChannel, queue: str) -> None:
