@@ -169,6 +169,29 @@ def test_a_connection_lost_while_counting_is_the_error_reported(demo_db, queue_n
         raise AssertionError("the lost connection was not reported")
 
 
+def test_a_queue_deleted_while_counted_is_reported_gone(demo_db, queue_name, monkeypatch):
+    """The queue deleted between two reads of the count: the next read's 404 was the
+    error status ended with; it is a queue that no longer exists."""
+    from bulk.audit import status
+
+    ids = killmail_ids(demo_db)
+    rabbit.publish_raw(
+        queue_name, [{"v": 1, "mode": "null", "ids": ids[i : i + 2]} for i in (0, 2)]
+    )
+    put_back = status._put_back
+
+    def then_deleted(channel, queue, *message):
+        copied = put_back(channel, queue, *message)
+        with rabbit.connection() as conn:
+            conn.channel().queue_delete(queue_name)
+        return copied
+
+    monkeypatch.setattr(status, "_put_back", then_deleted)
+    gone = status.queue_status(rabbit.RABBITMQ_URL, queue_name, None)
+    assert not gone.exists and gone.killmails_waiting == 0
+    assert gone.unacked_note == "no such queue (deleted while status read it)"
+
+
 def test_an_interrupt_while_counting_does_not_hang_the_close(demo_db, queue_name, monkeypatch):
     """Ctrl+C can leave pika in the middle of a frame, where closing the channel or
     the connection waits for an answer forever (3 in 200 interrupts did): after an

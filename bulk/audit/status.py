@@ -188,28 +188,13 @@ def queue_status(amqp_url: str, queue: str, management_url: str | None) -> Queue
         dead = _existing_depth(connection.channel(), broker.dead_letter_queue(queue))
         dead_letters = 0 if dead is None else dead.ready
         if depth is None:
-            return QueueStatus(
-                name=queue,
-                ready=0,
-                consumers=0,
-                dead_letters=dead_letters,
-                killmails_waiting=0,
-                unacked=0,
-                unacked_note="no such queue",
-                killmails_waiting_exact=True,
-                exists=False,
-            )
-        # With workers consuming, a count would race them for the messages (and
-        # could read its own copies): only the head is read, the rest estimated.
-        if depth.ready <= _EXACT_QUEUE_UP_TO and depth.consumers == 0:
-            ids, read, copied = _ids_in_messages(connection.channel(), queue, depth.ready)
-            # Exact if no worker or publisher took or added messages meanwhile.
-            after = _existing_depth(connection.channel(), queue)
-            exact = (copied or read == depth.ready) and after == depth
-            waiting = ids if exact or not read else round(ids / read * depth.ready)
-        else:
-            ids, read, _ = _ids_in_messages(connection.channel(), queue, 1)
-            waiting, exact = depth.ready * ids, False
+            return _absent(queue, dead_letters, "no such queue")
+        try:
+            waiting, exact = _killmails_waiting(connection, queue, depth)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404:
+                raise
+            return _absent(queue, dead_letters, "no such queue (deleted while status read it)")
     status = QueueStatus(
         name=queue,
         ready=depth.ready,
@@ -220,6 +205,34 @@ def queue_status(amqp_url: str, queue: str, management_url: str | None) -> Queue
     )
     status.unacked, status.unacked_note = _unacked(amqp_url, queue, management_url)
     return status
+
+
+def _absent(queue: str, dead_letters: int, note: str) -> QueueStatus:
+    return QueueStatus(
+        name=queue,
+        ready=0,
+        consumers=0,
+        dead_letters=dead_letters,
+        killmails_waiting=0,
+        unacked=0,
+        unacked_note=note,
+        killmails_waiting_exact=True,
+        exists=False,
+    )
+
+
+def _killmails_waiting(connection, queue: str, depth: broker.Depth) -> tuple[int, bool]:
+    """(killmails in the queue's messages, whether that is exact, not estimated)."""
+    # With workers consuming, a count would race them for the messages (and
+    # could read its own copies): only the head is read, the rest estimated.
+    if depth.ready <= _EXACT_QUEUE_UP_TO and depth.consumers == 0:
+        ids, read, copied = _ids_in_messages(connection.channel(), queue, depth.ready)
+        # Exact if no worker or publisher took or added messages meanwhile.
+        after = _existing_depth(connection.channel(), queue)
+        exact = (copied or read == depth.ready) and after == depth
+        return (ids if exact or not read else round(ids / read * depth.ready)), exact
+    ids, read, _ = _ids_in_messages(connection.channel(), queue, 1)
+    return depth.ready * ids, False
 
 
 def _existing_depth(channel, queue: str) -> broker.Depth | None:
