@@ -33,10 +33,10 @@ moved AS (
 -- lines through the index on killmail_id where few killmails hold the version
 -- and most types moved since it. Either alone read every line in such a case.
 --
--- Each route runs where its bound switch is true (%(stale_route_lines)s,
--- %(stale_route_killmails)s, %(stale_route_victims)s), that is where it has
--- versions: the planner leaves a route out whose switch is false, where an
--- empty array of versions still scanned every stamp (20 of a 0.28 s search).
+-- Each side runs where its bound switch is true (%(stale_by_type)s for the
+-- lines' and the victims' routes by type, %(stale_by_killmail)s), that is where
+-- it has versions: the planner leaves a route out whose switch is false, where
+-- an empty array of versions still scanned every stamp (20 of a 0.28 s search).
 held AS (
     SELECT s.killmail_id, s.version, s.unpriced, i.item_type_id AS type_id
     FROM killmail_items AS i
@@ -50,7 +50,7 @@ held AS (
         OFFSET 0
     ) AS s
     WHERE i.item_type_id = ANY(%(stale_by_type_types)s::int4[])
-      AND %(stale_route_lines)s::bool
+      AND %(stale_by_type)s::bool
     UNION ALL
     SELECT s.killmail_id, s.version, s.unpriced, x.type_id
     FROM bulk_valuations AS s
@@ -70,7 +70,7 @@ held AS (
          OFFSET 0)
     ) AS x
     WHERE s.book = {book} AND s.version = ANY(%(stale_by_killmail_versions)s::int8[])
-      AND %(stale_route_killmails)s::bool
+      AND %(stale_by_killmail)s::bool
     UNION ALL
     SELECT s.killmail_id, s.version, s.unpriced, v.ship_type_id
     FROM victims AS v
@@ -82,7 +82,7 @@ held AS (
         OFFSET 0
     ) AS s
     WHERE v.ship_type_id = ANY(%(stale_by_type_types)s::int4[])
-      AND %(stale_route_victims)s::bool
+      AND %(stale_by_type)s::bool
 ),
 -- A killmail without a value is the unstamped part's (never_valued) whether or
 -- not its prices moved: the end keeps one row a killmail, that part's.

@@ -140,10 +140,9 @@ def _statement(conn, rule_set, column, selection, min_change) -> tuple[dict, dic
         "stale_by_type_types": sorted({t for v in by_type for t in by_type[v]}),
         "stale_by_killmail_versions": sorted(by_killmail),
         "stale_by_killmail_types": sorted({t for v in by_killmail for t in by_killmail[v]}),
-        # The routes of sql/stale_part_moved.sql that run: those with versions.
-        "stale_route_lines": bool(by_type),
-        "stale_route_killmails": bool(by_killmail),
-        "stale_route_victims": bool(by_type),
+        # The sides of sql/stale_part_moved.sql that run: those with versions.
+        "stale_by_type": bool(by_type),
+        "stale_by_killmail": bool(by_killmail),
     }
     return parts, params
 
